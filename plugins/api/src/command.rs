@@ -1,0 +1,400 @@
+//! The protocol-neutral command model.
+//!
+//! Every protocol plugin (HTTP, RESP, memcached, gRPC) translates its wire
+//! requests into [`Command`]s and translates [`Reply`]s back. The model is the
+//! union of what the four protocols can ask *atomically*, so a read-modify-write
+//! such as `INCR`, memcached `cas` or `APPEND` is one command, executed inside
+//! the replicated state machine, and therefore atomic across protocols and
+//! across nodes.
+//!
+//! Commands are either *writes* (they become Raft log entries and are applied
+//! on every node) or *reads* (they never enter the log; they are served from
+//! the local store after a read index, see the core's raft middleware).
+//! [`Command::is_write`] is the single place that decides which is which.
+//!
+//! Time in commands is never "now": a relative expiry ([`Expiry::In`]) is
+//! resolved against the timestamp carried by the log entry that applies it, so
+//! replicas that apply the same log agree on every deadline.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// A key as the protocols deliver it: arbitrary bytes.
+pub type Key = Bytes;
+
+/// When an item expires, as a command asks for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Expiry {
+    /// Never expires (and removes an existing deadline: `PERSIST`, `SET` without TTL).
+    #[default]
+    Never,
+    /// Keep whatever deadline the item already has (`KEEPTTL`, memcached `append`).
+    Keep,
+    /// Expires this many milliseconds after the log entry's timestamp.
+    In(u64),
+    /// Expires at this unix time in milliseconds.
+    At(u64),
+}
+
+impl Expiry {
+    /// The absolute deadline (unix ms, 0 = never) this expiry gives an item
+    /// whose current deadline is `current`, judged at `now_ms`.
+    pub fn resolve(self, now_ms: u64, current: u64) -> u64 {
+        match self {
+            Expiry::Never => 0,
+            Expiry::Keep => current,
+            // A deadline of "now" must still be in the past for `now`, never 0 (= never).
+            Expiry::In(ms) => now_ms.saturating_add(ms).max(1),
+            Expiry::At(at) => at.max(1),
+        }
+    }
+}
+
+/// The condition a `set` must meet to store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Condition {
+    /// Store unconditionally (memcached `set`, Redis `SET`).
+    #[default]
+    Always,
+    /// Store only if the key is absent (memcached `add`, Redis `NX`).
+    IfAbsent,
+    /// Store only if the key is present (memcached `replace`, Redis `XX`).
+    IfPresent,
+    /// Store only if the item's cas unique equals this (memcached `cas`).
+    IfCas(u64),
+}
+
+/// The condition an expiry change must meet (Redis `EXPIRE ... NX|XX|GT|LT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum ExpireCondition {
+    /// Always change the deadline.
+    #[default]
+    Always,
+    /// Only if the item has no deadline.
+    IfNone,
+    /// Only if the item has a deadline.
+    IfSome,
+    /// Only if the new deadline is later (no deadline counts as infinitely late).
+    IfGreater,
+    /// Only if the new deadline is earlier (no deadline counts as infinitely late).
+    IfLess,
+}
+
+/// A `set` with everything a protocol can attach to it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SetCommand {
+    /// The key.
+    pub key: Key,
+    /// The value.
+    pub value: Bytes,
+    /// Opaque client flags (memcached's 32-bit flags).
+    pub flags: u32,
+    /// Expiry of the stored item.
+    pub expiry: Expiry,
+    /// When to store.
+    pub condition: Condition,
+    /// Return the previous item in the reply (Redis `SET ... GET`, `GETSET`).
+    pub return_old: bool,
+}
+
+impl SetCommand {
+    /// An unconditional set without TTL or flags.
+    pub fn new(key: impl Into<Key>, value: impl Into<Bytes>) -> Self {
+        SetCommand {
+            key: key.into(),
+            value: value.into(),
+            flags: 0,
+            expiry: Expiry::Never,
+            condition: Condition::Always,
+            return_old: false,
+        }
+    }
+}
+
+/// How a counter changes.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Delta {
+    /// Redis `INCRBY`/`DECRBY`: signed 64-bit; a missing key counts as 0 and is
+    /// created; overflow is an error; the value must be a decimal integer.
+    Signed(i64),
+    /// memcached `incr`/`decr`: unsigned 64-bit; a missing key is `NOT_FOUND`;
+    /// incr wraps at 2^64, decr stops at 0.
+    Unsigned {
+        /// Amount.
+        by: u64,
+        /// Decrement instead of increment.
+        decr: bool,
+    },
+    /// Redis `INCRBYFLOAT`: a missing key counts as 0.
+    Float(f64),
+}
+
+/// One operation of the command model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    // ---- reads ----
+    /// Fetch many keys (missing or expired keys answer `None`).
+    Get {
+        /// Keys, answered in this order.
+        keys: Vec<Key>,
+    },
+    /// How many of the keys exist (a key named twice counts twice, as Redis does).
+    Exists {
+        /// Keys.
+        keys: Vec<Key>,
+    },
+    /// Remaining time to live of a key.
+    Ttl {
+        /// Key.
+        key: Key,
+    },
+    /// Iterate the key space: keys in `cursor..`, at most `count`, filtered by a glob.
+    Scan {
+        /// Where to continue (0 starts).
+        cursor: u64,
+        /// Optional glob (`*`, `?`, `[...]`, `\`).
+        pattern: Option<Bytes>,
+        /// How many keys to visit at most.
+        count: usize,
+    },
+    /// One key chosen at random.
+    RandomKey,
+    /// Number of live items.
+    Size,
+    /// Store statistics as name/value pairs.
+    Stats,
+
+    // ---- writes ----
+    /// Store a value.
+    Set(SetCommand),
+    /// Store many values; with `only_if_none_exist`, store all or none (`MSETNX`).
+    SetMany {
+        /// The sets, applied in order.
+        items: Vec<SetCommand>,
+        /// Store only if none of the keys exists.
+        only_if_none_exist: bool,
+    },
+    /// Remove keys; the reply counts those that existed.
+    Delete {
+        /// Keys.
+        keys: Vec<Key>,
+    },
+    /// Fetch and remove (`GETDEL`).
+    GetDelete {
+        /// Key.
+        key: Key,
+    },
+    /// Fetch keys and change their expiry (memcached `gat`, Redis `GETEX`).
+    GetAndTouch {
+        /// Keys.
+        keys: Vec<Key>,
+        /// New expiry.
+        expiry: Expiry,
+    },
+    /// Change a key's expiry (`touch`, `EXPIRE`, `PERSIST` with [`Expiry::Never`]).
+    Touch {
+        /// Key.
+        key: Key,
+        /// New expiry.
+        expiry: Expiry,
+        /// When to change it.
+        condition: ExpireCondition,
+    },
+    /// Add to a numeric value.
+    Incr {
+        /// Key.
+        key: Key,
+        /// Amount and arithmetic.
+        delta: Delta,
+    },
+    /// Append or prepend bytes.
+    Append {
+        /// Key.
+        key: Key,
+        /// Bytes to add.
+        value: Bytes,
+        /// Prepend instead of append.
+        prepend: bool,
+        /// Create a missing key (Redis) instead of answering `NotStored` (memcached).
+        create: bool,
+    },
+    /// Overwrite part of a value (`SETRANGE`), zero-padding as needed.
+    SetRange {
+        /// Key.
+        key: Key,
+        /// Byte offset.
+        offset: u64,
+        /// Bytes written at the offset.
+        value: Bytes,
+    },
+    /// Rename a key (`RENAME`, `RENAMENX` with `only_if_absent`).
+    Rename {
+        /// Source.
+        from: Key,
+        /// Destination.
+        to: Key,
+        /// Only if the destination does not exist.
+        only_if_absent: bool,
+    },
+    /// Copy a key (`COPY`).
+    Copy {
+        /// Source.
+        from: Key,
+        /// Destination.
+        to: Key,
+        /// Overwrite an existing destination.
+        replace: bool,
+    },
+    /// Remove every item.
+    Flush,
+    /// Remove keys chosen by the leader's eviction policy (replicated evictions).
+    Evict {
+        /// Keys.
+        keys: Vec<Key>,
+    },
+}
+
+/// The kind of a command, for metrics labels and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Op {
+    /// [`Command::Get`]
+    Get,
+    /// [`Command::Exists`]
+    Exists,
+    /// [`Command::Ttl`]
+    Ttl,
+    /// [`Command::Scan`]
+    Scan,
+    /// [`Command::RandomKey`]
+    RandomKey,
+    /// [`Command::Size`]
+    Size,
+    /// [`Command::Stats`]
+    Stats,
+    /// [`Command::Set`] and [`Command::SetMany`]
+    Set,
+    /// [`Command::Delete`] and [`Command::GetDelete`]
+    Delete,
+    /// [`Command::GetAndTouch`] and [`Command::Touch`]
+    Touch,
+    /// [`Command::Incr`]
+    Incr,
+    /// [`Command::Append`] and [`Command::SetRange`]
+    Append,
+    /// [`Command::Rename`] and [`Command::Copy`]
+    Rename,
+    /// [`Command::Flush`]
+    Flush,
+    /// [`Command::Evict`]
+    Evict,
+}
+
+impl Op {
+    /// All ops, for pre-registering metric series.
+    pub const ALL: [Op; 15] = [
+        Op::Get,
+        Op::Exists,
+        Op::Ttl,
+        Op::Scan,
+        Op::RandomKey,
+        Op::Size,
+        Op::Stats,
+        Op::Set,
+        Op::Delete,
+        Op::Touch,
+        Op::Incr,
+        Op::Append,
+        Op::Rename,
+        Op::Flush,
+        Op::Evict,
+    ];
+
+    /// The metric label of the op.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Get => "get",
+            Op::Exists => "exists",
+            Op::Ttl => "ttl",
+            Op::Scan => "scan",
+            Op::RandomKey => "randomkey",
+            Op::Size => "size",
+            Op::Stats => "stats",
+            Op::Set => "set",
+            Op::Delete => "delete",
+            Op::Touch => "touch",
+            Op::Incr => "incr",
+            Op::Append => "append",
+            Op::Rename => "rename",
+            Op::Flush => "flush",
+            Op::Evict => "evict",
+        }
+    }
+}
+
+impl Command {
+    /// Whether the command changes data and so must go through the log.
+    pub fn is_write(&self) -> bool {
+        !matches!(
+            self,
+            Command::Get { .. }
+                | Command::Exists { .. }
+                | Command::Ttl { .. }
+                | Command::Scan { .. }
+                | Command::RandomKey
+                | Command::Size
+                | Command::Stats
+        )
+    }
+
+    /// The command's kind.
+    pub fn op(&self) -> Op {
+        match self {
+            Command::Get { .. } => Op::Get,
+            Command::Exists { .. } => Op::Exists,
+            Command::Ttl { .. } => Op::Ttl,
+            Command::Scan { .. } => Op::Scan,
+            Command::RandomKey => Op::RandomKey,
+            Command::Size => Op::Size,
+            Command::Stats => Op::Stats,
+            Command::Set(_) | Command::SetMany { .. } => Op::Set,
+            Command::Delete { .. } | Command::GetDelete { .. } => Op::Delete,
+            Command::GetAndTouch { .. } | Command::Touch { .. } => Op::Touch,
+            Command::Incr { .. } => Op::Incr,
+            Command::Append { .. } | Command::SetRange { .. } => Op::Append,
+            Command::Rename { .. } | Command::Copy { .. } => Op::Rename,
+            Command::Flush => Op::Flush,
+            Command::Evict { .. } => Op::Evict,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_and_writes_are_classified() {
+        assert!(!Command::Get { keys: vec![] }.is_write());
+        assert!(!Command::Size.is_write());
+        assert!(Command::Set(SetCommand::new("k", "v")).is_write());
+        assert!(Command::GetAndTouch { keys: vec![], expiry: Expiry::Never }.is_write());
+        assert!(Command::Flush.is_write());
+    }
+
+    #[test]
+    fn expiry_resolution() {
+        assert_eq!(Expiry::Never.resolve(1000, 5), 0);
+        assert_eq!(Expiry::Keep.resolve(1000, 5), 5);
+        assert_eq!(Expiry::In(10).resolve(1000, 5), 1010);
+        assert_eq!(Expiry::In(0).resolve(0, 5), 1, "an immediate deadline is never 0");
+        assert_eq!(Expiry::At(77).resolve(1000, 5), 77);
+    }
+
+    #[test]
+    fn op_labels_are_unique() {
+        let mut labels: Vec<_> = Op::ALL.iter().map(|o| o.as_str()).collect();
+        labels.sort();
+        labels.dedup();
+        assert_eq!(labels.len(), Op::ALL.len());
+    }
+}

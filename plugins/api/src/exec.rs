@@ -1,0 +1,375 @@
+//! The executor: the one implementation of every command's semantics.
+//!
+//! [`apply`] runs a write against a [`Policy`] inside the Raft state machine;
+//! [`read`] runs a read against the local store. Both are plain functions of
+//! (store, command, time) so that every node that applies the same log entry
+//! reaches the same state, and so that every policy is tested through the same
+//! semantics by the [conformance kit](crate::testkit).
+//!
+//! Expiry: an item whose deadline is at or before the entry's timestamp is
+//! treated as absent. Writes that meet such an item remove it (counted in
+//! [`ApplyState::expired`]); reads just hide it, because a read must not change
+//! data outside the log.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::command::{Command, Condition, Delta, ExpireCondition, Expiry, SetCommand};
+use crate::glob::glob_match;
+use crate::policy::Policy;
+use crate::reply::{CommandError, Item, Number, Reply, Ttl};
+
+/// Largest value a write may produce (Redis' `proto-max-bulk-len`, 512 MB).
+pub const MAX_VALUE_LEN: usize = 512 * 1024 * 1024;
+
+/// Mutable context of applying one log entry.
+#[derive(Debug, Default)]
+pub struct ApplyState {
+    /// The entry's timestamp (unix ms), chosen by the leader.
+    pub now_ms: u64,
+    /// The last cas unique handed out; each stored item takes the next one.
+    pub cas: u64,
+    /// Keys the policy evicted while applying.
+    pub evicted: Vec<Bytes>,
+    /// Expired items removed while applying.
+    pub expired: u64,
+}
+
+impl ApplyState {
+    fn next_cas(&mut self) -> u64 {
+        self.cas += 1;
+        self.cas
+    }
+}
+
+/// The live item under `key`, removing it if it has expired.
+fn live(store: &dyn Policy, key: &[u8], st: &mut ApplyState) -> Option<Item> {
+    let item = store.peek(key)?;
+    if item.is_expired(st.now_ms) {
+        store.remove(key);
+        st.expired += 1;
+        return None;
+    }
+    Some(item)
+}
+
+fn store_item(store: &dyn Policy, key: Bytes, value: Bytes, flags: u32, expires_at: u64, st: &mut ApplyState) -> u64 {
+    let cas = st.next_cas();
+    let item = Item { value, flags, cas, expires_at };
+    store.insert(key, item, &mut st.evicted);
+    cas
+}
+
+fn set(store: &dyn Policy, cmd: &SetCommand, st: &mut ApplyState) -> Reply {
+    let current = live(store, &cmd.key, st);
+    let old = if cmd.return_old { current.clone() } else { None };
+    let allowed = match (cmd.condition, &current) {
+        (Condition::Always, _) => true,
+        (Condition::IfAbsent, c) => c.is_none(),
+        (Condition::IfPresent, c) => c.is_some(),
+        (Condition::IfCas(_), None) => return Reply::NotFound,
+        (Condition::IfCas(cas), Some(c)) => {
+            if c.cas != cas {
+                return Reply::Exists;
+            }
+            true
+        }
+    };
+    if !allowed {
+        return Reply::NotStored { old };
+    }
+    let current_deadline = current.as_ref().map_or(0, |c| c.expires_at);
+    let expires_at = cmd.expiry.resolve(st.now_ms, current_deadline);
+    let cas = store_item(store, cmd.key.clone(), cmd.value.clone(), cmd.flags, expires_at, st);
+    Reply::Stored { created: current.is_none(), cas, old }
+}
+
+fn parse_i64(v: &[u8]) -> Option<i64> {
+    // Redis accepts no spaces, no '+', no leading zeros beyond "0".
+    let s = std::str::from_utf8(v).ok()?;
+    if s.is_empty() || s.starts_with('+') || (s.len() > 1 && s.starts_with('0')) || s.starts_with("-0") {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn parse_u64(v: &[u8]) -> Option<u64> {
+    let s = std::str::from_utf8(v).ok()?;
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn parse_f64(v: &[u8]) -> Option<f64> {
+    let s = std::str::from_utf8(v).ok()?;
+    if s.is_empty() || s.trim() != s {
+        return None;
+    }
+    let f: f64 = s.parse().ok()?;
+    f.is_finite().then_some(f)
+}
+
+/// Formats a float as Redis does for `INCRBYFLOAT`: shortest exact decimal,
+/// no exponent, no trailing zeros.
+pub fn format_float(f: f64) -> String {
+    if f == f.trunc() && f.abs() < 1e17 {
+        format!("{}", f as i64)
+    } else {
+        format!("{f}")
+    }
+}
+
+fn incr(store: &dyn Policy, key: &Bytes, delta: Delta, st: &mut ApplyState) -> Reply {
+    let current = live(store, key, st);
+    let (flags, deadline) = current.as_ref().map_or((0, 0), |c| (c.flags, c.expires_at));
+    let (number, text) = match delta {
+        Delta::Signed(by) => {
+            let base = match &current {
+                None => 0,
+                Some(c) => match parse_i64(&c.value) {
+                    Some(n) => n,
+                    None => return Reply::Error(CommandError::NotInteger),
+                },
+            };
+            let Some(n) = base.checked_add(by) else {
+                return Reply::Error(CommandError::Overflow);
+            };
+            (Number::Signed(n), n.to_string())
+        }
+        Delta::Unsigned { by, decr } => {
+            let Some(c) = &current else { return Reply::NotFound };
+            let Some(base) = parse_u64(&c.value) else {
+                return Reply::Error(CommandError::NonNumeric);
+            };
+            let n = if decr { base.saturating_sub(by) } else { base.wrapping_add(by) };
+            (Number::Unsigned(n), n.to_string())
+        }
+        Delta::Float(by) => {
+            let base = match &current {
+                None => 0.0,
+                Some(c) => match parse_f64(&c.value) {
+                    Some(n) => n,
+                    None => return Reply::Error(CommandError::NotFloat),
+                },
+            };
+            let n = base + by;
+            if !n.is_finite() {
+                return Reply::Error(CommandError::NanOrInfinity);
+            }
+            let text = format_float(n);
+            (Number::Float(Bytes::from(text.clone())), text)
+        }
+    };
+    store_item(store, key.clone(), Bytes::from(text), flags, deadline, st);
+    Reply::Number(number)
+}
+
+fn append(store: &dyn Policy, key: &Bytes, value: &Bytes, prepend: bool, create: bool, st: &mut ApplyState) -> Reply {
+    let current = live(store, key, st);
+    let (joined, flags, deadline) = match current {
+        None if !create => return Reply::NotStored { old: None },
+        None => (value.clone(), 0, 0),
+        Some(c) => {
+            if c.value.len() + value.len() > MAX_VALUE_LEN {
+                return Reply::Error(CommandError::TooLarge);
+            }
+            let mut buf = BytesMut::with_capacity(c.value.len() + value.len());
+            if prepend {
+                buf.extend_from_slice(value);
+                buf.extend_from_slice(&c.value);
+            } else {
+                buf.extend_from_slice(&c.value);
+                buf.extend_from_slice(value);
+            }
+            (buf.freeze(), c.flags, c.expires_at)
+        }
+    };
+    let len = joined.len() as u64;
+    store_item(store, key.clone(), joined, flags, deadline, st);
+    // Redis answers the new length; memcached maps any Count to STORED.
+    Reply::Count(len)
+}
+
+fn set_range(store: &dyn Policy, key: &Bytes, offset: u64, value: &Bytes, st: &mut ApplyState) -> Reply {
+    let current = live(store, key, st);
+    let old_len = current.as_ref().map_or(0, |c| c.value.len());
+    if value.is_empty() {
+        return Reply::Count(old_len as u64);
+    }
+    let end = offset.saturating_add(value.len() as u64);
+    if end > MAX_VALUE_LEN as u64 {
+        return Reply::Error(CommandError::TooLarge);
+    }
+    let end = end as usize;
+    let mut buf = BytesMut::zeroed(end.max(old_len));
+    let (flags, deadline) = match &current {
+        Some(c) => {
+            buf[..old_len].copy_from_slice(&c.value);
+            (c.flags, c.expires_at)
+        }
+        None => (0, 0),
+    };
+    buf[offset as usize..end].copy_from_slice(value);
+    let len = buf.len() as u64;
+    store_item(store, key.clone(), buf.freeze(), flags, deadline, st);
+    Reply::Count(len)
+}
+
+fn touch(store: &dyn Policy, key: &Bytes, expiry: Expiry, cond: ExpireCondition, st: &mut ApplyState) -> Reply {
+    let Some(c) = live(store, key, st) else { return Reply::Bool(false) };
+    let new = expiry.resolve(st.now_ms, c.expires_at);
+    // "No deadline" compares as infinitely late.
+    let as_order = |d: u64| if d == 0 { u64::MAX } else { d };
+    let allowed = match cond {
+        ExpireCondition::Always => true,
+        ExpireCondition::IfNone => c.expires_at == 0,
+        ExpireCondition::IfSome => c.expires_at != 0,
+        ExpireCondition::IfGreater => c.expires_at != 0 && as_order(new) > as_order(c.expires_at),
+        ExpireCondition::IfLess => as_order(new) < as_order(c.expires_at),
+    };
+    if !allowed {
+        return Reply::Bool(false);
+    }
+    if matches!(expiry, Expiry::Never) && c.expires_at == 0 && cond == ExpireCondition::Always {
+        // PERSIST on a key without TTL changes nothing (Redis answers 0).
+        return Reply::Bool(false);
+    }
+    if new != 0 && new <= st.now_ms {
+        // A deadline in the past deletes the key, as Redis does.
+        store.remove(key);
+        return Reply::Bool(true);
+    }
+    store_item(store, key.clone(), c.value, c.flags, new, st);
+    Reply::Bool(true)
+}
+
+/// Applies a write command. `st.now_ms` must be the log entry's timestamp.
+pub fn apply(store: &dyn Policy, cmd: &Command, st: &mut ApplyState) -> Reply {
+    match cmd {
+        Command::Set(s) => set(store, s, st),
+        Command::SetMany { items, only_if_none_exist } => {
+            if *only_if_none_exist && items.iter().any(|s| live(store, &s.key, st).is_some()) {
+                return Reply::Bool(false);
+            }
+            for s in items {
+                set(store, s, st);
+            }
+            if *only_if_none_exist { Reply::Bool(true) } else { Reply::Ok }
+        }
+        Command::Delete { keys } => {
+            let mut n = 0;
+            for k in keys {
+                if live(store, k, st).is_some() {
+                    store.remove(k);
+                    n += 1;
+                }
+            }
+            Reply::Count(n)
+        }
+        Command::GetDelete { key } => {
+            let item = live(store, key, st);
+            if item.is_some() {
+                store.remove(key);
+            }
+            Reply::Value(item)
+        }
+        Command::GetAndTouch { keys, expiry } => {
+            let mut out = Vec::with_capacity(keys.len());
+            for k in keys {
+                let item = live(store, k, st).map(|c| {
+                    let deadline = expiry.resolve(st.now_ms, c.expires_at);
+                    let cas = store_item(store, k.clone(), c.value.clone(), c.flags, deadline, st);
+                    Item { cas, expires_at: deadline, ..c }
+                });
+                out.push(item);
+            }
+            Reply::Values(out)
+        }
+        Command::Touch { key, expiry, condition } => touch(store, key, *expiry, *condition, st),
+        Command::Incr { key, delta } => incr(store, key, *delta, st),
+        Command::Append { key, value, prepend, create } => append(store, key, value, *prepend, *create, st),
+        Command::SetRange { key, offset, value } => set_range(store, key, *offset, value, st),
+        Command::Rename { from, to, only_if_absent } => {
+            let Some(item) = live(store, from, st) else {
+                return Reply::Error(CommandError::NoSuchKey);
+            };
+            if from == to {
+                return if *only_if_absent { Reply::Bool(false) } else { Reply::Ok };
+            }
+            if *only_if_absent && live(store, to, st).is_some() {
+                return Reply::Bool(false);
+            }
+            store.remove(from);
+            store_item(store, to.clone(), item.value, item.flags, item.expires_at, st);
+            if *only_if_absent { Reply::Bool(true) } else { Reply::Ok }
+        }
+        Command::Copy { from, to, replace } => {
+            let Some(item) = live(store, from, st) else { return Reply::Bool(false) };
+            if from == to || (!replace && live(store, to, st).is_some()) {
+                return Reply::Bool(false);
+            }
+            store_item(store, to.clone(), item.value, item.flags, item.expires_at, st);
+            Reply::Bool(true)
+        }
+        Command::Flush => {
+            store.clear();
+            Reply::Ok
+        }
+        Command::Evict { keys } => {
+            for k in keys {
+                store.remove(k);
+            }
+            Reply::Count(keys.len() as u64)
+        }
+        read => Reply::Error(CommandError::Refused(format!("{:?} is not a write", read.op()))),
+    }
+}
+
+/// Runs a read command against the local store at `now_ms`.
+pub fn read(store: &dyn Policy, cmd: &Command, now_ms: u64) -> Reply {
+    let visible = |item: Option<Item>| item.filter(|i| !i.is_expired(now_ms));
+    match cmd {
+        Command::Get { keys } => Reply::Values(keys.iter().map(|k| visible(store.get(k))).collect()),
+        Command::Exists { keys } => {
+            Reply::Count(keys.iter().filter(|k| visible(store.peek(k)).is_some()).count() as u64)
+        }
+        Command::Ttl { key } => Reply::Ttl(match visible(store.peek(key)) {
+            None => Ttl::Missing,
+            Some(i) if i.expires_at == 0 => Ttl::Persistent,
+            Some(i) => Ttl::Expires { at_ms: i.expires_at, remaining_ms: i.expires_at - now_ms },
+        }),
+        Command::Scan { cursor, pattern, count } => {
+            let mut keys = Vec::new();
+            let mut visited = 0usize;
+            let budget = (*count).max(1);
+            let next = store.scan(*cursor, &mut |k, i| {
+                visited += 1;
+                if !i.is_expired(now_ms) && pattern.as_ref().is_none_or(|p| glob_match(p, k)) {
+                    keys.push(k.clone());
+                }
+                visited < budget
+            });
+            Reply::Keys { cursor: next, keys }
+        }
+        Command::RandomKey => {
+            // A few tries to skip expired keys, as Redis does.
+            for attempt in 0..16u64 {
+                let Some(k) = store.random_key(now_ms.wrapping_add(attempt)) else {
+                    return Reply::Key(None);
+                };
+                if visible(store.peek(&k)).is_some() {
+                    return Reply::Key(Some(k));
+                }
+            }
+            Reply::Key(None)
+        }
+        Command::Size => Reply::Count(store.len() as u64),
+        Command::Stats => Reply::Stats(vec![
+            ("curr_items".into(), store.len().to_string()),
+            ("bytes".into(), store.used_bytes().to_string()),
+            ("limit_maxbytes".into(), store.capacity().to_string()),
+            ("entry_overhead".into(), store.entry_overhead().to_string()),
+        ]),
+        write => Reply::Error(CommandError::Refused(format!("{:?} is a write", write.op()))),
+    }
+}

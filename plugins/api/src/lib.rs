@@ -1,0 +1,56 @@
+//! # gerdu-api — the gerdu plugin SDK
+//!
+//! Everything a protocol, policy or middleware plugin needs, and nothing of the
+//! server core (Cargo forbids the cycle: the core depends on the plugins):
+//!
+//! ```text
+//!  client ─► Protocol ─► Pipeline (tower): auth ─► metrics ─► raft ─► local store ─► Policy
+//!            bytes →      Request{ctx, [Command]}                          exec::read / exec::apply
+//!            Commands     Response{[Reply]}
+//! ```
+//!
+//! - [`command`] / [`reply`]: the protocol-neutral command model.
+//! - [`exec`]: the single implementation of every command's semantics.
+//! - [`policy`]: the store trait (map + eviction order + byte accounting).
+//! - [`pipeline`]: request/response types and the erased tower service.
+//! - [`plugin`]: plugin traits, registration macros, lookup by name.
+//! - [`testkit`]: the conformance kit every policy must pass.
+
+#![warn(missing_docs)]
+
+pub mod clock;
+pub mod command;
+pub mod exec;
+pub mod glob;
+pub mod pipeline;
+pub mod plugin;
+pub mod policy;
+pub mod reply;
+pub mod size;
+pub mod testkit;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use command::{Command, Condition, Delta, ExpireCondition, Expiry, Key, Op, SetCommand};
+pub use pipeline::{Credentials, Pipeline, PipelineError, ReadConsistency, Request, RequestContext, Response};
+pub use plugin::{
+    Admin, AdminError, Config, Extensions, Middleware, MiddlewareContext, MiddlewarePlugin, NodeStatus, PluginError,
+    PolicyPlugin, Protocol, ProtocolContext, ProtocolPlugin, Running,
+};
+pub use policy::{Policy, PolicySettings};
+pub use reply::{CommandError, Item, Number, Reply, Ttl};
+
+#[doc(hidden)]
+pub use inventory;
+
+// Re-exported so plugins use the same versions as the core.
+pub use figment;
+pub use prometheus;
+pub use rustls;
+pub use tokio_util;
+pub use tower;
+
+/// One line for a figment error: the key path and what is wrong with it.
+pub fn config_error_line(e: &figment::Error) -> String {
+    let key = if e.path.is_empty() { String::new() } else { format!("{}: ", e.path.join(".")) };
+    format!("{key}{}", e.kind)
+}

@@ -1,0 +1,129 @@
+//! The request pipeline: protocol-neutral requests through a tower chain.
+//!
+//! A protocol plugin turns wire bytes into a [`Request`] — a *batch* of
+//! [`Command`]s (one HTTP request is a batch of one; a Redis pipeline read in
+//! one go is a batch of many) — and calls the shared [`Pipeline`]. The chain
+//! (auth → metrics → raft → local store, order from config) answers one
+//! [`Reply`] per command, in order. Batches are the unit of work all the way
+//! down: the raft layer proposes the writes of a batch as one log entry and
+//! obtains one read index for its reads.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tower::util::BoxCloneSyncService;
+
+use crate::command::Command;
+use crate::reply::Reply;
+
+/// What a client presented to authenticate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credentials {
+    /// A user name (or none, for a `requirepass`-style password) and password.
+    Password {
+        /// The user, if the protocol names one.
+        user: Option<String>,
+        /// The password.
+        password: String,
+    },
+    /// A bearer token.
+    Token(String),
+}
+
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadConsistency {
+    /// Linearizable: served after a read index confirmed by a quorum (batched).
+    #[default]
+    Linearizable,
+    /// Served from the leader's state without a quorum round.
+    Leader,
+    /// Served from any node's local state; may be stale.
+    Local,
+}
+
+impl std::str::FromStr for ReadConsistency {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "linearizable" => Ok(Self::Linearizable),
+            "leader" => Ok(Self::Leader),
+            "local" => Ok(Self::Local),
+            other => Err(format!("unknown read consistency {other:?} (linearizable, leader, local)")),
+        }
+    }
+}
+
+/// Per-request facts the middleware needs.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    /// Name of the protocol plugin that received the request.
+    pub protocol: &'static str,
+    /// Credentials presented, if any.
+    pub credentials: Option<Arc<Credentials>>,
+    /// Read consistency asked by the client; `None` uses the configured default.
+    pub consistency: Option<ReadConsistency>,
+    /// When the protocol finished parsing the request (for latency metrics).
+    pub received: Instant,
+}
+
+impl RequestContext {
+    /// A context for `protocol` without credentials, received now.
+    pub fn new(protocol: &'static str) -> Self {
+        RequestContext { protocol, credentials: None, consistency: None, received: Instant::now() }
+    }
+}
+
+/// A batch of commands from one client.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// Who sent it, how.
+    pub ctx: RequestContext,
+    /// The commands, executed in order.
+    pub commands: Vec<Command>,
+}
+
+impl Request {
+    /// A request of one command.
+    pub fn single(ctx: RequestContext, command: Command) -> Self {
+        Request { ctx, commands: vec![command] }
+    }
+}
+
+/// The replies, one per command, in order.
+#[derive(Clone, Debug, Default)]
+pub struct Response {
+    /// Replies aligned with [`Request::commands`].
+    pub replies: Vec<Reply>,
+}
+
+/// Why a whole request failed (as opposed to one command's [`Reply::Error`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PipelineError {
+    /// No or wrong credentials while auth is on.
+    #[error("authentication required")]
+    Unauthenticated,
+    /// Credentials were presented and are wrong.
+    #[error("invalid username-password pair or user is disabled")]
+    BadCredentials,
+    /// No leader could be reached within the configured wait.
+    #[error("cluster unavailable: {0}")]
+    Unavailable(String),
+    /// The server is shutting down.
+    #[error("server is shutting down")]
+    ShuttingDown,
+    /// Anything else; logged by the server.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The erased, cloneable pipeline every protocol receives.
+pub type Pipeline = BoxCloneSyncService<Request, Response, PipelineError>;
+
+/// Calls a pipeline once (waits for readiness first).
+pub async fn call(pipeline: &Pipeline, request: Request) -> Result<Response, PipelineError> {
+    use tower::ServiceExt;
+    pipeline.clone().oneshot(request).await
+}

@@ -1,0 +1,87 @@
+//! The Policy trait: the store itself (map + eviction order + accounting).
+//!
+//! A policy plugin owns the items. Its methods take `&self` and manage their
+//! own concurrency (sharding, locks), as pingora's eviction managers do, so
+//! reads from many connections run in parallel with the single writer (the
+//! Raft state machine applying the log).
+//!
+//! Policies do **not** judge expiry: they store the deadline in [`Item`] and
+//! the executor ([`crate::exec`]) hides expired items and removes them on
+//! writes. Policies **do** enforce capacity: [`Policy::insert`] evicts in
+//! policy order until the charged bytes fit, and reports what it evicted so
+//! that the core can count it (and, in a cluster, replicate the decision).
+//!
+//! # Capacity accounting
+//!
+//! Every item is charged `key.len() + value.len() + entry_overhead()` bytes.
+//! `entry_overhead` is the policy's own per-entry bookkeeping (node, index
+//! slot, allocation headers), documented by each policy and exported as the
+//! `gerdu_entry_overhead_bytes` metric.
+
+use bytes::Bytes;
+
+use crate::reply::Item;
+
+/// The bytes an item is charged: key + value + per-entry overhead.
+#[inline]
+pub fn charge(key_len: usize, value_len: usize, overhead: usize) -> usize {
+    key_len + value_len + overhead
+}
+
+/// Settings every policy receives when it is built.
+#[derive(Clone, Debug)]
+pub struct PolicySettings {
+    /// Capacity in charged bytes (0 = unlimited).
+    pub capacity: u64,
+}
+
+/// A store with an eviction policy. See the module docs.
+pub trait Policy: Send + Sync + 'static {
+    /// Reads an item and records the access (recency, frequency).
+    fn get(&self, key: &[u8]) -> Option<Item>;
+
+    /// Reads an item without recording an access.
+    fn peek(&self, key: &[u8]) -> Option<Item>;
+
+    /// Stores an item, returning the one it replaced. If the store is over
+    /// capacity afterwards, evicts in policy order and pushes the evicted keys
+    /// to `evicted` (never the key just inserted unless it alone exceeds the
+    /// capacity share it is stored in).
+    fn insert(&self, key: Bytes, item: Item, evicted: &mut Vec<Bytes>) -> Option<Item>;
+
+    /// Removes an item, returning it.
+    fn remove(&self, key: &[u8]) -> Option<Item>;
+
+    /// Removes every item.
+    fn clear(&self);
+
+    /// Number of items (expired ones not yet removed included).
+    fn len(&self) -> usize;
+
+    /// Whether the store holds no item.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Charged bytes in use.
+    fn used_bytes(&self) -> u64;
+
+    /// Capacity in charged bytes (0 = unlimited).
+    fn capacity(&self) -> u64;
+
+    /// Changes the capacity (the weak policy follows memory pressure with it);
+    /// evicts down to the new capacity, reporting the keys.
+    fn set_capacity(&self, bytes: u64, evicted: &mut Vec<Bytes>);
+
+    /// Per-entry overhead in bytes used in the capacity formula.
+    fn entry_overhead(&self) -> usize;
+
+    /// Visits items for scans and snapshots, starting at position `cursor` of
+    /// an iteration order that is stable while the store does not change much.
+    /// `f` returns `false` to stop. Returns the cursor to continue from, 0 when
+    /// the iteration is complete.
+    fn scan(&self, cursor: u64, f: &mut dyn FnMut(&Bytes, &Item) -> bool) -> u64;
+
+    /// Picks one key at random, if any.
+    fn random_key(&self, seed: u64) -> Option<Bytes>;
+}

@@ -1,0 +1,138 @@
+//! What a [`Command`](crate::Command) answers, protocol-neutral.
+//!
+//! Each protocol maps a reply to its own wire form (HTTP status codes, RESP
+//! types, memcached `STORED`/`NOT_STORED`/`EXISTS`/`NOT_FOUND` lines, gRPC
+//! messages). Replies are `Serialize` because they travel back from the
+//! leader to the node that forwarded a request.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// A stored item as the store keeps it and as reads return it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    /// The value.
+    pub value: Bytes,
+    /// Opaque client flags.
+    pub flags: u32,
+    /// Unique per write (memcached `cas`): a counter of applied writes,
+    /// identical on every replica.
+    pub cas: u64,
+    /// Unix time in ms when the item expires; 0 = never.
+    pub expires_at: u64,
+}
+
+impl Item {
+    /// Whether the item is expired at `now_ms`.
+    #[inline]
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_at != 0 && self.expires_at <= now_ms
+    }
+}
+
+/// A numeric result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Number {
+    /// Signed result (Redis `INCR`).
+    Signed(i64),
+    /// Unsigned result (memcached `incr`).
+    Unsigned(u64),
+    /// Float result, already formatted as Redis formats it.
+    Float(Bytes),
+}
+
+/// Remaining life of a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ttl {
+    /// No such key (Redis `-2`).
+    Missing,
+    /// The key never expires (Redis `-1`).
+    Persistent,
+    /// The key expires.
+    Expires {
+        /// Absolute deadline, unix ms.
+        at_ms: u64,
+        /// Milliseconds left.
+        remaining_ms: u64,
+    },
+}
+
+/// Why a command failed although the request was well-formed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum CommandError {
+    /// The value is not a decimal integer in range (Redis wording).
+    #[error("value is not an integer or out of range")]
+    NotInteger,
+    /// memcached: the value is not an unsigned decimal.
+    #[error("cannot increment or decrement non-numeric value")]
+    NonNumeric,
+    /// The value is not a valid float.
+    #[error("value is not a valid float")]
+    NotFloat,
+    /// Arithmetic overflow.
+    #[error("increment or decrement would overflow")]
+    Overflow,
+    /// A float result is NaN or infinite.
+    #[error("increment would produce NaN or Infinity")]
+    NanOrInfinity,
+    /// The source key does not exist (`RENAME`).
+    #[error("no such key")]
+    NoSuchKey,
+    /// The result would exceed the item size limit.
+    #[error("string exceeds maximum allowed size")]
+    TooLarge,
+    /// The command is not accepted in this position (for example a write
+    /// without the raft middleware in the pipeline).
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// The answer to one command.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    /// Done; nothing to report.
+    Ok,
+    /// A set stored its value.
+    Stored {
+        /// The key did not exist before.
+        created: bool,
+        /// The new item's cas.
+        cas: u64,
+        /// The previous item, when asked for.
+        old: Option<Item>,
+    },
+    /// A conditional set did not store (absent/present condition failed).
+    NotStored {
+        /// The current item, when asked for.
+        old: Option<Item>,
+    },
+    /// A cas set found a different cas.
+    Exists,
+    /// The key does not exist.
+    NotFound,
+    /// Items of a multi-key read, aligned with the keys asked.
+    Values(Vec<Option<Item>>),
+    /// One item or none.
+    Value(Option<Item>),
+    /// A count: keys deleted, keys existing, items stored.
+    Count(u64),
+    /// A changed counter.
+    Number(Number),
+    /// Remaining time to live.
+    Ttl(Ttl),
+    /// A page of a key scan.
+    Keys {
+        /// Where to continue; 0 when done.
+        cursor: u64,
+        /// Keys found.
+        keys: Vec<Bytes>,
+    },
+    /// One key or none (`RANDOMKEY`).
+    Key(Option<Bytes>),
+    /// Whether a conditional change happened (`EXPIRE NX`, `RENAMENX`, `COPY`).
+    Bool(bool),
+    /// Name/value statistics.
+    Stats(Vec<(String, String)>),
+    /// The command failed.
+    Error(CommandError),
+}
