@@ -52,16 +52,32 @@ fn live(store: &dyn Policy, key: &[u8], st: &mut ApplyState) -> Option<Item> {
     Some(item)
 }
 
-fn store_item(store: &dyn Policy, key: Bytes, value: Bytes, flags: u32, expires_at: u64, st: &mut ApplyState) -> u64 {
+fn store_item(
+    store: &dyn Policy,
+    key: Bytes,
+    value: Bytes,
+    flags: u32,
+    expires_at: u64,
+    st: &mut ApplyState,
+) -> u64 {
     let cas = st.next_cas();
-    let item = Item { value, flags, cas, expires_at };
+    let item = Item {
+        value,
+        flags,
+        cas,
+        expires_at,
+    };
     store.insert(key, item, &mut st.evicted);
     cas
 }
 
 fn set(store: &dyn Policy, cmd: &SetCommand, st: &mut ApplyState) -> Reply {
     let current = live(store, &cmd.key, st);
-    let old = if cmd.return_old { current.clone() } else { None };
+    let old = if cmd.return_old {
+        current.clone()
+    } else {
+        None
+    };
     let allowed = match (cmd.condition, &current) {
         (Condition::Always, _) => true,
         (Condition::IfAbsent, c) => c.is_none(),
@@ -79,14 +95,29 @@ fn set(store: &dyn Policy, cmd: &SetCommand, st: &mut ApplyState) -> Reply {
     }
     let current_deadline = current.as_ref().map_or(0, |c| c.expires_at);
     let expires_at = cmd.expiry.resolve(st.now_ms, current_deadline);
-    let cas = store_item(store, cmd.key.clone(), cmd.value.clone(), cmd.flags, expires_at, st);
-    Reply::Stored { created: current.is_none(), cas, old }
+    let cas = store_item(
+        store,
+        cmd.key.clone(),
+        cmd.value.clone(),
+        cmd.flags,
+        expires_at,
+        st,
+    );
+    Reply::Stored {
+        created: current.is_none(),
+        cas,
+        old,
+    }
 }
 
 fn parse_i64(v: &[u8]) -> Option<i64> {
     // Redis accepts no spaces, no '+', no leading zeros beyond "0".
     let s = std::str::from_utf8(v).ok()?;
-    if s.is_empty() || s.starts_with('+') || (s.len() > 1 && s.starts_with('0')) || s.starts_with("-0") {
+    if s.is_empty()
+        || s.starts_with('+')
+        || (s.len() > 1 && s.starts_with('0'))
+        || s.starts_with("-0")
+    {
         return None;
     }
     s.parse().ok()
@@ -137,11 +168,17 @@ fn incr(store: &dyn Policy, key: &Bytes, delta: Delta, st: &mut ApplyState) -> R
             (Number::Signed(n), n.to_string())
         }
         Delta::Unsigned { by, decr } => {
-            let Some(c) = &current else { return Reply::NotFound };
+            let Some(c) = &current else {
+                return Reply::NotFound;
+            };
             let Some(base) = parse_u64(&c.value) else {
                 return Reply::Error(CommandError::NonNumeric);
             };
-            let n = if decr { base.saturating_sub(by) } else { base.wrapping_add(by) };
+            let n = if decr {
+                base.saturating_sub(by)
+            } else {
+                base.wrapping_add(by)
+            };
             (Number::Unsigned(n), n.to_string())
         }
         Delta::Float(by) => {
@@ -164,7 +201,14 @@ fn incr(store: &dyn Policy, key: &Bytes, delta: Delta, st: &mut ApplyState) -> R
     Reply::Number(number)
 }
 
-fn append(store: &dyn Policy, key: &Bytes, value: &Bytes, prepend: bool, create: bool, st: &mut ApplyState) -> Reply {
+fn append(
+    store: &dyn Policy,
+    key: &Bytes,
+    value: &Bytes,
+    prepend: bool,
+    create: bool,
+    st: &mut ApplyState,
+) -> Reply {
     let current = live(store, key, st);
     let (joined, flags, deadline) = match current {
         None if !create => return Reply::NotStored { old: None },
@@ -190,7 +234,13 @@ fn append(store: &dyn Policy, key: &Bytes, value: &Bytes, prepend: bool, create:
     Reply::Count(len)
 }
 
-fn set_range(store: &dyn Policy, key: &Bytes, offset: u64, value: &Bytes, st: &mut ApplyState) -> Reply {
+fn set_range(
+    store: &dyn Policy,
+    key: &Bytes,
+    offset: u64,
+    value: &Bytes,
+    st: &mut ApplyState,
+) -> Reply {
     let current = live(store, key, st);
     let old_len = current.as_ref().map_or(0, |c| c.value.len());
     if value.is_empty() {
@@ -215,8 +265,16 @@ fn set_range(store: &dyn Policy, key: &Bytes, offset: u64, value: &Bytes, st: &m
     Reply::Count(len)
 }
 
-fn touch(store: &dyn Policy, key: &Bytes, expiry: Expiry, cond: ExpireCondition, st: &mut ApplyState) -> Reply {
-    let Some(c) = live(store, key, st) else { return Reply::Bool(false) };
+fn touch(
+    store: &dyn Policy,
+    key: &Bytes,
+    expiry: Expiry,
+    cond: ExpireCondition,
+    st: &mut ApplyState,
+) -> Reply {
+    let Some(c) = live(store, key, st) else {
+        return Reply::Bool(false);
+    };
     let new = expiry.resolve(st.now_ms, c.expires_at);
     // "No deadline" compares as infinitely late.
     let as_order = |d: u64| if d == 0 { u64::MAX } else { d };
@@ -247,14 +305,21 @@ fn touch(store: &dyn Policy, key: &Bytes, expiry: Expiry, cond: ExpireCondition,
 pub fn apply(store: &dyn Policy, cmd: &Command, st: &mut ApplyState) -> Reply {
     match cmd {
         Command::Set(s) => set(store, s, st),
-        Command::SetMany { items, only_if_none_exist } => {
+        Command::SetMany {
+            items,
+            only_if_none_exist,
+        } => {
             if *only_if_none_exist && items.iter().any(|s| live(store, &s.key, st).is_some()) {
                 return Reply::Bool(false);
             }
             for s in items {
                 set(store, s, st);
             }
-            if *only_if_none_exist { Reply::Bool(true) } else { Reply::Ok }
+            if *only_if_none_exist {
+                Reply::Bool(true)
+            } else {
+                Reply::Ok
+            }
         }
         Command::Delete { keys } => {
             let mut n = 0;
@@ -279,36 +344,77 @@ pub fn apply(store: &dyn Policy, cmd: &Command, st: &mut ApplyState) -> Reply {
                 let item = live(store, k, st).map(|c| {
                     let deadline = expiry.resolve(st.now_ms, c.expires_at);
                     let cas = store_item(store, k.clone(), c.value.clone(), c.flags, deadline, st);
-                    Item { cas, expires_at: deadline, ..c }
+                    Item {
+                        cas,
+                        expires_at: deadline,
+                        ..c
+                    }
                 });
                 out.push(item);
             }
             Reply::Values(out)
         }
-        Command::Touch { key, expiry, condition } => touch(store, key, *expiry, *condition, st),
+        Command::Touch {
+            key,
+            expiry,
+            condition,
+        } => touch(store, key, *expiry, *condition, st),
         Command::Incr { key, delta } => incr(store, key, *delta, st),
-        Command::Append { key, value, prepend, create } => append(store, key, value, *prepend, *create, st),
+        Command::Append {
+            key,
+            value,
+            prepend,
+            create,
+        } => append(store, key, value, *prepend, *create, st),
         Command::SetRange { key, offset, value } => set_range(store, key, *offset, value, st),
-        Command::Rename { from, to, only_if_absent } => {
+        Command::Rename {
+            from,
+            to,
+            only_if_absent,
+        } => {
             let Some(item) = live(store, from, st) else {
                 return Reply::Error(CommandError::NoSuchKey);
             };
             if from == to {
-                return if *only_if_absent { Reply::Bool(false) } else { Reply::Ok };
+                return if *only_if_absent {
+                    Reply::Bool(false)
+                } else {
+                    Reply::Ok
+                };
             }
             if *only_if_absent && live(store, to, st).is_some() {
                 return Reply::Bool(false);
             }
             store.remove(from);
-            store_item(store, to.clone(), item.value, item.flags, item.expires_at, st);
-            if *only_if_absent { Reply::Bool(true) } else { Reply::Ok }
+            store_item(
+                store,
+                to.clone(),
+                item.value,
+                item.flags,
+                item.expires_at,
+                st,
+            );
+            if *only_if_absent {
+                Reply::Bool(true)
+            } else {
+                Reply::Ok
+            }
         }
         Command::Copy { from, to, replace } => {
-            let Some(item) = live(store, from, st) else { return Reply::Bool(false) };
+            let Some(item) = live(store, from, st) else {
+                return Reply::Bool(false);
+            };
             if from == to || (!replace && live(store, to, st).is_some()) {
                 return Reply::Bool(false);
             }
-            store_item(store, to.clone(), item.value, item.flags, item.expires_at, st);
+            store_item(
+                store,
+                to.clone(),
+                item.value,
+                item.flags,
+                item.expires_at,
+                st,
+            );
             Reply::Bool(true)
         }
         Command::Flush => {
@@ -321,7 +427,10 @@ pub fn apply(store: &dyn Policy, cmd: &Command, st: &mut ApplyState) -> Reply {
             }
             Reply::Count(keys.len() as u64)
         }
-        read => Reply::Error(CommandError::Refused(format!("{:?} is not a write", read.op()))),
+        read => Reply::Error(CommandError::Refused(format!(
+            "{:?} is not a write",
+            read.op()
+        ))),
     }
 }
 
@@ -329,16 +438,27 @@ pub fn apply(store: &dyn Policy, cmd: &Command, st: &mut ApplyState) -> Reply {
 pub fn read(store: &dyn Policy, cmd: &Command, now_ms: u64) -> Reply {
     let visible = |item: Option<Item>| item.filter(|i| !i.is_expired(now_ms));
     match cmd {
-        Command::Get { keys } => Reply::Values(keys.iter().map(|k| visible(store.get(k))).collect()),
-        Command::Exists { keys } => {
-            Reply::Count(keys.iter().filter(|k| visible(store.peek(k)).is_some()).count() as u64)
+        Command::Get { keys } => {
+            Reply::Values(keys.iter().map(|k| visible(store.get(k))).collect())
         }
+        Command::Exists { keys } => Reply::Count(
+            keys.iter()
+                .filter(|k| visible(store.peek(k)).is_some())
+                .count() as u64,
+        ),
         Command::Ttl { key } => Reply::Ttl(match visible(store.peek(key)) {
             None => Ttl::Missing,
             Some(i) if i.expires_at == 0 => Ttl::Persistent,
-            Some(i) => Ttl::Expires { at_ms: i.expires_at, remaining_ms: i.expires_at - now_ms },
+            Some(i) => Ttl::Expires {
+                at_ms: i.expires_at,
+                remaining_ms: i.expires_at - now_ms,
+            },
         }),
-        Command::Scan { cursor, pattern, count } => {
+        Command::Scan {
+            cursor,
+            pattern,
+            count,
+        } => {
             let mut keys = Vec::new();
             let mut visited = 0usize;
             let budget = (*count).max(1);
@@ -370,6 +490,9 @@ pub fn read(store: &dyn Policy, cmd: &Command, now_ms: u64) -> Reply {
             ("limit_maxbytes".into(), store.capacity().to_string()),
             ("entry_overhead".into(), store.entry_overhead().to_string()),
         ]),
-        write => Reply::Error(CommandError::Refused(format!("{:?} is a write", write.op()))),
+        write => Reply::Error(CommandError::Refused(format!(
+            "{:?} is a write",
+            write.op()
+        ))),
     }
 }

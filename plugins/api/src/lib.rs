@@ -31,10 +31,12 @@ pub mod testkit;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::{Command, Condition, Delta, ExpireCondition, Expiry, Key, Op, SetCommand};
-pub use pipeline::{Credentials, Pipeline, PipelineError, ReadConsistency, Request, RequestContext, Response};
+pub use pipeline::{
+    Credentials, Pipeline, PipelineError, ReadConsistency, Request, RequestContext, Response,
+};
 pub use plugin::{
-    Admin, AdminError, Config, Extensions, Middleware, MiddlewareContext, MiddlewarePlugin, NodeStatus, PluginError,
-    PolicyPlugin, Protocol, ProtocolContext, ProtocolPlugin, Running,
+    Admin, AdminError, Config, Extensions, Middleware, MiddlewareContext, MiddlewarePlugin,
+    NodeStatus, PluginError, PolicyPlugin, Protocol, ProtocolContext, ProtocolPlugin, Running,
 };
 pub use policy::{Policy, PolicySettings};
 pub use reply::{CommandError, Item, Number, Reply, Ttl};
@@ -51,6 +53,10 @@ pub use tower;
 
 /// One line for a figment error: the key path and what is wrong with it.
 pub fn config_error_line(e: &figment::Error) -> String {
-    let key = if e.path.is_empty() { String::new() } else { format!("{}: ", e.path.join(".")) };
+    let key = if e.path.is_empty() {
+        String::new()
+    } else {
+        format!("{}: ", e.path.join("."))
+    };
     format!("{key}{}", e.kind)
 }

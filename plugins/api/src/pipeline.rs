@@ -51,7 +51,9 @@ impl std::str::FromStr for ReadConsistency {
             "linearizable" => Ok(Self::Linearizable),
             "leader" => Ok(Self::Leader),
             "local" => Ok(Self::Local),
-            other => Err(format!("unknown read consistency {other:?} (linearizable, leader, local)")),
+            other => Err(format!(
+                "unknown read consistency {other:?} (linearizable, leader, local)"
+            )),
         }
     }
 }
@@ -72,7 +74,12 @@ pub struct RequestContext {
 impl RequestContext {
     /// A context for `protocol` without credentials, received now.
     pub fn new(protocol: &'static str) -> Self {
-        RequestContext { protocol, credentials: None, consistency: None, received: Instant::now() }
+        RequestContext {
+            protocol,
+            credentials: None,
+            consistency: None,
+            received: Instant::now(),
+        }
     }
 }
 
@@ -88,7 +95,10 @@ pub struct Request {
 impl Request {
     /// A request of one command.
     pub fn single(ctx: RequestContext, command: Command) -> Self {
-        Request { ctx, commands: vec![command] }
+        Request {
+            ctx,
+            commands: vec![command],
+        }
     }
 }
 

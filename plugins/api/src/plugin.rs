@@ -123,7 +123,10 @@ pub struct Running {
 /// A protocol plugin: binds its listener and serves the pipeline.
 pub trait Protocol: Send + 'static {
     /// Binds and returns the serving future.
-    fn start(self: Box<Self>, ctx: ProtocolContext) -> BoxFuture<'static, Result<Running, PluginError>>;
+    fn start(
+        self: Box<Self>,
+        ctx: ProtocolContext,
+    ) -> BoxFuture<'static, Result<Running, PluginError>>;
 }
 
 /// Registration of a protocol plugin.
@@ -163,7 +166,9 @@ impl Extensions {
     }
     /// The value of type `T`, if present.
     pub fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
-        self.0.get(&TypeId::of::<T>()).and_then(|b| b.downcast_ref())
+        self.0
+            .get(&TypeId::of::<T>())
+            .and_then(|b| b.downcast_ref())
     }
 }
 
@@ -242,28 +247,45 @@ pub struct UnknownPlugin {
 /// Registered (name, description) pairs of a kind, sorted by name.
 pub fn registered(kind: Kind) -> Vec<(&'static str, &'static str)> {
     let mut v: Vec<_> = match kind {
-        Kind::Protocol => inventory::iter::<ProtocolPlugin>.into_iter().map(|p| (p.name, p.description)).collect(),
-        Kind::Policy => inventory::iter::<PolicyPlugin>.into_iter().map(|p| (p.name, p.description)).collect(),
-        Kind::Middleware => {
-            inventory::iter::<MiddlewarePlugin>.into_iter().map(|p| (p.name, p.description)).collect()
-        }
+        Kind::Protocol => inventory::iter::<ProtocolPlugin>
+            .into_iter()
+            .map(|p| (p.name, p.description))
+            .collect(),
+        Kind::Policy => inventory::iter::<PolicyPlugin>
+            .into_iter()
+            .map(|p| (p.name, p.description))
+            .collect(),
+        Kind::Middleware => inventory::iter::<MiddlewarePlugin>
+            .into_iter()
+            .map(|p| (p.name, p.description))
+            .collect(),
     };
     v.sort();
     v
 }
 
 fn unknown(kind: Kind, name: &str) -> UnknownPlugin {
-    UnknownPlugin { kind, name: name.to_string(), valid: registered(kind).into_iter().map(|(n, _)| n).collect() }
+    UnknownPlugin {
+        kind,
+        name: name.to_string(),
+        valid: registered(kind).into_iter().map(|(n, _)| n).collect(),
+    }
 }
 
 /// The protocol registered as `name`.
 pub fn find_protocol(name: &str) -> Result<&'static ProtocolPlugin, UnknownPlugin> {
-    inventory::iter::<ProtocolPlugin>.into_iter().find(|p| p.name == name).ok_or_else(|| unknown(Kind::Protocol, name))
+    inventory::iter::<ProtocolPlugin>
+        .into_iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| unknown(Kind::Protocol, name))
 }
 
 /// The policy registered as `name`.
 pub fn find_policy(name: &str) -> Result<&'static PolicyPlugin, UnknownPlugin> {
-    inventory::iter::<PolicyPlugin>.into_iter().find(|p| p.name == name).ok_or_else(|| unknown(Kind::Policy, name))
+    inventory::iter::<PolicyPlugin>
+        .into_iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| unknown(Kind::Policy, name))
 }
 
 /// The middleware registered as `name`.

@@ -1,1 +1,102 @@
-//! x
+//! # gerdu-protocol-http — the HTTP protocol plugin
+//!
+//! Always on (port `http.port`, `-httpport`, default 8080). HTTP/1.1 and
+//! HTTP/2 (h2c, or ALPN over TLS) with hyper 1.
+//!
+//! | route | method | answer |
+//! |---|---|---|
+//! | `/cache/{key}` | `PUT` body | 201 created, 204 updated, 412 if `If-None-Match: *` and the key exists |
+//! | `/cache/{key}` | `GET`/`HEAD` | 200 + body (`ETag` = cas), 404 |
+//! | `/cache/{key}` | `DELETE` | 200 deleted, 404 missing |
+//! | `/metrics` | `GET` | Prometheus text |
+//! | `/health` | `GET` | 200 JSON: id, role, leader, term, applied index, members |
+//! | `/join` | `POST {"id","addr"}` | adds a node (cluster builds) |
+//! | `/leave` | `POST` node id | removes a node (cluster builds) |
+//!
+//! Keys are the percent-decoded rest of the path. `PUT ...?ttl=30` (seconds,
+//! or with a unit: `500ms`, `30s`, `5m`, `2h`, `1d`) sets an expiry. The
+//! `Gerdu-Consistency` request header (`linearizable`, `leader`, `local`)
+//! overrides the read consistency of one request.
+//!
+//! Limits (`[http]`): `max_body` (413), `max_key` (414), `max_connections`
+//! (further connections are closed at once), `header_timeout_ms` (slow
+//! clients are dropped). Wrong methods get 405 with `Allow`.
+
+#![warn(missing_docs)]
+
+mod routes;
+mod server;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use gerdu_api::size::ByteSize;
+use gerdu_api::{
+    Config, PluginError, Protocol, ProtocolContext, ProtocolPlugin, Running, register_protocol,
+};
+use serde::Deserialize;
+
+/// `[http]` section.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Port (`-httpport`).
+    pub port: u16,
+    /// Largest request body.
+    pub max_body: ByteSize,
+    /// Longest key, in bytes after percent-decoding.
+    pub max_key: usize,
+    /// Most concurrent connections.
+    pub max_connections: usize,
+    /// Time a client has to send the request headers, in ms.
+    pub header_timeout_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            port: 8080,
+            max_body: ByteSize(16 << 20),
+            max_key: 64 * 1024,
+            max_connections: 10_000,
+            header_timeout_ms: 10_000,
+        }
+    }
+}
+
+struct Http {
+    host: String,
+    config: HttpConfig,
+}
+
+impl Protocol for Http {
+    fn start(
+        self: Box<Self>,
+        ctx: ProtocolContext,
+    ) -> BoxFuture<'static, Result<Running, PluginError>> {
+        Box::pin(server::start(self.host, Arc::new(self.config), ctx))
+    }
+}
+
+fn build(config: &Config) -> Result<Box<dyn Protocol>, PluginError> {
+    let host: String = config
+        .extract_inner("host")
+        .unwrap_or_else(|_| "127.0.0.1".into());
+    let http: HttpConfig = match config.extract_inner("http") {
+        Ok(c) => c,
+        Err(e) if e.missing() => HttpConfig::default(),
+        Err(e) => return Err(e.into()),
+    };
+    if http.max_connections == 0 {
+        return Err(PluginError::Config(
+            "http.max_connections: must be at least 1".into(),
+        ));
+    }
+    Ok(Box::new(Http { host, config: http }))
+}
+
+register_protocol!(ProtocolPlugin {
+    name: "http",
+    description: "HTTP/1.1 and HTTP/2: /cache/{key}, /metrics, /health, /join, /leave (always on)",
+    build,
+});

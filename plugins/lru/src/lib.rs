@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use gerdu_api::figment;
-use gerdu_api::{Config, Item, Policy, PolicyPlugin, PolicySettings, PluginError, register_policy};
+use gerdu_api::{Config, Item, PluginError, Policy, PolicyPlugin, PolicySettings, register_policy};
 use hashbrown::HashTable;
 use parking_lot::Mutex;
 use serde::Deserialize;
@@ -52,7 +52,12 @@ struct Shard {
 }
 
 fn empty_item() -> Item {
-    Item { value: Bytes::new(), flags: 0, cas: 0, expires_at: 0 }
+    Item {
+        value: Bytes::new(),
+        flags: 0,
+        cas: 0,
+        expires_at: 0,
+    }
 }
 
 impl Shard {
@@ -69,13 +74,23 @@ impl Shard {
     }
 
     fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
-        self.table.find(hash, |&i| self.nodes[i as usize].key == key).copied()
+        self.table
+            .find(hash, |&i| self.nodes[i as usize].key == key)
+            .copied()
     }
 
     fn unlink(&mut self, i: u32) {
         let (prev, next) = (self.nodes[i as usize].prev, self.nodes[i as usize].next);
-        if prev == NIL { self.head = next } else { self.nodes[prev as usize].next = next }
-        if next == NIL { self.tail = prev } else { self.nodes[next as usize].prev = prev }
+        if prev == NIL {
+            self.head = next
+        } else {
+            self.nodes[prev as usize].next = next
+        }
+        if next == NIL {
+            self.tail = prev
+        } else {
+            self.nodes[next as usize].prev = prev
+        }
     }
 
     fn push_front(&mut self, i: u32) {
@@ -151,7 +166,11 @@ impl Lru {
     }
 
     fn share(capacity: u64, shards: usize) -> u64 {
-        if capacity == 0 { 0 } else { (capacity / shards as u64).max(1) }
+        if capacity == 0 {
+            0
+        } else {
+            (capacity / shards as u64).max(1)
+        }
     }
 
     #[inline]
@@ -190,7 +209,12 @@ impl Policy for Lru {
             s.touch(i);
             Some(old)
         } else {
-            let node = Node { key, item, prev: NIL, next: NIL };
+            let node = Node {
+                key,
+                item,
+                prev: NIL,
+                next: NIL,
+            };
             let i = match s.free.pop() {
                 Some(i) => {
                     s.nodes[i as usize] = node;
@@ -202,7 +226,9 @@ impl Policy for Lru {
                 }
             };
             let nodes = &s.nodes;
-            s.table.insert_unique(hash, i, |&j| self.hasher.hash_one(&nodes[j as usize].key[..]));
+            s.table.insert_unique(hash, i, |&j| {
+                self.hasher.hash_one(&nodes[j as usize].key[..])
+            });
             s.used += charge;
             s.push_front(i);
             None
@@ -265,7 +291,11 @@ impl Policy for Lru {
                     if slot < s.nodes.len() {
                         return ((shard as u64) << 32) | slot as u64;
                     }
-                    return if shard + 1 < self.shards.len() { ((shard as u64 + 1) << 32).max(1) } else { 0 };
+                    return if shard + 1 < self.shards.len() {
+                        ((shard as u64 + 1) << 32).max(1)
+                    } else {
+                        0
+                    };
                 }
             }
             drop(s);
@@ -309,7 +339,11 @@ struct LruConfig {
 
 fn build(config: &Config, settings: &PolicySettings) -> Result<Arc<dyn Policy>, PluginError> {
     let cfg: LruConfig = config.extract_inner("lru").or_else(|e: figment::Error| {
-        if e.missing() { Ok(LruConfig::default()) } else { Err(PluginError::from(e)) }
+        if e.missing() {
+            Ok(LruConfig::default())
+        } else {
+            Err(PluginError::from(e))
+        }
     })?;
     let shards = if cfg.shards == 0 {
         16 * std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -341,7 +375,12 @@ mod tests {
     }
 
     fn item(v: &str) -> Item {
-        Item { value: Bytes::from(v.to_string()), flags: 0, cas: 1, expires_at: 0 }
+        Item {
+            value: Bytes::from(v.to_string()),
+            flags: 0,
+            cas: 1,
+            expires_at: 0,
+        }
     }
 
     #[test]

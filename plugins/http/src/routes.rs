@@ -1,0 +1,413 @@
+//! Request routing and the mapping between HTTP and the command model.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64::Engine;
+use bytes::Bytes;
+use gerdu_api::{
+    Admin, AdminError, Command, Condition, Credentials, Expiry, Pipeline, PipelineError,
+    ReadConsistency, Reply, Request, RequestContext, SetCommand,
+};
+use http::header::{self, HeaderValue};
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+use crate::HttpConfig;
+
+type Resp = hyper::Response<Full<Bytes>>;
+
+const PROTOCOL: &str = "http";
+
+pub(crate) struct State {
+    pipeline: Pipeline,
+    admin: Arc<dyn Admin>,
+    config: Arc<HttpConfig>,
+}
+
+impl State {
+    pub(crate) fn new(pipeline: Pipeline, admin: Arc<dyn Admin>, config: Arc<HttpConfig>) -> Self {
+        State {
+            pipeline,
+            admin,
+            config,
+        }
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Resp {
+    let mut r = hyper::Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn empty(status: StatusCode) -> Resp {
+    let mut r = hyper::Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
+
+fn method_not_allowed(allow: &'static str) -> Resp {
+    let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+fn pipeline_error(e: PipelineError) -> Resp {
+    match e {
+        PipelineError::Unauthenticated | PipelineError::BadCredentials => {
+            let mut r = text(StatusCode::UNAUTHORIZED, format!("{e}\n"));
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"gerdu\""),
+            );
+            r.headers_mut().append(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"gerdu\""),
+            );
+            r
+        }
+        PipelineError::Unavailable(_) | PipelineError::ShuttingDown => {
+            text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n"))
+        }
+        PipelineError::Internal(_) => {
+            tracing::error!("http: {e}");
+            text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"))
+        }
+    }
+}
+
+/// Credentials from `Authorization: Bearer t` or `Basic base64(user:pass)`.
+fn credentials(req: &hyper::Request<Incoming>) -> Option<Arc<Credentials>> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = value.split_once(' ')?;
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(Arc::new(Credentials::Token(rest.to_string())));
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        let (user, password) = decoded.split_once(':')?;
+        return Some(Arc::new(Credentials::Password {
+            user: Some(user.to_string()),
+            password: password.to_string(),
+        }));
+    }
+    None
+}
+
+fn consistency(req: &hyper::Request<Incoming>) -> Result<Option<ReadConsistency>, String> {
+    match req.headers().get("gerdu-consistency") {
+        None => Ok(None),
+        Some(v) => v.to_str().map_err(|e| e.to_string())?.parse().map(Some),
+    }
+}
+
+/// Parses a TTL: plain seconds (`30`, `1.5`) or with a unit (`ms`, `s`, `m`, `h`, `d`).
+pub(crate) fn parse_ttl(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let ms_per = match unit {
+        "ms" => 1.0,
+        "" | "s" => 1_000.0,
+        "m" => 60_000.0,
+        "h" => 3_600_000.0,
+        "d" => 86_400_000.0,
+        _ => return None,
+    };
+    let ms = n * ms_per;
+    (ms.is_finite() && ms >= 0.0 && ms < u64::MAX as f64).then_some(ms as u64)
+}
+
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v)
+    })
+}
+
+async fn run(state: &State, ctx: RequestContext, command: Command) -> Result<Reply, Resp> {
+    let mut resp = gerdu_api::pipeline::call(&state.pipeline, Request::single(ctx, command))
+        .await
+        .map_err(pipeline_error)?;
+    resp.replies
+        .pop()
+        .ok_or_else(|| text(StatusCode::INTERNAL_SERVER_ERROR, "no reply\n"))
+}
+
+fn unexpected(reply: Reply) -> Resp {
+    match reply {
+        Reply::Error(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+        other => {
+            tracing::error!("http: unexpected reply {other:?}");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "unexpected reply\n")
+        }
+    }
+}
+
+async fn read_body(
+    state: &State,
+    body: Incoming,
+    content_length: Option<u64>,
+) -> Result<Bytes, Resp> {
+    let max = state.config.max_body.0;
+    let too_large = || {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than http.max_body ({max} bytes)\n"),
+        )
+    };
+    if content_length.is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    match Limited::new(body, max as usize).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(text(
+            StatusCode::BAD_REQUEST,
+            format!("cannot read body: {e}\n"),
+        )),
+    }
+}
+
+async fn cache(state: &State, req: hyper::Request<Incoming>, raw_key: &str) -> Result<Resp, Resp> {
+    let key: Vec<u8> = percent_encoding::percent_decode_str(raw_key).collect();
+    if key.is_empty() {
+        return Err(text(StatusCode::BAD_REQUEST, "empty key\n"));
+    }
+    if key.len() > state.config.max_key {
+        return Err(text(
+            StatusCode::URI_TOO_LONG,
+            format!("key longer than http.max_key ({})\n", state.config.max_key),
+        ));
+    }
+    let key = Bytes::from(key);
+    let mut ctx = RequestContext::new(PROTOCOL);
+    ctx.credentials = credentials(&req);
+    ctx.consistency = consistency(&req)
+        .map_err(|e| text(StatusCode::BAD_REQUEST, format!("gerdu-consistency: {e}\n")))?;
+    match *req.method() {
+        Method::GET | Method::HEAD => {
+            let head = req.method() == Method::HEAD;
+            ctx.received = Instant::now();
+            match run(state, ctx, Command::Get { keys: vec![key] }).await? {
+                Reply::Values(mut v) => match v.pop().flatten() {
+                    Some(item) => {
+                        let len = item.value.len();
+                        let mut r = hyper::Response::new(Full::new(if head {
+                            Bytes::new()
+                        } else {
+                            item.value
+                        }));
+                        let h = r.headers_mut();
+                        h.insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/octet-stream"),
+                        );
+                        h.insert(
+                            header::ETAG,
+                            HeaderValue::from_str(&format!("\"{}\"", item.cas)).expect("etag"),
+                        );
+                        if head {
+                            h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+                        }
+                        Ok(r)
+                    }
+                    None => Ok(empty(StatusCode::NOT_FOUND)),
+                },
+                other => Ok(unexpected(other)),
+            }
+        }
+        Method::PUT => {
+            let mut set = SetCommand::new(key, Bytes::new());
+            if let Some(ttl) = query_param(req.uri().query(), "ttl") {
+                let ms = parse_ttl(ttl).ok_or_else(|| {
+                    text(
+                        StatusCode::BAD_REQUEST,
+                        format!("invalid ttl {ttl:?} (e.g. 30, 500ms, 5m)\n"),
+                    )
+                })?;
+                set.expiry = if ms == 0 {
+                    Expiry::Never
+                } else {
+                    Expiry::In(ms)
+                };
+            }
+            if req
+                .headers()
+                .get(header::IF_NONE_MATCH)
+                .is_some_and(|v| v == "*")
+            {
+                set.condition = Condition::IfAbsent;
+            }
+            let content_length = req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            set.value = read_body(state, req.into_body(), content_length).await?;
+            ctx.received = Instant::now();
+            match run(state, ctx, Command::Set(set)).await? {
+                Reply::Stored { created: true, .. } => Ok(empty(StatusCode::CREATED)),
+                Reply::Stored { created: false, .. } => Ok(empty(StatusCode::NO_CONTENT)),
+                Reply::NotStored { .. } => Ok(empty(StatusCode::PRECONDITION_FAILED)),
+                other => Ok(unexpected(other)),
+            }
+        }
+        Method::DELETE => {
+            ctx.received = Instant::now();
+            match run(state, ctx, Command::Delete { keys: vec![key] }).await? {
+                Reply::Count(0) => Ok(empty(StatusCode::NOT_FOUND)),
+                Reply::Count(_) => Ok(empty(StatusCode::OK)),
+                other => Ok(unexpected(other)),
+            }
+        }
+        _ => Ok(method_not_allowed("GET, HEAD, PUT, DELETE")),
+    }
+}
+
+fn admin_error(e: AdminError) -> Resp {
+    match e {
+        AdminError::NotImplemented(m) => text(StatusCode::NOT_IMPLEMENTED, format!("{m}\n")),
+        AdminError::BadRequest(m) => text(StatusCode::BAD_REQUEST, format!("{m}\n")),
+        AdminError::Unavailable(m) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{m}\n")),
+    }
+}
+
+/// Membership changes are as protected as writes: run the credentials through the pipeline.
+async fn authorize(state: &State, req: &hyper::Request<Incoming>) -> Result<(), Resp> {
+    let mut ctx = RequestContext::new(PROTOCOL);
+    ctx.credentials = credentials(req);
+    ctx.consistency = Some(ReadConsistency::Local);
+    gerdu_api::pipeline::call(
+        &state.pipeline,
+        Request {
+            ctx,
+            commands: Vec::new(),
+        },
+    )
+    .await
+    .map_err(pipeline_error)?;
+    Ok(())
+}
+
+#[derive(serde::Deserialize)]
+struct JoinBody {
+    id: String,
+    addr: String,
+}
+
+async fn join(state: &State, req: hyper::Request<Incoming>) -> Result<Resp, Resp> {
+    authorize(state, &req).await?;
+    let body = read_body(state, req.into_body(), None).await?;
+    let j: JoinBody = serde_json::from_slice(&body).map_err(|e| {
+        text(
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"id\":..,\"addr\":..}}: {e}\n"),
+        )
+    })?;
+    state.admin.join(j.id, j.addr).await.map_err(admin_error)?;
+    Ok(empty(StatusCode::OK))
+}
+
+async fn leave(state: &State, req: hyper::Request<Incoming>) -> Result<Resp, Resp> {
+    authorize(state, &req).await?;
+    let body = read_body(state, req.into_body(), None).await?;
+    let id = String::from_utf8_lossy(&body).trim().to_string();
+    if id.is_empty() {
+        return Err(text(
+            StatusCode::BAD_REQUEST,
+            "expected the node id as the body\n",
+        ));
+    }
+    state.admin.leave(id).await.map_err(admin_error)?;
+    Ok(empty(StatusCode::OK))
+}
+
+pub(crate) async fn handle(
+    state: Arc<State>,
+    req: hyper::Request<Incoming>,
+) -> Result<Resp, Infallible> {
+    let path = req.uri().path().to_string();
+    let result = match path.as_str() {
+        p if p.starts_with("/cache/") => cache(&state, req, &p["/cache/".len()..]).await,
+        "/metrics" => match *req.method() {
+            Method::GET => {
+                let mut r = text(StatusCode::OK, state.admin.metrics_text());
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                Ok(r)
+            }
+            _ => Ok(method_not_allowed("GET")),
+        },
+        "/health" => match *req.method() {
+            Method::GET => {
+                let status = state.admin.status();
+                let mut r = text(
+                    StatusCode::OK,
+                    serde_json::to_vec(&status).unwrap_or_default(),
+                );
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                Ok(r)
+            }
+            _ => Ok(method_not_allowed("GET")),
+        },
+        "/join" => match *req.method() {
+            Method::POST => join(&state, req).await,
+            _ => Ok(method_not_allowed("POST")),
+        },
+        "/leave" => match *req.method() {
+            Method::POST => leave(&state, req).await,
+            _ => Ok(method_not_allowed("POST")),
+        },
+        _ => Ok(text(
+            StatusCode::NOT_FOUND,
+            "not found: use /cache/{key}, /metrics, /health, /join, /leave\n",
+        )),
+    };
+    Ok(result.unwrap_or_else(|r| r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_forms() {
+        assert_eq!(parse_ttl("30"), Some(30_000));
+        assert_eq!(parse_ttl("1.5"), Some(1_500));
+        assert_eq!(parse_ttl("500ms"), Some(500));
+        assert_eq!(parse_ttl("5m"), Some(300_000));
+        assert_eq!(parse_ttl("2h"), Some(7_200_000));
+        assert_eq!(parse_ttl("1d"), Some(86_400_000));
+        assert_eq!(parse_ttl("x"), None);
+        assert_eq!(parse_ttl("5y"), None);
+        assert_eq!(parse_ttl("-1"), None);
+    }
+
+    #[test]
+    fn query_params() {
+        assert_eq!(query_param(Some("a=1&ttl=30"), "ttl"), Some("30"));
+        assert_eq!(query_param(Some("ttl"), "ttl"), Some(""));
+        assert_eq!(query_param(None, "ttl"), None);
+    }
+}

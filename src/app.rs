@@ -1,0 +1,141 @@
+//! The `gerdu` command: parse flags, merge config, run until a signal.
+//!
+//! Exit codes: 0 after a clean shutdown (or `--check`, `--print-config`,
+//! `--list-plugins`), 2 for a bad flag or config (one line on stderr naming
+//! the flag or key), 1 for a runtime failure such as a port already in use.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use gerdu_api::plugin::{Kind, registered};
+
+use crate::cli::Cli;
+use crate::config::{self, CoreConfig};
+use crate::server::{self, Server, StartError};
+
+fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("gerdu: {msg}");
+    ExitCode::from(code)
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let cli = match Cli::parse_args(args) {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            let text = e.to_string();
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
+            return fail(2, first);
+        }
+    };
+    if cli.list_plugins {
+        for kind in [Kind::Protocol, Kind::Policy, Kind::Middleware] {
+            println!("{kind}:");
+            for (name, desc) in registered(kind) {
+                println!("  {name:<10} {desc}");
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let env_config = std::env::var("GERDU_CONFIG").ok();
+    let file = match config::config_file(cli.config.as_deref(), env_config.as_deref()) {
+        Ok(f) => f,
+        Err(e) => return fail(2, e),
+    };
+    let figment = config::figment(file.as_deref(), &env, cli.overrides());
+    if cli.print_config {
+        return match CoreConfig::from_figment(&figment).and_then(|_| config::to_toml(&figment)) {
+            Ok(s) => {
+                print!("{s}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(2, e),
+        };
+    }
+    if cli.check {
+        return match server::validate(&figment) {
+            Ok(v) => {
+                println!(
+                    "configuration ok (policy {}, protocols {})",
+                    v.core.policy,
+                    v.core.protocols.join(",")
+                );
+                ExitCode::SUCCESS
+            }
+            Err(StartError::Config(e)) => fail(2, e),
+            Err(e) => fail(1, e),
+        };
+    }
+    let core = match CoreConfig::from_figment(&figment) {
+        Ok(c) => c,
+        Err(e) => return fail(2, e),
+    };
+    init_logging(&core);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(1, format!("cannot start the runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        let server = match Server::start(&figment, Arc::new(gerdu_api::SystemClock)).await {
+            Ok(s) => s,
+            Err(StartError::Config(e)) => return fail(2, e),
+            Err(e) => return fail(1, e),
+        };
+        let addrs: Vec<String> = server.addrs().iter().map(|(n, a)| format!("{n}={a}")).collect();
+        tracing::info!(id = %core.id, policy = %core.policy, capacity = %core.capacity, "gerdu started: {}", addrs.join(" "));
+        wait_for_signal().await;
+        tracing::info!("shutting down: draining connections");
+        server.shutdown().await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+fn init_logging(core: &CoreConfig) {
+    use tracing_subscriber::EnvFilter;
+    let level = core.log.directive();
+    // openraft logs every election and snapshot at info; keep it at warn unless debugging.
+    let default = if matches!(level, "debug" | "trace") {
+        level.to_string()
+    } else {
+        format!("{level},openraft=warn")
+    };
+    let filter =
+        EnvFilter::try_from_env("GERDU_LOG_FILTER").unwrap_or_else(|_| EnvFilter::new(default));
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,38 @@
+//! The innermost stage: serves reads from the local store.
+//!
+//! By the time a request gets here the raft middleware has already obtained
+//! the read index (or the configured weaker guarantee) and has taken the
+//! writes out; a write that arrives here means the chain has no raft stage,
+//! which config validation forbids, so it is answered with an error rather
+//! than applied outside the log.
+
+use std::sync::Arc;
+
+use gerdu_api::reply::CommandError;
+use gerdu_api::{Clock, Pipeline, Policy, Reply, Response, exec};
+
+use super::stage;
+
+/// The local executor over `policy`.
+pub fn executor(policy: Arc<dyn Policy>, clock: Arc<dyn Clock>) -> Pipeline {
+    stage(move |req| {
+        let policy = policy.clone();
+        let now = clock.now_ms();
+        Box::pin(async move {
+            let replies = req
+                .commands
+                .iter()
+                .map(|c| {
+                    if c.is_write() {
+                        Reply::Error(CommandError::Refused(
+                            "writes must pass the raft middleware".into(),
+                        ))
+                    } else {
+                        exec::read(&*policy, c, now)
+                    }
+                })
+                .collect();
+            Ok(Response { replies })
+        })
+    })
+}

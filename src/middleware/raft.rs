@@ -1,0 +1,77 @@
+//! The `raft` middleware: writes go through the log, reads wait for a read
+//! index.
+//!
+//! A request is split into maximal runs of consecutive writes and reads, kept
+//! in order: each write run is proposed as one unit (the proposer may merge it
+//! with other clients' writes into one entry) and resolves once applied, so a
+//! read run that follows sees it; each read run waits for one read barrier at
+//! the request's consistency and is then served by the inner stage.
+
+use std::sync::Arc;
+
+use gerdu_api::{
+    Command, Middleware, MiddlewareContext, MiddlewarePlugin, Pipeline, PluginError, Request,
+    Response, register_middleware,
+};
+
+use super::stage;
+use crate::raft::RaftNode;
+
+struct RaftMiddleware {
+    node: Arc<RaftNode>,
+}
+
+impl Middleware for RaftMiddleware {
+    fn layer(&self, inner: Pipeline) -> Pipeline {
+        let node = self.node.clone();
+        stage(move |req: Request| {
+            let node = node.clone();
+            let inner = inner.clone();
+            Box::pin(async move {
+                let consistency = req.ctx.consistency.unwrap_or(node.default_consistency);
+                let all_reads = req.commands.iter().all(|c| !c.is_write());
+                if all_reads {
+                    node.read_barrier(consistency).await?;
+                    return gerdu_api::pipeline::call(&inner, req).await;
+                }
+                if req.commands.iter().all(Command::is_write) {
+                    let replies = node.propose(req.commands).await?;
+                    return Ok(Response { replies });
+                }
+                let mut replies = Vec::with_capacity(req.commands.len());
+                let mut commands = req.commands.into_iter().peekable();
+                while let Some(first) = commands.next() {
+                    let write = first.is_write();
+                    let mut run = vec![first];
+                    while let Some(c) = commands.next_if(|c| c.is_write() == write) {
+                        run.push(c);
+                    }
+                    if write {
+                        replies.extend(node.propose(run).await?);
+                    } else {
+                        node.read_barrier(consistency).await?;
+                        let sub = Request {
+                            ctx: req.ctx.clone(),
+                            commands: run,
+                        };
+                        replies.extend(gerdu_api::pipeline::call(&inner, sub).await?.replies);
+                    }
+                }
+                Ok(Response { replies })
+            })
+        })
+    }
+}
+
+fn build(ctx: &MiddlewareContext<'_>) -> Result<Box<dyn Middleware>, PluginError> {
+    let node = ctx.extensions.get::<Arc<RaftNode>>().ok_or_else(|| {
+        PluginError::Other("the raft middleware needs the core's raft node".into())
+    })?;
+    Ok(Box::new(RaftMiddleware { node: node.clone() }))
+}
+
+register_middleware!(MiddlewarePlugin {
+    name: "raft",
+    description: "replicates writes through the raft log; linearizable reads via a batched read index",
+    build,
+});

@@ -1,0 +1,13 @@
+//! Links the built-in plugins. A plugin crate that nothing names is not
+//! linked and its `inventory` registration silently vanishes, so each one is
+//! named here once; `tests/registry.rs` asserts the registered set.
+
+use gerdu_policy_lru as _;
+use gerdu_protocol_http as _;
+
+/// The plugins this build registers, by kind (for the registry test).
+pub const BUILT_IN: &[(&str, &[&str])] = &[
+    ("protocol", &["http"]),
+    ("policy", &["lru"]),
+    ("middleware", &["auth", "metrics", "raft"]),
+];

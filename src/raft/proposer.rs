@@ -1,0 +1,131 @@
+//! Group commit: the writes of all connections become few log entries.
+//!
+//! Every write request (a batch of commands from one client) is sent to one
+//! proposer task. The task takes whatever is queued — up to `raft.max_batch`
+//! commands — flattens it into one [`Batch`] stamped with the clock, hands it
+//! to openraft without waiting for the commit (`client_write_ff`), and goes
+//! back for more. While an entry is being committed the next one fills up, so
+//! under load each entry carries the writes of many clients, and with no load
+//! a lone write is proposed at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gerdu_api::{Clock, Command, PipelineError, Reply};
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{mpsc, oneshot};
+
+use super::types::{Batch, NodeId, Raft};
+use crate::metrics::ServerMetrics;
+
+/// A client's writes and where to send their replies.
+pub struct Proposal {
+    /// The writes.
+    pub commands: Vec<Command>,
+    /// Replies, aligned with `commands`.
+    pub reply: oneshot::Sender<Result<Vec<Reply>, PipelineError>>,
+}
+
+/// Runs the proposer until every sender is dropped.
+pub async fn run(
+    raft: Raft,
+    mut rx: mpsc::Receiver<Proposal>,
+    clock: Arc<dyn Clock>,
+    max_batch: usize,
+    leader_wait: Duration,
+    metrics: Arc<ServerMetrics>,
+) {
+    let mut pending: Vec<Proposal> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut count = first.commands.len();
+        pending.push(first);
+        while count < max_batch {
+            match rx.try_recv() {
+                Ok(p) => {
+                    count += p.commands.len();
+                    pending.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut commands = Vec::with_capacity(count);
+        let mut waiters = Vec::with_capacity(pending.len());
+        for p in pending.drain(..) {
+            waiters.push((p.commands.len(), p.reply));
+            commands.extend(p.commands);
+        }
+        metrics.batch_commands.observe(count as f64);
+        let batch = Batch {
+            now_ms: clock.now_ms(),
+            commands: commands.into(),
+        };
+        let raft = raft.clone();
+        // Submit in order; wait for the commit in the background.
+        match raft.client_write_ff(batch.clone()).await {
+            Ok(rx) => {
+                tokio::spawn(async move {
+                    let result = match rx.await {
+                        Ok(Ok(resp)) => Ok(resp.data.0),
+                        Ok(Err(e)) => retry_after_election(&raft, e, batch, leader_wait).await,
+                        Err(_) => Err(PipelineError::ShuttingDown),
+                    };
+                    deliver(result, waiters);
+                });
+            }
+            Err(fatal) => deliver(Err(PipelineError::Internal(fatal.to_string())), waiters),
+        }
+    }
+}
+
+/// A write that met an election: wait (bounded) for a leader and, if it is
+/// this node, propose again.
+async fn retry_after_election(
+    raft: &Raft,
+    err: ClientWriteError<NodeId, super::types::Node>,
+    batch: Batch,
+    leader_wait: Duration,
+) -> Result<Vec<Reply>, PipelineError> {
+    let ClientWriteError::ForwardToLeader(fwd) = err else {
+        return Err(PipelineError::Internal(err.to_string()));
+    };
+    if fwd.leader_id.is_some() {
+        return Err(PipelineError::Unavailable(format!(
+            "this node is not the leader ({:?}); request forwarding arrives with cluster support",
+            fwd.leader_node.map(|n| n.name)
+        )));
+    }
+    let me = raft.metrics().borrow().id;
+    let waited = raft
+        .wait(Some(leader_wait))
+        .metrics(|m| m.current_leader.is_some(), "a leader is elected")
+        .await;
+    if waited.is_err() || raft.metrics().borrow().current_leader != Some(me) {
+        return Err(PipelineError::Unavailable(
+            "no leader elected in time".into(),
+        ));
+    }
+    match raft.client_write(batch).await {
+        Ok(resp) => Ok(resp.data.0),
+        Err(RaftError::APIError(e)) => Err(PipelineError::Unavailable(e.to_string())),
+        Err(RaftError::Fatal(e)) => Err(PipelineError::Internal(e.to_string())),
+    }
+}
+
+fn deliver(
+    result: Result<Vec<Reply>, PipelineError>,
+    waiters: Vec<(usize, oneshot::Sender<Result<Vec<Reply>, PipelineError>>)>,
+) {
+    match result {
+        Ok(replies) => {
+            let mut it = replies.into_iter();
+            for (n, tx) in waiters {
+                let _ = tx.send(Ok(it.by_ref().take(n).collect()));
+            }
+        }
+        Err(e) => {
+            for (_, tx) in waiters {
+                let _ = tx.send(Err(e.clone()));
+            }
+        }
+    }
+}
