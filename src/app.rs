@@ -30,11 +30,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             let text = e.to_string();
-            let first = text
-                .lines()
-                .next()
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
+            let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
             return fail(2, first);
         }
     };
@@ -66,11 +62,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     if cli.check {
         return match server::validate(&figment) {
             Ok(v) => {
-                println!(
-                    "configuration ok (policy {}, protocols {})",
-                    v.core.policy,
-                    v.core.protocols.join(",")
-                );
+                println!("configuration ok (policy {}, protocols {})", v.core.policy, v.core.protocols.join(","));
                 ExitCode::SUCCESS
             }
             Err(StartError::Config(e)) => fail(2, e),
@@ -82,10 +74,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Err(e) => return fail(2, e),
     };
     init_logging(&core);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => return fail(1, format!("cannot start the runtime: {e}")),
     };
@@ -109,13 +98,8 @@ fn init_logging(core: &CoreConfig) {
     use tracing_subscriber::EnvFilter;
     let level = core.log.directive();
     // openraft logs every election and snapshot at info; keep it at warn unless debugging.
-    let default = if matches!(level, "debug" | "trace") {
-        level.to_string()
-    } else {
-        format!("{level},openraft=warn")
-    };
-    let filter =
-        EnvFilter::try_from_env("GERDU_LOG_FILTER").unwrap_or_else(|_| EnvFilter::new(default));
+    let default = if matches!(level, "debug" | "trace") { level.to_string() } else { format!("{level},openraft=warn") };
+    let filter = EnvFilter::try_from_env("GERDU_LOG_FILTER").unwrap_or_else(|_| EnvFilter::new(default));
     use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -182,18 +182,13 @@ mod tests {
     use super::*;
 
     fn args(s: &str) -> Vec<OsString> {
-        std::iter::once("gerdu")
-            .chain(s.split_whitespace())
-            .map(OsString::from)
-            .collect()
+        std::iter::once("gerdu").chain(s.split_whitespace()).map(OsString::from).collect()
     }
 
     #[test]
     fn go_style_single_dash_flags() {
-        let cli = Cli::parse_args(args(
-            "-capacity 12MB -httpport 9000 -type lru -id=node1 --raft 127.0.0.1:1",
-        ))
-        .unwrap();
+        let cli =
+            Cli::parse_args(args("-capacity 12MB -httpport 9000 -type lru -id=node1 --raft 127.0.0.1:1")).unwrap();
         assert_eq!(cli.capacity, Some(ByteSize(12 << 20)));
         assert_eq!(cli.httpport, Some(9000));
         assert_eq!(cli.policy.as_deref(), Some("lru"));

@@ -30,8 +30,8 @@ pub struct ConfigError(pub String);
 impl From<figment::Error> for ConfigError {
     fn from(e: figment::Error) -> Self {
         let mut line = gerdu_api::config_error_line(&e);
-        if let Some(src) = e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
-            line.push_str(&format!(" (in {src})"));
+        if let Some(figment::Source::File(path)) = e.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+            line.push_str(&format!(" (in {})", path.display()));
         }
         ConfigError(line)
     }
@@ -74,9 +74,8 @@ impl LogLevel {
 impl std::str::FromStr for LogLevel {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        serde_json::from_value(serde_json::Value::String(s.to_ascii_lowercase())).map_err(|_| {
-            format!("unknown log level {s:?} (panic, fatal, error, warn, info, debug, trace)")
-        })
+        serde_json::from_value(serde_json::Value::String(s.to_ascii_lowercase()))
+            .map_err(|_| format!("unknown log level {s:?} (panic, fatal, error, warn, info, debug, trace)"))
     }
 }
 
@@ -155,9 +154,7 @@ pub struct PipelineConfig {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        PipelineConfig {
-            middleware: vec!["auth".into(), "metrics".into(), "raft".into()],
-        }
+        PipelineConfig { middleware: vec!["auth".into(), "metrics".into(), "raft".into()] }
     }
 }
 
@@ -212,46 +209,33 @@ impl CoreConfig {
         let mut cfg: CoreConfig = figment.extract()?;
         cfg.protocols = normalize_protocols(&cfg.protocols);
         for name in &cfg.protocols {
-            gerdu_api::plugin::find_protocol(name)
-                .map_err(|e| ConfigError(format!("protocols: {e}")))?;
+            gerdu_api::plugin::find_protocol(name).map_err(|e| ConfigError(format!("protocols: {e}")))?;
         }
-        gerdu_api::plugin::find_policy(&cfg.policy)
-            .map_err(|e| ConfigError(format!("policy: {e}")))?;
+        gerdu_api::plugin::find_policy(&cfg.policy).map_err(|e| ConfigError(format!("policy: {e}")))?;
         for name in &cfg.pipeline.middleware {
-            gerdu_api::plugin::find_middleware(name)
-                .map_err(|e| ConfigError(format!("pipeline.middleware: {e}")))?;
+            gerdu_api::plugin::find_middleware(name).map_err(|e| ConfigError(format!("pipeline.middleware: {e}")))?;
         }
         if !cfg.pipeline.middleware.iter().any(|m| m == "raft") {
             return Err(ConfigError(
-                "pipeline.middleware: must include \"raft\" (writes reach the store through it)"
-                    .into(),
+                "pipeline.middleware: must include \"raft\" (writes reach the store through it)".into(),
             ));
         }
         if cfg.pipeline.middleware.last().map(String::as_str) != Some("raft") {
-            return Err(ConfigError(
-                "pipeline.middleware: \"raft\" must be the innermost (last) middleware".into(),
-            ));
+            return Err(ConfigError("pipeline.middleware: \"raft\" must be the innermost (last) middleware".into()));
         }
         let mut seen = BTreeSet::new();
         for m in &cfg.pipeline.middleware {
             if !seen.insert(m) {
-                return Err(ConfigError(format!(
-                    "pipeline.middleware: {m:?} is listed twice"
-                )));
+                return Err(ConfigError(format!("pipeline.middleware: {m:?} is listed twice")));
             }
         }
         if cfg.id.is_empty() {
             return Err(ConfigError("id: must not be empty".into()));
         }
         if cfg.tls.cert.is_some() != cfg.tls.key.is_some() {
-            return Err(ConfigError(
-                "tls: cert and key must be given together (-cert and -key)".into(),
-            ));
+            return Err(ConfigError("tls: cert and key must be given together (-cert and -key)".into()));
         }
-        cfg.raft
-            .addr
-            .parse::<SocketAddr>()
-            .map_err(|e| ConfigError(format!("raft.addr: {e}: {:?}", cfg.raft.addr)))?;
+        cfg.raft.addr.parse::<SocketAddr>().map_err(|e| ConfigError(format!("raft.addr: {e}: {:?}", cfg.raft.addr)))?;
         if cfg.raft.max_batch == 0 {
             return Err(ConfigError("raft.max_batch: must be at least 1".into()));
         }
@@ -259,8 +243,7 @@ impl CoreConfig {
             || cfg.raft.election_timeout_max_ms <= cfg.raft.election_timeout_min_ms
         {
             return Err(ConfigError(
-                "raft: need heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms"
-                    .into(),
+                "raft: need heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms".into(),
             ));
         }
         Ok(cfg)
@@ -271,16 +254,8 @@ impl CoreConfig {
 /// `memcached` is accepted for `mcd`.
 fn normalize_protocols(list: &[String]) -> Vec<String> {
     let mut out: Vec<String> = vec!["http".into()];
-    for p in list
-        .iter()
-        .flat_map(|s| s.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
-    {
-        let p = if p == "memcached" {
-            "mcd".to_string()
-        } else {
-            p
-        };
+    for p in list.iter().flat_map(|s| s.split(',')).map(|s| s.trim().to_ascii_lowercase()) {
+        let p = if p == "memcached" { "mcd".to_string() } else { p };
         if !p.is_empty() && !out.contains(&p) {
             out.push(p);
         }
@@ -296,27 +271,17 @@ fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
         Many(Vec<String>),
     }
     Ok(match Either::deserialize(d)? {
-        Either::One(s) => s
-            .split(',')
-            .map(|p| p.trim().to_string())
-            .filter(|p| !p.is_empty())
-            .collect(),
+        Either::One(s) => s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect(),
         Either::Many(v) => v,
     })
 }
 
-const CORE_KEYS: &[&str] = &[
-    "id",
-    "host",
-    "log",
-    "capacity",
-    "policy",
-    "protocols",
-    "read_consistency",
-    "tls",
-    "raft",
-    "pipeline",
-];
+const CORE_KEYS: &[&str] =
+    &["id", "host", "log", "capacity", "policy", "protocols", "read_consistency", "tls", "raft", "pipeline"];
+
+/// Sections the Go original's flags write to (`-redisport`, `-mcdport`,
+/// `-grpcport`); accepted even when that protocol is not built in.
+const FLAG_SECTIONS: &[&str] = &["redis", "mcd", "grpc"];
 
 /// Every top-level key must be a core key or the section of a registered plugin.
 fn check_top_level_keys(figment: &Figment) -> Result<(), ConfigError> {
@@ -327,13 +292,13 @@ fn check_top_level_keys(figment: &Figment) -> Result<(), ConfigError> {
         .map(|(name, _)| name)
         .collect();
     for key in value.keys() {
-        if !CORE_KEYS.contains(&key.as_str()) && !plugins.contains(key.as_str()) {
+        if !CORE_KEYS.contains(&key.as_str())
+            && !FLAG_SECTIONS.contains(&key.as_str())
+            && !plugins.contains(key.as_str())
+        {
             let mut valid: Vec<&str> = CORE_KEYS.to_vec();
             valid.extend(plugins.iter());
-            return Err(ConfigError(format!(
-                "unknown key {key:?}; valid top-level keys: {}",
-                valid.join(", ")
-            )));
+            return Err(ConfigError(format!("unknown key {key:?}; valid top-level keys: {}", valid.join(", "))));
         }
     }
     Ok(())
@@ -342,9 +307,7 @@ fn check_top_level_keys(figment: &Figment) -> Result<(), ConfigError> {
 /// Which config file to read: `--config`, else `GERDU_CONFIG`, else
 /// `./gerdu.toml` if it exists. An explicitly named file must exist.
 pub fn config_file(cli: Option<&Path>, env: Option<&str>) -> Result<Option<PathBuf>, ConfigError> {
-    let explicit = cli
-        .map(Path::to_path_buf)
-        .or_else(|| env.filter(|s| !s.is_empty()).map(PathBuf::from));
+    let explicit = cli.map(Path::to_path_buf).or_else(|| env.filter(|s| !s.is_empty()).map(PathBuf::from));
     match explicit {
         Some(p) if p.is_file() => Ok(Some(p)),
         Some(p) => Err(ConfigError(format!("config: cannot read {}", p.display()))),
@@ -382,9 +345,7 @@ pub fn env_to_value(env: &[(String, String)]) -> serde_json::Value {
             if i + 1 == path.len() {
                 node.insert(part.clone(), value.clone());
             } else {
-                let entry = node
-                    .entry(part.clone())
-                    .or_insert_with(|| serde_json::Value::Object(Default::default()));
+                let entry = node.entry(part.clone()).or_insert_with(|| serde_json::Value::Object(Default::default()));
                 if !entry.is_object() {
                     *entry = serde_json::Value::Object(Default::default());
                 }
@@ -398,9 +359,7 @@ pub fn env_to_value(env: &[(String, String)]) -> serde_json::Value {
 fn parse_env_value(v: &str) -> serde_json::Value {
     let doc = format!("v = {v}");
     match toml::from_str::<toml::Table>(&doc) {
-        Ok(t) => {
-            serde_json::to_value(&t["v"]).unwrap_or_else(|_| serde_json::Value::String(v.into()))
-        }
+        Ok(t) => serde_json::to_value(&t["v"]).unwrap_or_else(|_| serde_json::Value::String(v.into())),
         Err(_) => serde_json::Value::String(v.into()),
     }
 }

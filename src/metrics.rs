@@ -10,8 +10,7 @@
 use dashmap::DashMap;
 use gerdu_api::{Op, Policy};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 use crate::raft::RaftNode;
@@ -66,8 +65,7 @@ pub struct ServerMetrics {
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
-    r.register(Box::new(m.clone()))
-        .expect("metric names are unique");
+    r.register(Box::new(m.clone())).expect("metric names are unique");
     m
 }
 
@@ -75,12 +73,11 @@ impl ServerMetrics {
     /// Registers every metric in a fresh registry.
     pub fn new() -> Self {
         let r = Registry::new();
-        let counter =
-            |name: &str, help: &str| reg(&r, IntCounter::new(name, help).expect("counter"));
+        let counter = |name: &str, help: &str| reg(&r, IntCounter::new(name, help).expect("counter"));
         let gauge = |name: &str, help: &str| reg(&r, IntGauge::new(name, help).expect("gauge"));
         let latency_buckets = vec![
-            0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
-            0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+            1.0, 2.5,
         ];
         ServerMetrics {
             adds: counter("gerdu_adds_total", "Items stored by set operations"),
@@ -89,20 +86,14 @@ impl ServerMetrics {
             misses: counter("gerdu_misses_total", "Key reads that did not find the key"),
             requests: reg(
                 &r,
-                IntCounterVec::new(
-                    Opts::new("gerdu_requests_total", "Commands served"),
-                    &["protocol", "op"],
-                )
-                .expect("requests"),
+                IntCounterVec::new(Opts::new("gerdu_requests_total", "Commands served"), &["protocol", "op"])
+                    .expect("requests"),
             ),
             durations: reg(
                 &r,
                 HistogramVec::new(
-                    HistogramOpts::new(
-                        "gerdu_request_duration_seconds",
-                        "Time from parse to reply, per command",
-                    )
-                    .buckets(latency_buckets),
+                    HistogramOpts::new("gerdu_request_duration_seconds", "Time from parse to reply, per command")
+                        .buckets(latency_buckets),
                     &["protocol", "op"],
                 )
                 .expect("durations"),
@@ -110,61 +101,32 @@ impl ServerMetrics {
             errors: reg(
                 &r,
                 IntCounterVec::new(
-                    Opts::new(
-                        "gerdu_request_errors_total",
-                        "Requests that failed as a whole",
-                    ),
+                    Opts::new("gerdu_request_errors_total", "Requests that failed as a whole"),
                     &["protocol", "error"],
                 )
                 .expect("errors"),
             ),
             series: DashMap::new(),
-            items: gauge(
-                "gerdu_items",
-                "Items held (expired ones not yet removed included)",
-            ),
-            used_bytes: gauge(
-                "gerdu_used_bytes",
-                "Charged bytes in use: key + value + entry overhead per item",
-            ),
-            capacity_bytes: gauge(
-                "gerdu_capacity_bytes",
-                "Capacity in charged bytes (0 = unlimited)",
-            ),
-            entry_overhead_bytes: gauge(
-                "gerdu_entry_overhead_bytes",
-                "Per-item overhead charged by the policy",
-            ),
-            evictions: counter(
-                "gerdu_evictions_total",
-                "Items evicted to stay within capacity",
-            ),
+            items: gauge("gerdu_items", "Items held (expired ones not yet removed included)"),
+            used_bytes: gauge("gerdu_used_bytes", "Charged bytes in use: key + value + entry overhead per item"),
+            capacity_bytes: gauge("gerdu_capacity_bytes", "Capacity in charged bytes (0 = unlimited)"),
+            entry_overhead_bytes: gauge("gerdu_entry_overhead_bytes", "Per-item overhead charged by the policy"),
+            evictions: counter("gerdu_evictions_total", "Items evicted to stay within capacity"),
             expirations: counter("gerdu_expirations_total", "Expired items removed"),
             snapshots: counter("gerdu_raft_snapshots_total", "Raft snapshots built"),
             batch_commands: reg(
                 &r,
                 Histogram::with_opts(
-                    HistogramOpts::new(
-                        "gerdu_raft_batch_commands",
-                        "Commands carried per proposed log entry",
-                    )
-                    .buckets(vec![
-                        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
-                    ]),
+                    HistogramOpts::new("gerdu_raft_batch_commands", "Commands carried per proposed log entry")
+                        .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0]),
                 )
                 .expect("batch"),
             ),
             raft_term: gauge("gerdu_raft_term", "Current raft term"),
             raft_is_leader: gauge("gerdu_raft_is_leader", "1 if this node is the raft leader"),
-            raft_applied_index: gauge(
-                "gerdu_raft_applied_index",
-                "Last log index applied to the store",
-            ),
+            raft_applied_index: gauge("gerdu_raft_applied_index", "Last log index applied to the store"),
             raft_last_log_index: gauge("gerdu_raft_last_log_index", "Last log index"),
-            raft_snapshot_index: gauge(
-                "gerdu_raft_snapshot_index",
-                "Log index covered by the last snapshot",
-            ),
+            raft_snapshot_index: gauge("gerdu_raft_snapshot_index", "Log index covered by the last snapshot"),
             raft_log_entries: gauge("gerdu_raft_log_entries", "Entries held in the raft log"),
             raft_members: gauge("gerdu_raft_members", "Members of the raft cluster"),
             registry: r,
@@ -189,29 +151,21 @@ impl ServerMetrics {
         self.items.set(policy.len() as i64);
         self.used_bytes.set(policy.used_bytes() as i64);
         self.capacity_bytes.set(policy.capacity() as i64);
-        self.entry_overhead_bytes
-            .set(policy.entry_overhead() as i64);
+        self.entry_overhead_bytes.set(policy.entry_overhead() as i64);
         let m = raft.raft.metrics().borrow().clone();
         self.raft_term.set(m.current_term as i64);
-        self.raft_is_leader
-            .set(i64::from(m.current_leader == Some(raft.id)));
-        self.raft_applied_index
-            .set(m.last_applied.map_or(0, |l| l.index) as i64);
-        self.raft_last_log_index
-            .set(m.last_log_index.unwrap_or(0) as i64);
-        self.raft_snapshot_index
-            .set(m.snapshot.map_or(0, |l| l.index) as i64);
+        self.raft_is_leader.set(i64::from(m.current_leader == Some(raft.id)));
+        self.raft_applied_index.set(m.last_applied.map_or(0, |l| l.index) as i64);
+        self.raft_last_log_index.set(m.last_log_index.unwrap_or(0) as i64);
+        self.raft_snapshot_index.set(m.snapshot.map_or(0, |l| l.index) as i64);
         self.raft_log_entries.set(raft.log_len() as i64);
-        self.raft_members
-            .set(m.membership_config.nodes().count() as i64);
+        self.raft_members.set(m.membership_config.nodes().count() as i64);
     }
 
     /// The text exposition.
     pub fn encode(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("text encoding");
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
         String::from_utf8(buf).expect("utf-8")
     }
 }
@@ -236,12 +190,7 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), n);
-        for original in [
-            "gerdu_adds_total",
-            "gerdu_deletes_total",
-            "gerdu_hits_total",
-            "gerdu_misses_total",
-        ] {
+        for original in ["gerdu_adds_total", "gerdu_deletes_total", "gerdu_hits_total", "gerdu_misses_total"] {
             assert!(names.iter().any(|x| x == original), "{original} missing");
         }
     }

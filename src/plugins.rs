@@ -6,8 +6,5 @@ use gerdu_policy_lru as _;
 use gerdu_protocol_http as _;
 
 /// The plugins this build registers, by kind (for the registry test).
-pub const BUILT_IN: &[(&str, &[&str])] = &[
-    ("protocol", &["http"]),
-    ("policy", &["lru"]),
-    ("middleware", &["auth", "metrics", "raft"]),
-];
+pub const BUILT_IN: &[(&str, &[&str])] =
+    &[("protocol", &["http"]), ("policy", &["lru"]), ("middleware", &["auth", "metrics", "raft"])];

@@ -17,8 +17,8 @@ use futures::future::BoxFuture;
 use gerdu_api::plugin::{find_middleware, find_policy, find_protocol};
 use gerdu_api::tokio_util::sync::CancellationToken;
 use gerdu_api::{
-    Admin, AdminError, Clock, Config, Extensions, MiddlewareContext, NodeStatus, Pipeline,
-    PluginError, Policy, PolicySettings, Protocol, ProtocolContext,
+    Admin, AdminError, Clock, Config, Extensions, MiddlewareContext, NodeStatus, Pipeline, PluginError, Policy,
+    PolicySettings, Protocol, ProtocolContext,
 };
 
 use crate::config::{ConfigError, CoreConfig};
@@ -62,14 +62,8 @@ pub struct Validated {
 /// TLS files. This is what `--check` runs.
 pub fn validate(figment: &Config) -> Result<Validated, StartError> {
     let core = CoreConfig::from_figment(figment)?;
-    let policy_plugin =
-        find_policy(&core.policy).map_err(|e| ConfigError(format!("policy: {e}")))?;
-    let policy = (policy_plugin.build)(
-        figment,
-        &PolicySettings {
-            capacity: core.capacity.0,
-        },
-    )?;
+    let policy_plugin = find_policy(&core.policy).map_err(|e| ConfigError(format!("policy: {e}")))?;
+    let policy = (policy_plugin.build)(figment, &PolicySettings { capacity: core.capacity.0 })?;
     let tls = crate::tls::load(&core.tls)?;
     let mut protocols = Vec::new();
     for name in &core.protocols {
@@ -88,18 +82,12 @@ pub fn validate(figment: &Config) -> Result<Validated, StartError> {
         extensions: &extensions,
     };
     for name in &core.pipeline.middleware {
-        let plugin =
-            find_middleware(name).map_err(|e| ConfigError(format!("pipeline.middleware: {e}")))?;
+        let plugin = find_middleware(name).map_err(|e| ConfigError(format!("pipeline.middleware: {e}")))?;
         if let Err(e @ PluginError::Config(_)) = (plugin.build)(&ctx) {
             return Err(e.into());
         }
     }
-    Ok(Validated {
-        core,
-        policy,
-        tls,
-        protocols,
-    })
+    Ok(Validated { core, policy, tls, protocols })
 }
 
 struct CoreAdmin {
@@ -150,12 +138,7 @@ pub struct Server {
 impl Server {
     /// Builds and starts everything. `clock` is injectable for tests.
     pub async fn start(figment: &Config, clock: Arc<dyn Clock>) -> Result<Server, StartError> {
-        let Validated {
-            core,
-            policy,
-            tls,
-            protocols,
-        } = validate(figment)?;
+        let Validated { core, policy, tls, protocols } = validate(figment)?;
         let metrics = Arc::new(ServerMetrics::new());
         let http_port: u16 = figment.extract_inner("http.port").unwrap_or(8080);
         let raft = RaftNode::start(
@@ -190,11 +173,8 @@ impl Server {
         }
 
         let shutdown = CancellationToken::new();
-        let admin: Arc<dyn Admin> = Arc::new(CoreAdmin {
-            metrics: metrics.clone(),
-            policy: policy.clone(),
-            raft: raft.clone(),
-        });
+        let admin: Arc<dyn Admin> =
+            Arc::new(CoreAdmin { metrics: metrics.clone(), policy: policy.clone(), raft: raft.clone() });
         let mut addrs = Vec::new();
         let mut served = Vec::new();
         for (name, protocol) in protocols {
@@ -220,23 +200,12 @@ impl Server {
             addrs.push((name, running.local_addr));
             served.push(tokio::spawn(running.served));
         }
-        Ok(Server {
-            addrs,
-            shutdown,
-            served,
-            raft,
-            policy,
-            metrics,
-            pipeline,
-        })
+        Ok(Server { addrs, shutdown, served, raft, policy, metrics, pipeline })
     }
 
     /// The bound address of a protocol.
     pub fn addr(&self, protocol: &str) -> Option<SocketAddr> {
-        self.addrs
-            .iter()
-            .find(|(n, _)| *n == protocol)
-            .map(|(_, a)| *a)
+        self.addrs.iter().find(|(n, _)| *n == protocol).map(|(_, a)| *a)
     }
 
     /// Every protocol's bound address.

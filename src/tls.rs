@@ -20,13 +20,9 @@ pub fn load(cfg: &TlsConfig) -> Result<Option<Arc<ServerConfig>>, ConfigError> {
         .and_then(|it| it.collect::<Result<_, _>>())
         .map_err(|e| ConfigError(format!("tls.cert: {}: {e}", cert.display())))?;
     if certs.is_empty() {
-        return Err(ConfigError(format!(
-            "tls.cert: {}: no certificate found",
-            cert.display()
-        )));
+        return Err(ConfigError(format!("tls.cert: {}: no certificate found", cert.display())));
     }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| ConfigError(format!("tls.key: {}: {e}", key.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| ConfigError(format!("tls.key: {}: {e}", key.display())))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -18,8 +18,8 @@
 //! ```
 
 use gerdu_api::{
-    Credentials, Middleware, MiddlewareContext, MiddlewarePlugin, Pipeline, PipelineError,
-    PluginError, register_middleware,
+    Credentials, Middleware, MiddlewareContext, MiddlewarePlugin, Pipeline, PipelineError, PluginError,
+    register_middleware,
 };
 use serde::Deserialize;
 
@@ -63,28 +63,17 @@ impl AuthConfig {
     /// Whether the credentials identify a user.
     pub fn verify(&self, creds: &Credentials) -> bool {
         match creds {
-            Credentials::Token(t) => self
-                .users
-                .iter()
-                .any(|u| u.token.as_deref().is_some_and(|x| ct_eq(x, t))),
-            Credentials::Password {
-                user: None,
-                password,
-            } => {
-                self.requirepass
-                    .as_deref()
-                    .is_some_and(|p| ct_eq(p, password))
-                    || self.users.iter().any(|u| {
-                        u.name == "default"
-                            && u.password.as_deref().is_some_and(|p| ct_eq(p, password))
-                    })
+            Credentials::Token(t) => self.users.iter().any(|u| u.token.as_deref().is_some_and(|x| ct_eq(x, t))),
+            Credentials::Password { user: None, password } => {
+                self.requirepass.as_deref().is_some_and(|p| ct_eq(p, password))
+                    || self
+                        .users
+                        .iter()
+                        .any(|u| u.name == "default" && u.password.as_deref().is_some_and(|p| ct_eq(p, password)))
             }
-            Credentials::Password {
-                user: Some(name),
-                password,
-            } => self.users.iter().any(|u| {
-                &u.name == name && u.password.as_deref().is_some_and(|p| ct_eq(p, password))
-            }),
+            Credentials::Password { user: Some(name), password } => {
+                self.users.iter().any(|u| &u.name == name && u.password.as_deref().is_some_and(|p| ct_eq(p, password)))
+            }
         }
     }
 }
@@ -115,27 +104,16 @@ impl Middleware for Auth {
 }
 
 fn build(ctx: &MiddlewareContext<'_>) -> Result<Box<dyn Middleware>, PluginError> {
-    let config: AuthConfig = match ctx.config.extract_inner("auth") {
-        Ok(c) => c,
-        Err(e) if e.missing() => AuthConfig::default(),
-        Err(e) => return Err(e.into()),
-    };
+    let config: AuthConfig = gerdu_api::plugin::section(ctx.config, "auth")?;
     if config.enabled && config.users.is_empty() && config.requirepass.is_none() {
-        return Err(PluginError::Config(
-            "auth.enabled: no users and no requirepass configured".into(),
-        ));
+        return Err(PluginError::Config("auth.enabled: no users and no requirepass configured".into()));
     }
     for u in &config.users {
         if u.password.is_none() && u.token.is_none() {
-            return Err(PluginError::Config(format!(
-                "auth.users: user {:?} has neither password nor token",
-                u.name
-            )));
+            return Err(PluginError::Config(format!("auth.users: user {:?} has neither password nor token", u.name)));
         }
     }
-    Ok(Box::new(Auth {
-        config: std::sync::Arc::new(config),
-    }))
+    Ok(Box::new(Auth { config: std::sync::Arc::new(config) }))
 }
 
 register_middleware!(MiddlewarePlugin {
@@ -154,22 +132,11 @@ mod tests {
             enabled: true,
             requirepass: Some("rp".into()),
             users: vec![
-                User {
-                    name: "alice".into(),
-                    password: Some("pw".into()),
-                    token: None,
-                },
-                User {
-                    name: "ci".into(),
-                    password: None,
-                    token: Some("tok".into()),
-                },
+                User { name: "alice".into(), password: Some("pw".into()), token: None },
+                User { name: "ci".into(), password: None, token: Some("tok".into()) },
             ],
         };
-        let pw = |u: Option<&str>, p: &str| Credentials::Password {
-            user: u.map(Into::into),
-            password: p.into(),
-        };
+        let pw = |u: Option<&str>, p: &str| Credentials::Password { user: u.map(Into::into), password: p.into() };
         assert!(c.verify(&pw(Some("alice"), "pw")));
         assert!(!c.verify(&pw(Some("alice"), "px")));
         assert!(!c.verify(&pw(Some("bob"), "pw")));

@@ -24,9 +24,7 @@ pub fn executor(policy: Arc<dyn Policy>, clock: Arc<dyn Clock>) -> Pipeline {
                 .iter()
                 .map(|c| {
                     if c.is_write() {
-                        Reply::Error(CommandError::Refused(
-                            "writes must pass the raft middleware".into(),
-                        ))
+                        Reply::Error(CommandError::Refused("writes must pass the raft middleware".into()))
                     } else {
                         exec::read(&*policy, c, now)
                     }

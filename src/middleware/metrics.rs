@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use gerdu_api::{
-    Middleware, MiddlewareContext, MiddlewarePlugin, Op, Pipeline, PipelineError, PluginError,
-    Reply, register_middleware,
+    Middleware, MiddlewareContext, MiddlewarePlugin, Op, Pipeline, PipelineError, PluginError, Reply,
+    register_middleware,
 };
 
 use super::stage;
@@ -62,10 +62,7 @@ impl Middleware for MetricsMiddleware {
                             count(&m, *op, reply);
                         }
                     }
-                    Err(e) => m
-                        .errors
-                        .with_label_values(&[protocol, error_label(e)])
-                        .inc(),
+                    Err(e) => m.errors.with_label_values(&[protocol, error_label(e)]).inc(),
                 }
                 result
             })
@@ -74,12 +71,11 @@ impl Middleware for MetricsMiddleware {
 }
 
 fn build(ctx: &MiddlewareContext<'_>) -> Result<Box<dyn Middleware>, PluginError> {
-    let metrics = ctx.extensions.get::<Arc<ServerMetrics>>().ok_or_else(|| {
-        PluginError::Other("the metrics middleware needs the server metrics".into())
-    })?;
-    Ok(Box::new(MetricsMiddleware {
-        metrics: metrics.clone(),
-    }))
+    let metrics = ctx
+        .extensions
+        .get::<Arc<ServerMetrics>>()
+        .ok_or_else(|| PluginError::Other("the metrics middleware needs the server metrics".into()))?;
+    Ok(Box::new(MetricsMiddleware { metrics: metrics.clone() }))
 }
 
 register_middleware!(MiddlewarePlugin {

@@ -15,11 +15,7 @@ use gerdu_api::{Pipeline, PipelineError, Request, Response};
 /// Wraps an async function as a [`Pipeline`] stage.
 pub fn stage<F>(f: F) -> Pipeline
 where
-    F: Fn(Request) -> BoxFuture<'static, Result<Response, PipelineError>>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
+    F: Fn(Request) -> BoxFuture<'static, Result<Response, PipelineError>> + Clone + Send + Sync + 'static,
 {
     BoxCloneSyncService::new(gerdu_api::tower::service_fn(f))
 }

@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 use gerdu_api::{
-    Command, Middleware, MiddlewareContext, MiddlewarePlugin, Pipeline, PluginError, Request,
-    Response, register_middleware,
+    Command, Middleware, MiddlewareContext, MiddlewarePlugin, Pipeline, PluginError, Request, Response,
+    register_middleware,
 };
 
 use super::stage;
@@ -50,10 +50,7 @@ impl Middleware for RaftMiddleware {
                         replies.extend(node.propose(run).await?);
                     } else {
                         node.read_barrier(consistency).await?;
-                        let sub = Request {
-                            ctx: req.ctx.clone(),
-                            commands: run,
-                        };
+                        let sub = Request { ctx: req.ctx.clone(), commands: run };
                         replies.extend(gerdu_api::pipeline::call(&inner, sub).await?.replies);
                     }
                 }
@@ -64,9 +61,10 @@ impl Middleware for RaftMiddleware {
 }
 
 fn build(ctx: &MiddlewareContext<'_>) -> Result<Box<dyn Middleware>, PluginError> {
-    let node = ctx.extensions.get::<Arc<RaftNode>>().ok_or_else(|| {
-        PluginError::Other("the raft middleware needs the core's raft node".into())
-    })?;
+    let node = ctx
+        .extensions
+        .get::<Arc<RaftNode>>()
+        .ok_or_else(|| PluginError::Other("the raft middleware needs the core's raft node".into()))?;
     Ok(Box::new(RaftMiddleware { node: node.clone() }))
 }
 

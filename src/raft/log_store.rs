@@ -47,13 +47,7 @@ impl RaftLogReader<TypeConfig> for MemLog {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        Ok(self
-            .inner
-            .lock()
-            .log
-            .range(range)
-            .map(|(_, e)| e.clone())
-            .collect())
+        Ok(self.inner.lock().log.range(range).map(|(_, e)| e.clone()).collect())
     }
 }
 
@@ -62,16 +56,8 @@ impl RaftLogStorage<TypeConfig> for MemLog {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let inner = self.inner.lock();
-        let last = inner
-            .log
-            .values()
-            .next_back()
-            .map(|e| e.log_id)
-            .or(inner.last_purged);
-        Ok(LogState {
-            last_purged_log_id: inner.last_purged,
-            last_log_id: last,
-        })
+        let last = inner.log.values().next_back().map(|e| e.log_id).or(inner.last_purged);
+        Ok(LogState { last_purged_log_id: inner.last_purged, last_log_id: last })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -96,11 +82,7 @@ impl RaftLogStorage<TypeConfig> for MemLog {
         Ok(self.inner.lock().committed)
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,

@@ -95,11 +95,7 @@ impl RaftNode {
         .validate()
         .map_err(|e| RaftStartError::Config(e.to_string()))?;
 
-        let node = Node {
-            name: cfg.id.clone(),
-            raft_addr: r.addr.clone(),
-            http_addr,
-        };
+        let node = Node { name: cfg.id.clone(), raft_addr: r.addr.clone(), http_addr };
         let id = types::node_id(&cfg.id);
         let log = log_store::MemLog::default();
         let sm = state_machine::StateMachine::new(policy, metrics.clone());
@@ -110,12 +106,7 @@ impl RaftNode {
         let members: BTreeMap<NodeId, Node> = [(id, node.clone())].into();
         if let Err(e) = raft.initialize(members).await {
             // Already initialized (restart with storage) is fine.
-            if !matches!(
-                e,
-                openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(
-                    _
-                ))
-            ) {
+            if !matches!(e, openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) {
                 return Err(RaftStartError::Raft(e.to_string()));
             }
         }
@@ -125,14 +116,7 @@ impl RaftNode {
             .map_err(|e| RaftStartError::Raft(format!("bootstrap: {e}")))?;
 
         let (ptx, prx) = mpsc::channel(16 * 1024);
-        tokio::spawn(proposer::run(
-            raft.clone(),
-            prx,
-            clock,
-            r.max_batch,
-            r.leader_wait(),
-            metrics,
-        ));
+        tokio::spawn(proposer::run(raft.clone(), prx, clock, r.max_batch, r.leader_wait(), metrics));
         let (rtx, rrx) = mpsc::channel(16 * 1024);
         tokio::spawn(read_index::run(raft.clone(), rrx));
 
@@ -153,10 +137,7 @@ impl RaftNode {
     pub async fn propose(&self, commands: Vec<Command>) -> Result<Vec<Reply>, PipelineError> {
         let (tx, rx) = oneshot::channel();
         self.proposals
-            .send(proposer::Proposal {
-                commands,
-                reply: tx,
-            })
+            .send(proposer::Proposal { commands, reply: tx })
             .await
             .map_err(|_| PipelineError::ShuttingDown)?;
         rx.await.map_err(|_| PipelineError::ShuttingDown)?
@@ -170,17 +151,12 @@ impl RaftNode {
                 if self.raft.metrics().borrow().current_leader == Some(self.id) {
                     Ok(())
                 } else {
-                    Err(PipelineError::Unavailable(
-                        "this node is not the leader".into(),
-                    ))
+                    Err(PipelineError::Unavailable("this node is not the leader".into()))
                 }
             }
             ReadConsistency::Linearizable => {
                 let (tx, rx) = oneshot::channel();
-                self.reads
-                    .send(tx)
-                    .await
-                    .map_err(|_| PipelineError::ShuttingDown)?;
+                self.reads.send(tx).await.map_err(|_| PipelineError::ShuttingDown)?;
                 match tokio::time::timeout(self.leader_wait, rx).await {
                     Ok(Ok(r)) => r,
                     Ok(Err(_)) => Err(PipelineError::ShuttingDown),
@@ -205,17 +181,11 @@ impl RaftNode {
             ServerState::Learner => "learner",
             ServerState::Shutdown => "shutdown",
         };
-        let members: Vec<(String, String)> = m
-            .membership_config
-            .nodes()
-            .map(|(_, n)| (n.name.clone(), n.raft_addr.clone()))
-            .collect();
-        let leader = m.current_leader.and_then(|l| {
-            m.membership_config
-                .nodes()
-                .find(|(id, _)| **id == l)
-                .map(|(_, n)| n.name.clone())
-        });
+        let members: Vec<(String, String)> =
+            m.membership_config.nodes().map(|(_, n)| (n.name.clone(), n.raft_addr.clone())).collect();
+        let leader = m
+            .current_leader
+            .and_then(|l| m.membership_config.nodes().find(|(id, _)| **id == l).map(|(_, n)| n.name.clone()));
         NodeStatus {
             id: self.node.name.clone(),
             role: role.into(),

@@ -8,8 +8,8 @@
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
 };
 
 use super::types::{Node, NodeId, TypeConfig};
@@ -24,9 +24,7 @@ pub struct NoPeer {
 }
 
 fn unreachable<E: std::error::Error>(target: &Node) -> RPCError<NodeId, Node, E> {
-    let err = std::io::Error::other(format!(
-        "peer {target} unreachable: this build runs single-node clusters"
-    ));
+    let err = std::io::Error::other(format!("peer {target} unreachable: this build runs single-node clusters"));
     RPCError::Unreachable(Unreachable::new(&err))
 }
 
@@ -34,9 +32,7 @@ impl RaftNetworkFactory<TypeConfig> for NoNetwork {
     type Network = NoPeer;
 
     async fn new_client(&mut self, _target: NodeId, node: &Node) -> NoPeer {
-        NoPeer {
-            target: node.clone(),
-        }
+        NoPeer { target: node.clone() }
     }
 }
 
@@ -53,10 +49,7 @@ impl RaftNetwork<TypeConfig> for NoPeer {
         &mut self,
         _rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>,
-    > {
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>> {
         Err(unreachable(&self.target))
     }
 

@@ -18,12 +18,15 @@ use tokio::sync::{mpsc, oneshot};
 use super::types::{Batch, NodeId, Raft};
 use crate::metrics::ServerMetrics;
 
+/// Where a proposal's replies go.
+pub type ReplyTx = oneshot::Sender<Result<Vec<Reply>, PipelineError>>;
+
 /// A client's writes and where to send their replies.
 pub struct Proposal {
     /// The writes.
     pub commands: Vec<Command>,
     /// Replies, aligned with `commands`.
-    pub reply: oneshot::Sender<Result<Vec<Reply>, PipelineError>>,
+    pub reply: ReplyTx,
 }
 
 /// Runs the proposer until every sender is dropped.
@@ -55,10 +58,7 @@ pub async fn run(
             commands.extend(p.commands);
         }
         metrics.batch_commands.observe(count as f64);
-        let batch = Batch {
-            now_ms: clock.now_ms(),
-            commands: commands.into(),
-        };
+        let batch = Batch { now_ms: clock.now_ms(), commands: commands.into() };
         let raft = raft.clone();
         // Submit in order; wait for the commit in the background.
         match raft.client_write_ff(batch.clone()).await {
@@ -95,14 +95,9 @@ async fn retry_after_election(
         )));
     }
     let me = raft.metrics().borrow().id;
-    let waited = raft
-        .wait(Some(leader_wait))
-        .metrics(|m| m.current_leader.is_some(), "a leader is elected")
-        .await;
+    let waited = raft.wait(Some(leader_wait)).metrics(|m| m.current_leader.is_some(), "a leader is elected").await;
     if waited.is_err() || raft.metrics().borrow().current_leader != Some(me) {
-        return Err(PipelineError::Unavailable(
-            "no leader elected in time".into(),
-        ));
+        return Err(PipelineError::Unavailable("no leader elected in time".into()));
     }
     match raft.client_write(batch).await {
         Ok(resp) => Ok(resp.data.0),
@@ -111,10 +106,7 @@ async fn retry_after_election(
     }
 }
 
-fn deliver(
-    result: Result<Vec<Reply>, PipelineError>,
-    waiters: Vec<(usize, oneshot::Sender<Result<Vec<Reply>, PipelineError>>)>,
-) {
+fn deliver(result: Result<Vec<Reply>, PipelineError>, waiters: Vec<(usize, ReplyTx)>) {
     match result {
         Ok(replies) => {
             let mut it = replies.into_iter();

@@ -24,11 +24,10 @@ pub async fn run(raft: Raft, mut rx: mpsc::Receiver<Waiter>) {
         while let Ok(w) = rx.try_recv() {
             waiters.push(w);
         }
-        let result = raft.ensure_linearizable().await.map(|_| ()).map_err(|e| {
-            PipelineError::Unavailable(format!(
-                "cannot confirm leadership for a linearizable read: {e}"
-            ))
-        });
+        let result =
+            raft.ensure_linearizable().await.map(|_| ()).map_err(|e| {
+                PipelineError::Unavailable(format!("cannot confirm leadership for a linearizable read: {e}"))
+            });
         for w in waiters.drain(..) {
             let _ = w.send(result.clone());
         }

@@ -18,9 +18,7 @@ use bytes::{Buf, BufMut, Bytes};
 use gerdu_api::exec::{self, ApplyState};
 use gerdu_api::{Item, Policy, Reply};
 use openraft::storage::{RaftStateMachine, Snapshot};
-use openraft::{
-    EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
-};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership};
 use parking_lot::Mutex;
 
 use super::types::{BatchReply, Entry, LogId, Node, NodeId, StorageError, TypeConfig};
@@ -112,21 +110,14 @@ pub fn encode_snapshot(policy: &dyn Policy, meta: &SmMeta) -> Vec<u8> {
 pub fn decode_snapshot(data: Bytes) -> Result<(SmMeta, Vec<(Bytes, Item)>), String> {
     let mut b = data;
     let need = |b: &Bytes, n: usize| {
-        if b.remaining() < n {
-            Err("snapshot truncated".to_string())
-        } else {
-            Ok(())
-        }
+        if b.remaining() < n { Err("snapshot truncated".to_string()) } else { Ok(()) }
     };
     need(&b, 32)?;
     if &b[..8] != MAGIC {
         return Err("not a gerdu snapshot".into());
     }
     b.advance(8);
-    let meta = SmMeta {
-        cas: b.get_u64_le(),
-        last_now: b.get_u64_le(),
-    };
+    let meta = SmMeta { cas: b.get_u64_le(), last_now: b.get_u64_le() };
     let count = b.get_u64_le();
     let mut items = Vec::with_capacity(count.min(1 << 24) as usize);
     for _ in 0..count {
@@ -137,12 +128,7 @@ pub fn decode_snapshot(data: Bytes) -> Result<(SmMeta, Vec<(Bytes, Item)>), Stri
         let vlen = b.get_u32_le() as usize;
         need(&b, vlen + 20)?;
         let value = b.split_to(vlen);
-        let item = Item {
-            value,
-            flags: b.get_u32_le(),
-            cas: b.get_u64_le(),
-            expires_at: b.get_u64_le(),
-        };
+        let item = Item { value, flags: b.get_u32_le(), cas: b.get_u64_le(), expires_at: b.get_u64_le() };
         items.push((key, item));
     }
     if b.has_remaining() {
@@ -152,13 +138,7 @@ pub fn decode_snapshot(data: Bytes) -> Result<(SmMeta, Vec<(Bytes, Item)>), Stri
 }
 
 impl SmShared {
-    fn apply_entry(
-        &self,
-        inner: &mut Inner,
-        entry: &Entry,
-        evicted: &mut u64,
-        expired: &mut u64,
-    ) -> BatchReply {
+    fn apply_entry(&self, inner: &mut Inner, entry: &Entry, evicted: &mut u64, expired: &mut u64) -> BatchReply {
         inner.last_applied = Some(entry.log_id);
         match &entry.payload {
             EntryPayload::Blank => BatchReply::default(),
@@ -169,16 +149,9 @@ impl SmShared {
             EntryPayload::Normal(batch) => {
                 let now = batch.now_ms.max(inner.meta.last_now);
                 inner.meta.last_now = now;
-                let mut st = ApplyState {
-                    now_ms: now,
-                    cas: inner.meta.cas,
-                    ..Default::default()
-                };
-                let replies: Vec<Reply> = batch
-                    .commands
-                    .iter()
-                    .map(|c| exec::apply(&*self.policy, c, &mut st))
-                    .collect();
+                let mut st = ApplyState { now_ms: now, cas: inner.meta.cas, ..Default::default() };
+                let replies: Vec<Reply> =
+                    batch.commands.iter().map(|c| exec::apply(&*self.policy, c, &mut st)).collect();
                 inner.meta.cas = st.cas;
                 *evicted += st.evicted.len() as u64;
                 *expired += st.expired;
@@ -195,17 +168,11 @@ impl SmShared {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, inner.snapshots_built),
             None => format!("--{}", inner.snapshots_built),
         };
-        let meta = SnapshotMeta {
-            last_log_id: inner.last_applied,
-            last_membership: inner.membership.clone(),
-            snapshot_id,
-        };
+        let meta =
+            SnapshotMeta { last_log_id: inner.last_applied, last_membership: inner.membership.clone(), snapshot_id };
         inner.snapshot = Some((meta.clone(), data.clone()));
         self.metrics.snapshots.inc();
-        Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data.to_vec())),
-        }
+        Snapshot { meta, snapshot: Box::new(Cursor::new(data.to_vec())) }
     }
 }
 
@@ -222,9 +189,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = Self;
 
-    async fn applied_state(
-        &mut self,
-    ) -> Result<(Option<LogId>, StoredMembership<NodeId, Node>), StorageError> {
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership<NodeId, Node>), StorageError> {
         let inner = self.shared.inner.lock();
         Ok((inner.last_applied, inner.membership.clone()))
     }
@@ -237,13 +202,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let (mut evicted, mut expired) = (0, 0);
         let replies: Vec<BatchReply> = {
             let mut inner = self.shared.inner.lock();
-            entries
-                .into_iter()
-                .map(|e| {
-                    self.shared
-                        .apply_entry(&mut inner, &e, &mut evicted, &mut expired)
-                })
-                .collect()
+            entries.into_iter().map(|e| self.shared.apply_entry(&mut inner, &e, &mut evicted, &mut expired)).collect()
         };
         let m = &self.shared.metrics;
         m.evictions.inc_by(evicted);
@@ -265,9 +224,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = Bytes::from(snapshot.into_inner());
-        let (sm_meta, items) = decode_snapshot(data.clone()).map_err(|e| {
-            StorageIOError::read_snapshot(Some(meta.signature()), &std::io::Error::other(e))
-        })?;
+        let (sm_meta, items) = decode_snapshot(data.clone())
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &std::io::Error::other(e)))?;
         let mut inner = self.shared.inner.lock();
         let policy = &self.shared.policy;
         policy.clear();
@@ -284,10 +242,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         let inner = self.shared.inner.lock();
-        Ok(inner.snapshot.as_ref().map(|(meta, data)| Snapshot {
-            meta: meta.clone(),
-            snapshot: Box::new(Cursor::new(data.to_vec())),
-        }))
+        Ok(inner
+            .snapshot
+            .as_ref()
+            .map(|(meta, data)| Snapshot { meta: meta.clone(), snapshot: Box::new(Cursor::new(data.to_vec())) }))
     }
 }
 
@@ -301,18 +259,10 @@ mod tests {
         let lru = Lru::new(0, 4);
         let mut ev = Vec::new();
         for i in 0..100u64 {
-            let item = Item {
-                value: Bytes::from(format!("v{i}")),
-                flags: i as u32,
-                cas: i,
-                expires_at: i * 7,
-            };
+            let item = Item { value: Bytes::from(format!("v{i}")), flags: i as u32, cas: i, expires_at: i * 7 };
             lru.insert(Bytes::from(format!("k{i}")), item, &mut ev);
         }
-        let meta = SmMeta {
-            cas: 100,
-            last_now: 12345,
-        };
+        let meta = SmMeta { cas: 100, last_now: 12345 };
         let data = encode_snapshot(&lru, &meta);
         let (m2, items) = decode_snapshot(Bytes::from(data.clone())).unwrap();
         assert_eq!(m2, meta);

@@ -53,12 +53,7 @@ pub struct Batch {
 
 impl fmt::Display for Batch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "Batch({} commands @{})",
-            self.commands.len(),
-            self.now_ms
-        )
+        write!(f, "Batch({} commands @{})", self.commands.len(), self.now_ms)
     }
 }
 

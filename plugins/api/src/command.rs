@@ -377,13 +377,7 @@ mod tests {
         assert!(!Command::Get { keys: vec![] }.is_write());
         assert!(!Command::Size.is_write());
         assert!(Command::Set(SetCommand::new("k", "v")).is_write());
-        assert!(
-            Command::GetAndTouch {
-                keys: vec![],
-                expiry: Expiry::Never
-            }
-            .is_write()
-        );
+        assert!(Command::GetAndTouch { keys: vec![], expiry: Expiry::Never }.is_write());
         assert!(Command::Flush.is_write());
     }
 
@@ -392,11 +386,7 @@ mod tests {
         assert_eq!(Expiry::Never.resolve(1000, 5), 0);
         assert_eq!(Expiry::Keep.resolve(1000, 5), 5);
         assert_eq!(Expiry::In(10).resolve(1000, 5), 1010);
-        assert_eq!(
-            Expiry::In(0).resolve(0, 5),
-            1,
-            "an immediate deadline is never 0"
-        );
+        assert_eq!(Expiry::In(0).resolve(0, 5), 1, "an immediate deadline is never 0");
         assert_eq!(Expiry::At(77).resolve(1000, 5), 77);
     }
 

@@ -52,32 +52,16 @@ fn live(store: &dyn Policy, key: &[u8], st: &mut ApplyState) -> Option<Item> {
     Some(item)
 }
 
-fn store_item(
-    store: &dyn Policy,
-    key: Bytes,
-    value: Bytes,
-    flags: u32,
-    expires_at: u64,
-    st: &mut ApplyState,
-) -> u64 {
+fn store_item(store: &dyn Policy, key: Bytes, value: Bytes, flags: u32, expires_at: u64, st: &mut ApplyState) -> u64 {
     let cas = st.next_cas();
-    let item = Item {
-        value,
-        flags,
-        cas,
-        expires_at,
-    };
+    let item = Item { value, flags, cas, expires_at };
     store.insert(key, item, &mut st.evicted);
     cas
 }
 
 fn set(store: &dyn Policy, cmd: &SetCommand, st: &mut ApplyState) -> Reply {
     let current = live(store, &cmd.key, st);
-    let old = if cmd.return_old {
-        current.clone()
-    } else {
-        None
-    };
+    let old = if cmd.return_old { current.clone() } else { None };
     let allowed = match (cmd.condition, &current) {
         (Condition::Always, _) => true,
         (Condition::IfAbsent, c) => c.is_none(),
@@ -95,29 +79,14 @@ fn set(store: &dyn Policy, cmd: &SetCommand, st: &mut ApplyState) -> Reply {
     }
     let current_deadline = current.as_ref().map_or(0, |c| c.expires_at);
     let expires_at = cmd.expiry.resolve(st.now_ms, current_deadline);
-    let cas = store_item(
-        store,
-        cmd.key.clone(),
-        cmd.value.clone(),
-        cmd.flags,
-        expires_at,
-        st,
-    );
-    Reply::Stored {
-        created: current.is_none(),
-        cas,
-        old,
-    }
+    let cas = store_item(store, cmd.key.clone(), cmd.value.clone(), cmd.flags, expires_at, st);
+    Reply::Stored { created: current.is_none(), cas, old }
 }
 
 fn parse_i64(v: &[u8]) -> Option<i64> {
     // Redis accepts no spaces, no '+', no leading zeros beyond "0".
     let s = std::str::from_utf8(v).ok()?;
-    if s.is_empty()
-        || s.starts_with('+')
-        || (s.len() > 1 && s.starts_with('0'))
-        || s.starts_with("-0")
-    {
+    if s.is_empty() || s.starts_with('+') || (s.len() > 1 && s.starts_with('0')) || s.starts_with("-0") {
         return None;
     }
     s.parse().ok()
@@ -143,11 +112,7 @@ fn parse_f64(v: &[u8]) -> Option<f64> {
 /// Formats a float as Redis does for `INCRBYFLOAT`: shortest exact decimal,
 /// no exponent, no trailing zeros.
 pub fn format_float(f: f64) -> String {
-    if f == f.trunc() && f.abs() < 1e17 {
-        format!("{}", f as i64)
-    } else {
-        format!("{f}")
-    }
+    if f == f.trunc() && f.abs() < 1e17 { format!("{}", f as i64) } else { format!("{f}") }
 }
 
 fn incr(store: &dyn Policy, key: &Bytes, delta: Delta, st: &mut ApplyState) -> Reply {
@@ -174,11 +139,7 @@ fn incr(store: &dyn Policy, key: &Bytes, delta: Delta, st: &mut ApplyState) -> R
             let Some(base) = parse_u64(&c.value) else {
                 return Reply::Error(CommandError::NonNumeric);
             };
-            let n = if decr {
-                base.saturating_sub(by)
-            } else {
-                base.wrapping_add(by)
-            };
+            let n = if decr { base.saturating_sub(by) } else { base.wrapping_add(by) };
             (Number::Unsigned(n), n.to_string())
         }
         Delta::Float(by) => {
@@ -201,14 +162,7 @@ fn incr(store: &dyn Policy, key: &Bytes, delta: Delta, st: &mut ApplyState) -> R
     Reply::Number(number)
 }
 
-fn append(
-    store: &dyn Policy,
-    key: &Bytes,
-    value: &Bytes,
-    prepend: bool,
-    create: bool,
-    st: &mut ApplyState,
-) -> Reply {
+fn append(store: &dyn Policy, key: &Bytes, value: &Bytes, prepend: bool, create: bool, st: &mut ApplyState) -> Reply {
     let current = live(store, key, st);
     let (joined, flags, deadline) = match current {
         None if !create => return Reply::NotStored { old: None },
@@ -234,13 +188,7 @@ fn append(
     Reply::Count(len)
 }
 
-fn set_range(
-    store: &dyn Policy,
-    key: &Bytes,
-    offset: u64,
-    value: &Bytes,
-    st: &mut ApplyState,
-) -> Reply {
+fn set_range(store: &dyn Policy, key: &Bytes, offset: u64, value: &Bytes, st: &mut ApplyState) -> Reply {
     let current = live(store, key, st);
     let old_len = current.as_ref().map_or(0, |c| c.value.len());
     if value.is_empty() {
@@ -265,13 +213,7 @@ fn set_range(
     Reply::Count(len)
 }
 
-fn touch(
-    store: &dyn Policy,
-    key: &Bytes,
-    expiry: Expiry,
-    cond: ExpireCondition,
-    st: &mut ApplyState,
-) -> Reply {
+fn touch(store: &dyn Policy, key: &Bytes, expiry: Expiry, cond: ExpireCondition, st: &mut ApplyState) -> Reply {
     let Some(c) = live(store, key, st) else {
         return Reply::Bool(false);
     };
@@ -305,21 +247,14 @@ fn touch(
 pub fn apply(store: &dyn Policy, cmd: &Command, st: &mut ApplyState) -> Reply {
     match cmd {
         Command::Set(s) => set(store, s, st),
-        Command::SetMany {
-            items,
-            only_if_none_exist,
-        } => {
+        Command::SetMany { items, only_if_none_exist } => {
             if *only_if_none_exist && items.iter().any(|s| live(store, &s.key, st).is_some()) {
                 return Reply::Bool(false);
             }
             for s in items {
                 set(store, s, st);
             }
-            if *only_if_none_exist {
-                Reply::Bool(true)
-            } else {
-                Reply::Ok
-            }
+            if *only_if_none_exist { Reply::Bool(true) } else { Reply::Ok }
         }
         Command::Delete { keys } => {
             let mut n = 0;
@@ -344,61 +279,29 @@ pub fn apply(store: &dyn Policy, cmd: &Command, st: &mut ApplyState) -> Reply {
                 let item = live(store, k, st).map(|c| {
                     let deadline = expiry.resolve(st.now_ms, c.expires_at);
                     let cas = store_item(store, k.clone(), c.value.clone(), c.flags, deadline, st);
-                    Item {
-                        cas,
-                        expires_at: deadline,
-                        ..c
-                    }
+                    Item { cas, expires_at: deadline, ..c }
                 });
                 out.push(item);
             }
             Reply::Values(out)
         }
-        Command::Touch {
-            key,
-            expiry,
-            condition,
-        } => touch(store, key, *expiry, *condition, st),
+        Command::Touch { key, expiry, condition } => touch(store, key, *expiry, *condition, st),
         Command::Incr { key, delta } => incr(store, key, *delta, st),
-        Command::Append {
-            key,
-            value,
-            prepend,
-            create,
-        } => append(store, key, value, *prepend, *create, st),
+        Command::Append { key, value, prepend, create } => append(store, key, value, *prepend, *create, st),
         Command::SetRange { key, offset, value } => set_range(store, key, *offset, value, st),
-        Command::Rename {
-            from,
-            to,
-            only_if_absent,
-        } => {
+        Command::Rename { from, to, only_if_absent } => {
             let Some(item) = live(store, from, st) else {
                 return Reply::Error(CommandError::NoSuchKey);
             };
             if from == to {
-                return if *only_if_absent {
-                    Reply::Bool(false)
-                } else {
-                    Reply::Ok
-                };
+                return if *only_if_absent { Reply::Bool(false) } else { Reply::Ok };
             }
             if *only_if_absent && live(store, to, st).is_some() {
                 return Reply::Bool(false);
             }
             store.remove(from);
-            store_item(
-                store,
-                to.clone(),
-                item.value,
-                item.flags,
-                item.expires_at,
-                st,
-            );
-            if *only_if_absent {
-                Reply::Bool(true)
-            } else {
-                Reply::Ok
-            }
+            store_item(store, to.clone(), item.value, item.flags, item.expires_at, st);
+            if *only_if_absent { Reply::Bool(true) } else { Reply::Ok }
         }
         Command::Copy { from, to, replace } => {
             let Some(item) = live(store, from, st) else {
@@ -407,14 +310,7 @@ pub fn apply(store: &dyn Policy, cmd: &Command, st: &mut ApplyState) -> Reply {
             if from == to || (!replace && live(store, to, st).is_some()) {
                 return Reply::Bool(false);
             }
-            store_item(
-                store,
-                to.clone(),
-                item.value,
-                item.flags,
-                item.expires_at,
-                st,
-            );
+            store_item(store, to.clone(), item.value, item.flags, item.expires_at, st);
             Reply::Bool(true)
         }
         Command::Flush => {
@@ -427,10 +323,7 @@ pub fn apply(store: &dyn Policy, cmd: &Command, st: &mut ApplyState) -> Reply {
             }
             Reply::Count(keys.len() as u64)
         }
-        read => Reply::Error(CommandError::Refused(format!(
-            "{:?} is not a write",
-            read.op()
-        ))),
+        read => Reply::Error(CommandError::Refused(format!("{:?} is not a write", read.op()))),
     }
 }
 
@@ -438,27 +331,16 @@ pub fn apply(store: &dyn Policy, cmd: &Command, st: &mut ApplyState) -> Reply {
 pub fn read(store: &dyn Policy, cmd: &Command, now_ms: u64) -> Reply {
     let visible = |item: Option<Item>| item.filter(|i| !i.is_expired(now_ms));
     match cmd {
-        Command::Get { keys } => {
-            Reply::Values(keys.iter().map(|k| visible(store.get(k))).collect())
+        Command::Get { keys } => Reply::Values(keys.iter().map(|k| visible(store.get(k))).collect()),
+        Command::Exists { keys } => {
+            Reply::Count(keys.iter().filter(|k| visible(store.peek(k)).is_some()).count() as u64)
         }
-        Command::Exists { keys } => Reply::Count(
-            keys.iter()
-                .filter(|k| visible(store.peek(k)).is_some())
-                .count() as u64,
-        ),
         Command::Ttl { key } => Reply::Ttl(match visible(store.peek(key)) {
             None => Ttl::Missing,
             Some(i) if i.expires_at == 0 => Ttl::Persistent,
-            Some(i) => Ttl::Expires {
-                at_ms: i.expires_at,
-                remaining_ms: i.expires_at - now_ms,
-            },
+            Some(i) => Ttl::Expires { at_ms: i.expires_at, remaining_ms: i.expires_at - now_ms },
         }),
-        Command::Scan {
-            cursor,
-            pattern,
-            count,
-        } => {
+        Command::Scan { cursor, pattern, count } => {
             let mut keys = Vec::new();
             let mut visited = 0usize;
             let budget = (*count).max(1);
@@ -490,9 +372,6 @@ pub fn read(store: &dyn Policy, cmd: &Command, now_ms: u64) -> Reply {
             ("limit_maxbytes".into(), store.capacity().to_string()),
             ("entry_overhead".into(), store.entry_overhead().to_string()),
         ]),
-        write => Reply::Error(CommandError::Refused(format!(
-            "{:?} is a write",
-            write.op()
-        ))),
+        write => Reply::Error(CommandError::Refused(format!("{:?} is a write", write.op()))),
     }
 }

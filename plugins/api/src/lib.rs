@@ -31,12 +31,10 @@ pub mod testkit;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::{Command, Condition, Delta, ExpireCondition, Expiry, Key, Op, SetCommand};
-pub use pipeline::{
-    Credentials, Pipeline, PipelineError, ReadConsistency, Request, RequestContext, Response,
-};
+pub use pipeline::{Credentials, Pipeline, PipelineError, ReadConsistency, Request, RequestContext, Response};
 pub use plugin::{
-    Admin, AdminError, Config, Extensions, Middleware, MiddlewareContext, MiddlewarePlugin,
-    NodeStatus, PluginError, PolicyPlugin, Protocol, ProtocolContext, ProtocolPlugin, Running,
+    Admin, AdminError, Config, Extensions, Middleware, MiddlewareContext, MiddlewarePlugin, NodeStatus, PluginError,
+    PolicyPlugin, Protocol, ProtocolContext, ProtocolPlugin, Running,
 };
 pub use policy::{Policy, PolicySettings};
 pub use reply::{CommandError, Item, Number, Reply, Ttl};
@@ -53,10 +51,16 @@ pub use tower;
 
 /// One line for a figment error: the key path and what is wrong with it.
 pub fn config_error_line(e: &figment::Error) -> String {
-    let key = if e.path.is_empty() {
-        String::new()
-    } else {
-        format!("{}: ", e.path.join("."))
-    };
-    format!("{key}{}", e.kind)
+    let key = if e.path.is_empty() { String::new() } else { format!("{}: ", e.path.join(".")) };
+    // Parser messages come with a multi-line source snippet; keep the words.
+    let kind = e.kind.to_string();
+    let words: Vec<&str> = kind
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            let gutter = l.trim_start_matches(|c: char| c.is_ascii_digit()).trim_start();
+            !l.is_empty() && !gutter.starts_with('|') && !l.chars().all(|c| c == '^' || c == ' ')
+        })
+        .collect();
+    format!("{key}{}", words.join(": "))
 }

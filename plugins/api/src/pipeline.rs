@@ -51,9 +51,7 @@ impl std::str::FromStr for ReadConsistency {
             "linearizable" => Ok(Self::Linearizable),
             "leader" => Ok(Self::Leader),
             "local" => Ok(Self::Local),
-            other => Err(format!(
-                "unknown read consistency {other:?} (linearizable, leader, local)"
-            )),
+            other => Err(format!("unknown read consistency {other:?} (linearizable, leader, local)")),
         }
     }
 }
@@ -74,12 +72,7 @@ pub struct RequestContext {
 impl RequestContext {
     /// A context for `protocol` without credentials, received now.
     pub fn new(protocol: &'static str) -> Self {
-        RequestContext {
-            protocol,
-            credentials: None,
-            consistency: None,
-            received: Instant::now(),
-        }
+        RequestContext { protocol, credentials: None, consistency: None, received: Instant::now() }
     }
 }
 
@@ -95,10 +88,7 @@ pub struct Request {
 impl Request {
     /// A request of one command.
     pub fn single(ctx: RequestContext, command: Command) -> Self {
-        Request {
-            ctx,
-            commands: vec![command],
-        }
+        Request { ctx, commands: vec![command] }
     }
 }
 

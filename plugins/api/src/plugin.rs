@@ -46,6 +46,15 @@ pub enum PluginError {
     Other(String),
 }
 
+/// Extracts a plugin's own config section (`[name]`), with serde defaults when
+/// the section is absent. Errors name the full key (`http.port: ...`).
+pub fn section<T: serde::de::DeserializeOwned>(config: &Config, name: &str) -> Result<T, PluginError> {
+    config.focus(name).extract().map_err(|e| {
+        let line = crate::config_error_line(&e);
+        PluginError::Config(if e.path.is_empty() { format!("{name}: {line}") } else { format!("{name}.{line}") })
+    })
+}
+
 impl From<figment::Error> for PluginError {
     fn from(e: figment::Error) -> Self {
         PluginError::Config(crate::config_error_line(&e))
@@ -123,11 +132,11 @@ pub struct Running {
 /// A protocol plugin: binds its listener and serves the pipeline.
 pub trait Protocol: Send + 'static {
     /// Binds and returns the serving future.
-    fn start(
-        self: Box<Self>,
-        ctx: ProtocolContext,
-    ) -> BoxFuture<'static, Result<Running, PluginError>>;
+    fn start(self: Box<Self>, ctx: ProtocolContext) -> BoxFuture<'static, Result<Running, PluginError>>;
 }
+
+/// Builds a protocol from the merged config (it reads its own section).
+pub type BuildProtocol = fn(&Config) -> Result<Box<dyn Protocol>, PluginError>;
 
 /// Registration of a protocol plugin.
 pub struct ProtocolPlugin {
@@ -136,11 +145,14 @@ pub struct ProtocolPlugin {
     /// One line for `--list-plugins`.
     pub description: &'static str,
     /// Builds the protocol from the merged config (it reads its own section).
-    pub build: fn(&Config) -> Result<Box<dyn Protocol>, PluginError>,
+    pub build: BuildProtocol,
 }
 inventory::collect!(ProtocolPlugin);
 
 // ----------------------------------------------------------------- policies
+
+/// Builds a policy from the merged config and the core's settings.
+pub type BuildPolicy = fn(&Config, &PolicySettings) -> Result<Arc<dyn Policy>, PluginError>;
 
 /// Registration of a policy plugin.
 pub struct PolicyPlugin {
@@ -149,7 +161,7 @@ pub struct PolicyPlugin {
     /// One line for `--list-plugins`.
     pub description: &'static str,
     /// Builds the store.
-    pub build: fn(&Config, &PolicySettings) -> Result<Arc<dyn Policy>, PluginError>,
+    pub build: BuildPolicy,
 }
 inventory::collect!(PolicyPlugin);
 
@@ -166,9 +178,7 @@ impl Extensions {
     }
     /// The value of type `T`, if present.
     pub fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
-        self.0
-            .get(&TypeId::of::<T>())
-            .and_then(|b| b.downcast_ref())
+        self.0.get(&TypeId::of::<T>()).and_then(|b| b.downcast_ref())
     }
 }
 
@@ -198,6 +208,9 @@ pub trait Middleware: Send + Sync + 'static {
     fn layer(&self, inner: Pipeline) -> Pipeline;
 }
 
+/// Builds a middleware.
+pub type BuildMiddleware = fn(&MiddlewareContext<'_>) -> Result<Box<dyn Middleware>, PluginError>;
+
 /// Registration of a middleware plugin.
 pub struct MiddlewarePlugin {
     /// Name used in `pipeline.middleware`.
@@ -205,7 +218,7 @@ pub struct MiddlewarePlugin {
     /// One line for `--list-plugins`.
     pub description: &'static str,
     /// Builds the middleware.
-    pub build: fn(&MiddlewareContext<'_>) -> Result<Box<dyn Middleware>, PluginError>,
+    pub build: BuildMiddleware,
 }
 inventory::collect!(MiddlewarePlugin);
 
@@ -247,45 +260,26 @@ pub struct UnknownPlugin {
 /// Registered (name, description) pairs of a kind, sorted by name.
 pub fn registered(kind: Kind) -> Vec<(&'static str, &'static str)> {
     let mut v: Vec<_> = match kind {
-        Kind::Protocol => inventory::iter::<ProtocolPlugin>
-            .into_iter()
-            .map(|p| (p.name, p.description))
-            .collect(),
-        Kind::Policy => inventory::iter::<PolicyPlugin>
-            .into_iter()
-            .map(|p| (p.name, p.description))
-            .collect(),
-        Kind::Middleware => inventory::iter::<MiddlewarePlugin>
-            .into_iter()
-            .map(|p| (p.name, p.description))
-            .collect(),
+        Kind::Protocol => inventory::iter::<ProtocolPlugin>.into_iter().map(|p| (p.name, p.description)).collect(),
+        Kind::Policy => inventory::iter::<PolicyPlugin>.into_iter().map(|p| (p.name, p.description)).collect(),
+        Kind::Middleware => inventory::iter::<MiddlewarePlugin>.into_iter().map(|p| (p.name, p.description)).collect(),
     };
     v.sort();
     v
 }
 
 fn unknown(kind: Kind, name: &str) -> UnknownPlugin {
-    UnknownPlugin {
-        kind,
-        name: name.to_string(),
-        valid: registered(kind).into_iter().map(|(n, _)| n).collect(),
-    }
+    UnknownPlugin { kind, name: name.to_string(), valid: registered(kind).into_iter().map(|(n, _)| n).collect() }
 }
 
 /// The protocol registered as `name`.
 pub fn find_protocol(name: &str) -> Result<&'static ProtocolPlugin, UnknownPlugin> {
-    inventory::iter::<ProtocolPlugin>
-        .into_iter()
-        .find(|p| p.name == name)
-        .ok_or_else(|| unknown(Kind::Protocol, name))
+    inventory::iter::<ProtocolPlugin>.into_iter().find(|p| p.name == name).ok_or_else(|| unknown(Kind::Protocol, name))
 }
 
 /// The policy registered as `name`.
 pub fn find_policy(name: &str) -> Result<&'static PolicyPlugin, UnknownPlugin> {
-    inventory::iter::<PolicyPlugin>
-        .into_iter()
-        .find(|p| p.name == name)
-        .ok_or_else(|| unknown(Kind::Policy, name))
+    inventory::iter::<PolicyPlugin>.into_iter().find(|p| p.name == name).ok_or_else(|| unknown(Kind::Policy, name))
 }
 
 /// The middleware registered as `name`.

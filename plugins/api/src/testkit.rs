@@ -25,13 +25,7 @@ struct Harness {
 
 impl Harness {
     fn new(build: Builder<'_>, capacity: u64) -> Self {
-        Harness {
-            store: build(capacity),
-            st: ApplyState {
-                now_ms: 1_000_000,
-                ..Default::default()
-            },
-        }
+        Harness { store: build(capacity), st: ApplyState { now_ms: 1_000_000, ..Default::default() } }
     }
     fn w(&mut self, cmd: Command) -> Reply {
         apply(&*self.store, &cmd, &mut self.st)
@@ -43,16 +37,13 @@ impl Harness {
         self.w(Command::Set(SetCommand::new(k.to_string(), v.to_string())))
     }
     fn get(&self, k: &str) -> Option<Item> {
-        match self.r(Command::Get {
-            keys: vec![Bytes::from(k.to_string())],
-        }) {
+        match self.r(Command::Get { keys: vec![Bytes::from(k.to_string())] }) {
             Reply::Values(mut v) => v.pop().flatten(),
             other => panic!("get answered {other:?}"),
         }
     }
     fn value(&self, k: &str) -> Option<String> {
-        self.get(k)
-            .map(|i| String::from_utf8(i.value.to_vec()).unwrap())
+        self.get(k).map(|i| String::from_utf8(i.value.to_vec()).unwrap())
     }
 }
 
@@ -78,54 +69,24 @@ pub fn check_policy(build: Builder<'_>) {
 fn basic_crud(build: Builder<'_>) {
     let mut h = Harness::new(build, 0);
     assert!(h.get("a").is_none(), "basic: empty store has no key");
-    assert!(
-        matches!(h.set("a", "1"), Reply::Stored { created: true, .. }),
-        "basic: first set creates"
-    );
+    assert!(matches!(h.set("a", "1"), Reply::Stored { created: true, .. }), "basic: first set creates");
     assert_eq!(h.value("a").as_deref(), Some("1"), "basic: read back");
-    assert!(
-        matches!(h.set("a", "2"), Reply::Stored { created: false, .. }),
-        "basic: second set updates"
-    );
+    assert!(matches!(h.set("a", "2"), Reply::Stored { created: false, .. }), "basic: second set updates");
     assert_eq!(h.value("a").as_deref(), Some("2"), "basic: overwrite");
     assert_eq!(h.store.len(), 1, "basic: one item");
-    assert_eq!(
-        h.w(Command::Delete {
-            keys: vec![key("a"), key("zz")]
-        }),
-        Reply::Count(1),
-        "basic: delete counts"
-    );
+    assert_eq!(h.w(Command::Delete { keys: vec![key("a"), key("zz")] }), Reply::Count(1), "basic: delete counts");
     assert!(h.get("a").is_none(), "basic: deleted key is gone");
     assert_eq!(h.store.len(), 0, "basic: empty again");
     assert_eq!(h.store.used_bytes(), 0, "basic: no bytes after delete");
-    let multi = h.r(Command::Get {
-        keys: vec![key("x"), key("a"), key("x")],
-    });
-    assert_eq!(
-        multi,
-        Reply::Values(vec![None, None, None]),
-        "basic: multi-get misses"
-    );
+    let multi = h.r(Command::Get { keys: vec![key("x"), key("a"), key("x")] });
+    assert_eq!(multi, Reply::Values(vec![None, None, None]), "basic: multi-get misses");
     h.set("x", "9");
-    assert_eq!(
-        h.r(Command::Exists {
-            keys: vec![key("x"), key("x"), key("q")]
-        }),
-        Reply::Count(2),
-        "basic: exists"
-    );
+    assert_eq!(h.r(Command::Exists { keys: vec![key("x"), key("x"), key("q")] }), Reply::Count(2), "basic: exists");
     let mut s = SetCommand::new("f", "v");
     s.flags = 0xdead_beef;
     h.w(Command::Set(s));
     assert_eq!(h.get("f").unwrap().flags, 0xdead_beef, "basic: flags kept");
-    assert!(
-        matches!(
-            h.w(Command::GetDelete { key: key("f") }),
-            Reply::Value(Some(_))
-        ),
-        "basic: getdel"
-    );
+    assert!(matches!(h.w(Command::GetDelete { key: key("f") }), Reply::Value(Some(_))), "basic: getdel");
     assert!(h.get("f").is_none(), "basic: getdel removed");
 }
 
@@ -136,55 +97,17 @@ fn conditions_and_cas(build: Builder<'_>) {
         s.condition = c;
         Command::Set(s)
     };
-    assert!(
-        matches!(
-            h.w(cond("k", "1", Condition::IfPresent)),
-            Reply::NotStored { .. }
-        ),
-        "cas: replace missing"
-    );
-    assert!(
-        matches!(
-            h.w(cond("k", "1", Condition::IfAbsent)),
-            Reply::Stored { .. }
-        ),
-        "cas: add missing"
-    );
-    assert!(
-        matches!(
-            h.w(cond("k", "2", Condition::IfAbsent)),
-            Reply::NotStored { .. }
-        ),
-        "cas: add present"
-    );
+    assert!(matches!(h.w(cond("k", "1", Condition::IfPresent)), Reply::NotStored { .. }), "cas: replace missing");
+    assert!(matches!(h.w(cond("k", "1", Condition::IfAbsent)), Reply::Stored { .. }), "cas: add missing");
+    assert!(matches!(h.w(cond("k", "2", Condition::IfAbsent)), Reply::NotStored { .. }), "cas: add present");
     assert_eq!(h.value("k").as_deref(), Some("1"));
     let cas1 = h.get("k").unwrap().cas;
-    assert!(
-        matches!(
-            h.w(cond("k", "3", Condition::IfPresent)),
-            Reply::Stored { .. }
-        ),
-        "cas: replace present"
-    );
+    assert!(matches!(h.w(cond("k", "3", Condition::IfPresent)), Reply::Stored { .. }), "cas: replace present");
     let cas2 = h.get("k").unwrap().cas;
     assert_ne!(cas1, cas2, "cas: every write changes the cas");
-    assert_eq!(
-        h.w(cond("k", "4", Condition::IfCas(cas1))),
-        Reply::Exists,
-        "cas: stale cas refused"
-    );
-    assert!(
-        matches!(
-            h.w(cond("k", "4", Condition::IfCas(cas2))),
-            Reply::Stored { .. }
-        ),
-        "cas: current cas stores"
-    );
-    assert_eq!(
-        h.w(cond("nope", "4", Condition::IfCas(1))),
-        Reply::NotFound,
-        "cas: missing key"
-    );
+    assert_eq!(h.w(cond("k", "4", Condition::IfCas(cas1))), Reply::Exists, "cas: stale cas refused");
+    assert!(matches!(h.w(cond("k", "4", Condition::IfCas(cas2))), Reply::Stored { .. }), "cas: current cas stores");
+    assert_eq!(h.w(cond("nope", "4", Condition::IfCas(1))), Reply::NotFound, "cas: missing key");
     let mut s = SetCommand::new("k", "5");
     s.return_old = true;
     match h.w(Command::Set(s)) {
@@ -212,138 +135,53 @@ fn expiry(build: Builder<'_>) {
     h.w(Command::Set(s));
     assert_eq!(
         h.r(Command::Ttl { key: key("t") }),
-        Reply::Ttl(Ttl::Expires {
-            at_ms: t0 + 1000,
-            remaining_ms: 1000
-        }),
+        Reply::Ttl(Ttl::Expires { at_ms: t0 + 1000, remaining_ms: 1000 }),
         "expiry: ttl"
     );
     h.st.now_ms = t0 + 999;
     assert!(h.get("t").is_some(), "expiry: alive before the deadline");
     h.st.now_ms = t0 + 1000;
     assert!(h.get("t").is_none(), "expiry: gone at the deadline");
-    assert_eq!(
-        h.r(Command::Exists {
-            keys: vec![key("t")]
-        }),
-        Reply::Count(0),
-        "expiry: exists hides it"
-    );
-    assert_eq!(
-        h.r(Command::Ttl { key: key("t") }),
-        Reply::Ttl(Ttl::Missing),
-        "expiry: ttl missing"
-    );
+    assert_eq!(h.r(Command::Exists { keys: vec![key("t")] }), Reply::Count(0), "expiry: exists hides it");
+    assert_eq!(h.r(Command::Ttl { key: key("t") }), Reply::Ttl(Ttl::Missing), "expiry: ttl missing");
     // A write meeting the expired item removes it and treats it as absent.
     let mut add = SetCommand::new("t", "new");
     add.condition = Condition::IfAbsent;
-    assert!(
-        matches!(h.w(Command::Set(add)), Reply::Stored { created: true, .. }),
-        "expiry: add over expired"
-    );
+    assert!(matches!(h.w(Command::Set(add)), Reply::Stored { created: true, .. }), "expiry: add over expired");
     assert!(h.st.expired >= 1, "expiry: counted");
-    assert_eq!(
-        h.r(Command::Ttl { key: key("t") }),
-        Reply::Ttl(Ttl::Persistent),
-        "expiry: no ttl"
-    );
+    assert_eq!(h.r(Command::Ttl { key: key("t") }), Reply::Ttl(Ttl::Persistent), "expiry: no ttl");
     // touch / persist / conditions
-    let touch = |e, c| Command::Touch {
-        key: key("t"),
-        expiry: e,
-        condition: c,
-    };
-    assert_eq!(
-        h.w(touch(Expiry::In(50), ExpireCondition::IfSome)),
-        Reply::Bool(false),
-        "expiry: XX without ttl"
-    );
-    assert_eq!(
-        h.w(touch(Expiry::In(50), ExpireCondition::IfNone)),
-        Reply::Bool(true),
-        "expiry: NX without ttl"
-    );
-    assert_eq!(
-        h.w(touch(Expiry::In(10), ExpireCondition::IfGreater)),
-        Reply::Bool(false),
-        "expiry: GT smaller"
-    );
-    assert_eq!(
-        h.w(touch(Expiry::In(10), ExpireCondition::IfLess)),
-        Reply::Bool(true),
-        "expiry: LT smaller"
-    );
-    assert_eq!(
-        h.w(touch(Expiry::Never, ExpireCondition::Always)),
-        Reply::Bool(true),
-        "expiry: persist"
-    );
-    assert_eq!(
-        h.w(touch(Expiry::Never, ExpireCondition::Always)),
-        Reply::Bool(false),
-        "expiry: persist twice"
-    );
+    let touch = |e, c| Command::Touch { key: key("t"), expiry: e, condition: c };
+    assert_eq!(h.w(touch(Expiry::In(50), ExpireCondition::IfSome)), Reply::Bool(false), "expiry: XX without ttl");
+    assert_eq!(h.w(touch(Expiry::In(50), ExpireCondition::IfNone)), Reply::Bool(true), "expiry: NX without ttl");
+    assert_eq!(h.w(touch(Expiry::In(10), ExpireCondition::IfGreater)), Reply::Bool(false), "expiry: GT smaller");
+    assert_eq!(h.w(touch(Expiry::In(10), ExpireCondition::IfLess)), Reply::Bool(true), "expiry: LT smaller");
+    assert_eq!(h.w(touch(Expiry::Never, ExpireCondition::Always)), Reply::Bool(true), "expiry: persist");
+    assert_eq!(h.w(touch(Expiry::Never, ExpireCondition::Always)), Reply::Bool(false), "expiry: persist twice");
     let mut keep = SetCommand::new("t", "kept");
     keep.expiry = Expiry::Keep;
     h.w(touch(Expiry::In(500), ExpireCondition::Always));
     h.w(Command::Set(keep));
-    assert!(
-        matches!(
-            h.r(Command::Ttl { key: key("t") }),
-            Reply::Ttl(Ttl::Expires { .. })
-        ),
-        "expiry: KEEPTTL"
-    );
-    assert_eq!(
-        h.w(touch(Expiry::At(1), ExpireCondition::Always)),
-        Reply::Bool(true),
-        "expiry: past deadline"
-    );
+    assert!(matches!(h.r(Command::Ttl { key: key("t") }), Reply::Ttl(Ttl::Expires { .. })), "expiry: KEEPTTL");
+    assert_eq!(h.w(touch(Expiry::At(1), ExpireCondition::Always)), Reply::Bool(true), "expiry: past deadline");
     assert!(h.get("t").is_none(), "expiry: past deadline deletes");
     h.set("g", "v");
-    let gat = h.w(Command::GetAndTouch {
-        keys: vec![key("g"), key("none")],
-        expiry: Expiry::In(5),
-    });
-    assert!(
-        matches!(&gat, Reply::Values(v) if v[0].is_some() && v[1].is_none()),
-        "expiry: gat"
-    );
+    let gat = h.w(Command::GetAndTouch { keys: vec![key("g"), key("none")], expiry: Expiry::In(5) });
+    assert!(matches!(&gat, Reply::Values(v) if v[0].is_some() && v[1].is_none()), "expiry: gat");
     h.st.now_ms += 5;
     assert!(h.get("g").is_none(), "expiry: gat set the deadline");
 }
 
 fn counters(build: Builder<'_>) {
     let mut h = Harness::new(build, 0);
-    let incr = |k: &str, d| Command::Incr {
-        key: key(k),
-        delta: d,
-    };
-    assert_eq!(
-        h.w(incr("c", Delta::Signed(5))),
-        Reply::Number(Number::Signed(5)),
-        "incr: missing counts as 0"
-    );
-    assert_eq!(
-        h.w(incr("c", Delta::Signed(-7))),
-        Reply::Number(Number::Signed(-2)),
-        "incr: decr"
-    );
+    let incr = |k: &str, d| Command::Incr { key: key(k), delta: d };
+    assert_eq!(h.w(incr("c", Delta::Signed(5))), Reply::Number(Number::Signed(5)), "incr: missing counts as 0");
+    assert_eq!(h.w(incr("c", Delta::Signed(-7))), Reply::Number(Number::Signed(-2)), "incr: decr");
     h.set("s", "abc");
-    assert!(
-        matches!(h.w(incr("s", Delta::Signed(1))), Reply::Error(_)),
-        "incr: not an integer"
-    );
+    assert!(matches!(h.w(incr("s", Delta::Signed(1))), Reply::Error(_)), "incr: not an integer");
     h.set("m", &i64::MAX.to_string());
-    assert!(
-        matches!(h.w(incr("m", Delta::Signed(1))), Reply::Error(_)),
-        "incr: overflow"
-    );
-    assert_eq!(
-        h.w(incr("nope", Delta::Unsigned { by: 1, decr: false })),
-        Reply::NotFound,
-        "incr: memcached missing"
-    );
+    assert!(matches!(h.w(incr("m", Delta::Signed(1))), Reply::Error(_)), "incr: overflow");
+    assert_eq!(h.w(incr("nope", Delta::Unsigned { by: 1, decr: false })), Reply::NotFound, "incr: memcached missing");
     h.set("u", &u64::MAX.to_string());
     assert_eq!(
         h.w(incr("u", Delta::Unsigned { by: 2, decr: false })),
@@ -375,33 +213,13 @@ fn append_and_ranges(build: Builder<'_>) {
         prepend,
         create,
     };
-    assert_eq!(
-        h.w(app("x", false, false)),
-        Reply::NotStored { old: None },
-        "append: memcached missing"
-    );
-    assert_eq!(
-        h.w(app("mid", false, true)),
-        Reply::Count(3),
-        "append: redis creates"
-    );
-    assert_eq!(
-        h.w(app("<", true, false)),
-        Reply::Count(4),
-        "append: prepend"
-    );
-    assert_eq!(
-        h.w(app(">", false, false)),
-        Reply::Count(5),
-        "append: append"
-    );
+    assert_eq!(h.w(app("x", false, false)), Reply::NotStored { old: None }, "append: memcached missing");
+    assert_eq!(h.w(app("mid", false, true)), Reply::Count(3), "append: redis creates");
+    assert_eq!(h.w(app("<", true, false)), Reply::Count(4), "append: prepend");
+    assert_eq!(h.w(app(">", false, false)), Reply::Count(5), "append: append");
     assert_eq!(h.value("a").as_deref(), Some("<mid>"));
     assert_eq!(
-        h.w(Command::SetRange {
-            key: key("r"),
-            offset: 3,
-            value: Bytes::from_static(b"xy")
-        }),
+        h.w(Command::SetRange { key: key("r"), offset: 3, value: Bytes::from_static(b"xy") }),
         Reply::Count(5),
         "setrange: pads"
     );
@@ -412,30 +230,12 @@ fn rename_copy(build: Builder<'_>) {
     let mut h = Harness::new(build, 0);
     h.set("a", "1");
     h.set("b", "2");
-    let ren = |from: &str, to: &str, nx| Command::Rename {
-        from: key(from),
-        to: key(to),
-        only_if_absent: nx,
-    };
-    assert_eq!(
-        h.w(ren("a", "b", true)),
-        Reply::Bool(false),
-        "rename: nx refuses"
-    );
+    let ren = |from: &str, to: &str, nx| Command::Rename { from: key(from), to: key(to), only_if_absent: nx };
+    assert_eq!(h.w(ren("a", "b", true)), Reply::Bool(false), "rename: nx refuses");
     assert_eq!(h.w(ren("a", "c", false)), Reply::Ok, "rename");
-    assert!(
-        h.get("a").is_none() && h.value("c").as_deref() == Some("1"),
-        "rename moved"
-    );
-    assert!(
-        matches!(h.w(ren("zz", "c", false)), Reply::Error(_)),
-        "rename: missing source"
-    );
-    let copy = |r| Command::Copy {
-        from: key("c"),
-        to: key("b"),
-        replace: r,
-    };
+    assert!(h.get("a").is_none() && h.value("c").as_deref() == Some("1"), "rename moved");
+    assert!(matches!(h.w(ren("zz", "c", false)), Reply::Error(_)), "rename: missing source");
+    let copy = |r| Command::Copy { from: key("c"), to: key("b"), replace: r };
     assert_eq!(h.w(copy(false)), Reply::Bool(false), "copy: no replace");
     assert_eq!(h.w(copy(true)), Reply::Bool(true), "copy: replace");
     assert_eq!(h.value("b").as_deref(), Some("1"));
@@ -445,31 +245,13 @@ fn accounting(build: Builder<'_>) {
     let mut h = Harness::new(build, 0);
     let overhead = h.store.entry_overhead() as u64;
     h.set("key1", "value");
-    assert_eq!(
-        h.store.used_bytes(),
-        4 + 5 + overhead,
-        "accounting: key + value + overhead"
-    );
+    assert_eq!(h.store.used_bytes(), 4 + 5 + overhead, "accounting: key + value + overhead");
     h.set("key1", "v");
-    assert_eq!(
-        h.store.used_bytes(),
-        4 + 1 + overhead,
-        "accounting: overwrite recharges"
-    );
+    assert_eq!(h.store.used_bytes(), 4 + 1 + overhead, "accounting: overwrite recharges");
     h.set("k2", "vv");
-    assert_eq!(
-        h.store.used_bytes(),
-        4 + 1 + 2 + 2 + 2 * overhead,
-        "accounting: two items"
-    );
-    h.w(Command::Delete {
-        keys: vec![key("key1")],
-    });
-    assert_eq!(
-        h.store.used_bytes(),
-        2 + 2 + overhead,
-        "accounting: delete uncharges"
-    );
+    assert_eq!(h.store.used_bytes(), 4 + 1 + 2 + 2 + 2 * overhead, "accounting: two items");
+    h.w(Command::Delete { keys: vec![key("key1")] });
+    assert_eq!(h.store.used_bytes(), 2 + 2 + overhead, "accounting: delete uncharges");
 }
 
 fn eviction_by_bytes(build: Builder<'_>) {
@@ -483,37 +265,20 @@ fn eviction_by_bytes(build: Builder<'_>) {
     for i in 0..2000 {
         h.set(&format!("key{i:05}"), &value);
         evicted.extend(h.st.evicted.drain(..));
-        assert!(
-            h.store.used_bytes() <= capacity,
-            "eviction: never over capacity ({i})"
-        );
+        assert!(h.store.used_bytes() <= capacity, "eviction: never over capacity ({i})");
     }
     assert!(h.store.len() < 2000, "eviction: something was evicted");
-    assert!(
-        h.store.len() >= 100,
-        "eviction: the cache is not emptied ({} left)",
-        h.store.len()
-    );
-    assert_eq!(
-        evicted.len() + h.store.len(),
-        2000,
-        "eviction: every key is either kept or reported"
-    );
+    assert!(h.store.len() >= 100, "eviction: the cache is not emptied ({} left)", h.store.len());
+    assert_eq!(evicted.len() + h.store.len(), 2000, "eviction: every key is either kept or reported");
     for k in &evicted {
         let k = String::from_utf8(k.to_vec()).unwrap();
         assert!(h.get(&k).is_none(), "eviction: evicted {k} is gone");
     }
-    assert!(
-        h.get("key01999").is_some(),
-        "eviction: the newest key survives"
-    );
+    assert!(h.get("key01999").is_some(), "eviction: the newest key survives");
     // A value larger than the whole capacity is not kept.
     let huge = "h".repeat(capacity as usize + 1);
     h.set("huge", &huge);
-    assert!(
-        h.store.used_bytes() <= capacity,
-        "eviction: oversized item does not break capacity"
-    );
+    assert!(h.store.used_bytes() <= capacity, "eviction: oversized item does not break capacity");
 }
 
 fn shrinking_capacity(build: Builder<'_>) {
@@ -524,15 +289,8 @@ fn shrinking_capacity(build: Builder<'_>) {
     let target = h.store.used_bytes() / 2;
     let mut ev = Vec::new();
     h.store.set_capacity(target, &mut ev);
-    assert!(
-        h.store.used_bytes() <= target,
-        "set_capacity: shrinks to the target"
-    );
-    assert_eq!(
-        h.store.len() + ev.len(),
-        100,
-        "set_capacity: evictions reported"
-    );
+    assert!(h.store.used_bytes() <= target, "set_capacity: shrinks to the target");
+    assert_eq!(h.store.len() + ev.len(), 100, "set_capacity: evictions reported");
     assert_eq!(h.store.capacity(), target);
 }
 
@@ -547,11 +305,9 @@ fn scan_and_random(build: Builder<'_>) {
     let mut cursor = 0;
     let mut rounds = 0;
     loop {
-        let Reply::Keys { cursor: next, keys } = h.r(Command::Scan {
-            cursor,
-            pattern: Some(Bytes::from_static(b"user:*")),
-            count: 37,
-        }) else {
+        let Reply::Keys { cursor: next, keys } =
+            h.r(Command::Scan { cursor, pattern: Some(Bytes::from_static(b"user:*")), count: 37 })
+        else {
             panic!("scan: wrong reply")
         };
         for k in keys {
@@ -566,10 +322,7 @@ fn scan_and_random(build: Builder<'_>) {
         cursor = next;
     }
     assert_eq!(seen.len(), 250, "scan: every matching key once");
-    assert!(
-        matches!(h.r(Command::RandomKey), Reply::Key(Some(_))),
-        "random: some key"
-    );
+    assert!(matches!(h.r(Command::RandomKey), Reply::Key(Some(_))), "random: some key");
     assert_eq!(h.r(Command::Size), Reply::Count(500), "size");
 }
 

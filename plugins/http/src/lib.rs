@@ -31,9 +31,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use gerdu_api::size::ByteSize;
-use gerdu_api::{
-    Config, PluginError, Protocol, ProtocolContext, ProtocolPlugin, Running, register_protocol,
-};
+use gerdu_api::{Config, PluginError, Protocol, ProtocolContext, ProtocolPlugin, Running, register_protocol};
 use serde::Deserialize;
 
 /// `[http]` section.
@@ -70,27 +68,16 @@ struct Http {
 }
 
 impl Protocol for Http {
-    fn start(
-        self: Box<Self>,
-        ctx: ProtocolContext,
-    ) -> BoxFuture<'static, Result<Running, PluginError>> {
+    fn start(self: Box<Self>, ctx: ProtocolContext) -> BoxFuture<'static, Result<Running, PluginError>> {
         Box::pin(server::start(self.host, Arc::new(self.config), ctx))
     }
 }
 
 fn build(config: &Config) -> Result<Box<dyn Protocol>, PluginError> {
-    let host: String = config
-        .extract_inner("host")
-        .unwrap_or_else(|_| "127.0.0.1".into());
-    let http: HttpConfig = match config.extract_inner("http") {
-        Ok(c) => c,
-        Err(e) if e.missing() => HttpConfig::default(),
-        Err(e) => return Err(e.into()),
-    };
+    let host: String = config.extract_inner("host").unwrap_or_else(|_| "127.0.0.1".into());
+    let http: HttpConfig = gerdu_api::plugin::section(config, "http")?;
     if http.max_connections == 0 {
-        return Err(PluginError::Config(
-            "http.max_connections: must be at least 1".into(),
-        ));
+        return Err(PluginError::Config("http.max_connections: must be at least 1".into()));
     }
     Ok(Box::new(Http { host, config: http }))
 }

@@ -7,8 +7,8 @@ use std::time::Instant;
 use base64::Engine;
 use bytes::Bytes;
 use gerdu_api::{
-    Admin, AdminError, Command, Condition, Credentials, Expiry, Pipeline, PipelineError,
-    ReadConsistency, Reply, Request, RequestContext, SetCommand,
+    Admin, AdminError, Command, Condition, Credentials, Expiry, Pipeline, PipelineError, ReadConsistency, Reply,
+    Request, RequestContext, SetCommand,
 };
 use http::header::{self, HeaderValue};
 use http::{Method, StatusCode};
@@ -29,21 +29,14 @@ pub(crate) struct State {
 
 impl State {
     pub(crate) fn new(pipeline: Pipeline, admin: Arc<dyn Admin>, config: Arc<HttpConfig>) -> Self {
-        State {
-            pipeline,
-            admin,
-            config,
-        }
+        State { pipeline, admin, config }
     }
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Resp {
     let mut r = hyper::Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
 }
 
@@ -55,8 +48,7 @@ fn empty(status: StatusCode) -> Resp {
 
 fn method_not_allowed(allow: &'static str) -> Resp {
     let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-    r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
     r
 }
 
@@ -64,14 +56,8 @@ fn pipeline_error(e: PipelineError) -> Resp {
     match e {
         PipelineError::Unauthenticated | PipelineError::BadCredentials => {
             let mut r = text(StatusCode::UNAUTHORIZED, format!("{e}\n"));
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"gerdu\""),
-            );
-            r.headers_mut().append(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"gerdu\""),
-            );
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"gerdu\""));
+            r.headers_mut().append(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"gerdu\""));
             r
         }
         PipelineError::Unavailable(_) | PipelineError::ShuttingDown => {
@@ -93,15 +79,10 @@ fn credentials(req: &hyper::Request<Incoming>) -> Option<Arc<Credentials>> {
         return Some(Arc::new(Credentials::Token(rest.to_string())));
     }
     if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(rest)
-            .ok()?;
+        let decoded = base64::engine::general_purpose::STANDARD.decode(rest).ok()?;
         let decoded = String::from_utf8(decoded).ok()?;
         let (user, password) = decoded.split_once(':')?;
-        return Some(Arc::new(Credentials::Password {
-            user: Some(user.to_string()),
-            password: password.to_string(),
-        }));
+        return Some(Arc::new(Credentials::Password { user: Some(user.to_string()), password: password.to_string() }));
     }
     None
 }
@@ -116,9 +97,7 @@ fn consistency(req: &hyper::Request<Incoming>) -> Result<Option<ReadConsistency>
 /// Parses a TTL: plain seconds (`30`, `1.5`) or with a unit (`ms`, `s`, `m`, `h`, `d`).
 pub(crate) fn parse_ttl(s: &str) -> Option<u64> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: f64 = num.parse().ok()?;
     let ms_per = match unit {
@@ -141,12 +120,9 @@ fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
 }
 
 async fn run(state: &State, ctx: RequestContext, command: Command) -> Result<Reply, Resp> {
-    let mut resp = gerdu_api::pipeline::call(&state.pipeline, Request::single(ctx, command))
-        .await
-        .map_err(pipeline_error)?;
-    resp.replies
-        .pop()
-        .ok_or_else(|| text(StatusCode::INTERNAL_SERVER_ERROR, "no reply\n"))
+    let mut resp =
+        gerdu_api::pipeline::call(&state.pipeline, Request::single(ctx, command)).await.map_err(pipeline_error)?;
+    resp.replies.pop().ok_or_else(|| text(StatusCode::INTERNAL_SERVER_ERROR, "no reply\n"))
 }
 
 fn unexpected(reply: Reply) -> Resp {
@@ -159,28 +135,16 @@ fn unexpected(reply: Reply) -> Resp {
     }
 }
 
-async fn read_body(
-    state: &State,
-    body: Incoming,
-    content_length: Option<u64>,
-) -> Result<Bytes, Resp> {
+async fn read_body(state: &State, body: Incoming, content_length: Option<u64>) -> Result<Bytes, Resp> {
     let max = state.config.max_body.0;
-    let too_large = || {
-        text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body larger than http.max_body ({max} bytes)\n"),
-        )
-    };
+    let too_large = || text(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than http.max_body ({max} bytes)\n"));
     if content_length.is_some_and(|n| n > max) {
         return Err(too_large());
     }
     match Limited::new(body, max as usize).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(text(
-            StatusCode::BAD_REQUEST,
-            format!("cannot read body: {e}\n"),
-        )),
+        Err(e) => Err(text(StatusCode::BAD_REQUEST, format!("cannot read body: {e}\n"))),
     }
 }
 
@@ -198,8 +162,8 @@ async fn cache(state: &State, req: hyper::Request<Incoming>, raw_key: &str) -> R
     let key = Bytes::from(key);
     let mut ctx = RequestContext::new(PROTOCOL);
     ctx.credentials = credentials(&req);
-    ctx.consistency = consistency(&req)
-        .map_err(|e| text(StatusCode::BAD_REQUEST, format!("gerdu-consistency: {e}\n")))?;
+    ctx.consistency =
+        consistency(&req).map_err(|e| text(StatusCode::BAD_REQUEST, format!("gerdu-consistency: {e}\n")))?;
     match *req.method() {
         Method::GET | Method::HEAD => {
             let head = req.method() == Method::HEAD;
@@ -208,20 +172,10 @@ async fn cache(state: &State, req: hyper::Request<Incoming>, raw_key: &str) -> R
                 Reply::Values(mut v) => match v.pop().flatten() {
                     Some(item) => {
                         let len = item.value.len();
-                        let mut r = hyper::Response::new(Full::new(if head {
-                            Bytes::new()
-                        } else {
-                            item.value
-                        }));
+                        let mut r = hyper::Response::new(Full::new(if head { Bytes::new() } else { item.value }));
                         let h = r.headers_mut();
-                        h.insert(
-                            header::CONTENT_TYPE,
-                            HeaderValue::from_static("application/octet-stream"),
-                        );
-                        h.insert(
-                            header::ETAG,
-                            HeaderValue::from_str(&format!("\"{}\"", item.cas)).expect("etag"),
-                        );
+                        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+                        h.insert(header::ETAG, HeaderValue::from_str(&format!("\"{}\"", item.cas)).expect("etag"));
                         if head {
                             h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
                         }
@@ -236,29 +190,15 @@ async fn cache(state: &State, req: hyper::Request<Incoming>, raw_key: &str) -> R
             let mut set = SetCommand::new(key, Bytes::new());
             if let Some(ttl) = query_param(req.uri().query(), "ttl") {
                 let ms = parse_ttl(ttl).ok_or_else(|| {
-                    text(
-                        StatusCode::BAD_REQUEST,
-                        format!("invalid ttl {ttl:?} (e.g. 30, 500ms, 5m)\n"),
-                    )
+                    text(StatusCode::BAD_REQUEST, format!("invalid ttl {ttl:?} (e.g. 30, 500ms, 5m)\n"))
                 })?;
-                set.expiry = if ms == 0 {
-                    Expiry::Never
-                } else {
-                    Expiry::In(ms)
-                };
+                set.expiry = if ms == 0 { Expiry::Never } else { Expiry::In(ms) };
             }
-            if req
-                .headers()
-                .get(header::IF_NONE_MATCH)
-                .is_some_and(|v| v == "*")
-            {
+            if req.headers().get(header::IF_NONE_MATCH).is_some_and(|v| v == "*") {
                 set.condition = Condition::IfAbsent;
             }
-            let content_length = req
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok());
+            let content_length =
+                req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
             set.value = read_body(state, req.into_body(), content_length).await?;
             ctx.received = Instant::now();
             match run(state, ctx, Command::Set(set)).await? {
@@ -293,15 +233,7 @@ async fn authorize(state: &State, req: &hyper::Request<Incoming>) -> Result<(), 
     let mut ctx = RequestContext::new(PROTOCOL);
     ctx.credentials = credentials(req);
     ctx.consistency = Some(ReadConsistency::Local);
-    gerdu_api::pipeline::call(
-        &state.pipeline,
-        Request {
-            ctx,
-            commands: Vec::new(),
-        },
-    )
-    .await
-    .map_err(pipeline_error)?;
+    gerdu_api::pipeline::call(&state.pipeline, Request { ctx, commands: Vec::new() }).await.map_err(pipeline_error)?;
     Ok(())
 }
 
@@ -314,12 +246,8 @@ struct JoinBody {
 async fn join(state: &State, req: hyper::Request<Incoming>) -> Result<Resp, Resp> {
     authorize(state, &req).await?;
     let body = read_body(state, req.into_body(), None).await?;
-    let j: JoinBody = serde_json::from_slice(&body).map_err(|e| {
-        text(
-            StatusCode::BAD_REQUEST,
-            format!("expected {{\"id\":..,\"addr\":..}}: {e}\n"),
-        )
-    })?;
+    let j: JoinBody = serde_json::from_slice(&body)
+        .map_err(|e| text(StatusCode::BAD_REQUEST, format!("expected {{\"id\":..,\"addr\":..}}: {e}\n")))?;
     state.admin.join(j.id, j.addr).await.map_err(admin_error)?;
     Ok(empty(StatusCode::OK))
 }
@@ -329,29 +257,20 @@ async fn leave(state: &State, req: hyper::Request<Incoming>) -> Result<Resp, Res
     let body = read_body(state, req.into_body(), None).await?;
     let id = String::from_utf8_lossy(&body).trim().to_string();
     if id.is_empty() {
-        return Err(text(
-            StatusCode::BAD_REQUEST,
-            "expected the node id as the body\n",
-        ));
+        return Err(text(StatusCode::BAD_REQUEST, "expected the node id as the body\n"));
     }
     state.admin.leave(id).await.map_err(admin_error)?;
     Ok(empty(StatusCode::OK))
 }
 
-pub(crate) async fn handle(
-    state: Arc<State>,
-    req: hyper::Request<Incoming>,
-) -> Result<Resp, Infallible> {
+pub(crate) async fn handle(state: Arc<State>, req: hyper::Request<Incoming>) -> Result<Resp, Infallible> {
     let path = req.uri().path().to_string();
     let result = match path.as_str() {
         p if p.starts_with("/cache/") => cache(&state, req, &p["/cache/".len()..]).await,
         "/metrics" => match *req.method() {
             Method::GET => {
                 let mut r = text(StatusCode::OK, state.admin.metrics_text());
-                r.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; version=0.0.4"),
-                );
+                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
                 Ok(r)
             }
             _ => Ok(method_not_allowed("GET")),
@@ -359,14 +278,8 @@ pub(crate) async fn handle(
         "/health" => match *req.method() {
             Method::GET => {
                 let status = state.admin.status();
-                let mut r = text(
-                    StatusCode::OK,
-                    serde_json::to_vec(&status).unwrap_or_default(),
-                );
-                r.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
+                let mut r = text(StatusCode::OK, serde_json::to_vec(&status).unwrap_or_default());
+                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 Ok(r)
             }
             _ => Ok(method_not_allowed("GET")),
@@ -379,10 +292,7 @@ pub(crate) async fn handle(
             Method::POST => leave(&state, req).await,
             _ => Ok(method_not_allowed("POST")),
         },
-        _ => Ok(text(
-            StatusCode::NOT_FOUND,
-            "not found: use /cache/{key}, /metrics, /health, /join, /leave\n",
-        )),
+        _ => Ok(text(StatusCode::NOT_FOUND, "not found: use /cache/{key}, /metrics, /health, /join, /leave\n")),
     };
     Ok(result.unwrap_or_else(|r| r))
 }

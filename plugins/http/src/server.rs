@@ -17,44 +17,24 @@ use tokio_util::task::TaskTracker;
 use crate::HttpConfig;
 use crate::routes::{self, State};
 
-pub(crate) async fn start(
-    host: String,
-    config: Arc<HttpConfig>,
-    ctx: ProtocolContext,
-) -> Result<Running, PluginError> {
+pub(crate) async fn start(host: String, config: Arc<HttpConfig>, ctx: ProtocolContext) -> Result<Running, PluginError> {
     let addr = format!("{host}:{}", config.port);
     let listener = TcpListener::bind(&addr)
         .await
-        .map_err(|e| PluginError::Io {
-            context: format!("http: cannot listen on {addr}"),
-            source: e,
-        })?;
-    let local_addr = listener.local_addr().map_err(|e| PluginError::Io {
-        context: "http".into(),
-        source: e,
-    })?;
+        .map_err(|e| PluginError::Io { context: format!("http: cannot listen on {addr}"), source: e })?;
+    let local_addr = listener.local_addr().map_err(|e| PluginError::Io { context: "http".into(), source: e })?;
     let tls = ctx.tls.clone().map(|base| {
         let mut c = (*base).clone();
         c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         tokio_rustls::TlsAcceptor::from(Arc::new(c))
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(config.header_timeout_ms));
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_millis(config.header_timeout_ms));
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
-    let state = Arc::new(State::new(
-        ctx.pipeline.clone(),
-        ctx.admin.clone(),
-        config.clone(),
-    ));
+    let state = Arc::new(State::new(ctx.pipeline.clone(), ctx.admin.clone(), config.clone()));
     let served = accept_loop(listener, builder, state, tls, config, ctx.shutdown);
-    Ok(Running {
-        local_addr,
-        served: Box::pin(served),
-    })
+    Ok(Running { local_addr, served: Box::pin(served) })
 }
 
 async fn accept_loop(
@@ -86,12 +66,7 @@ async fn accept_loop(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (builder, state, tls, shutdown) = (
-            builder.clone(),
-            state.clone(),
-            tls.clone(),
-            shutdown.clone(),
-        );
+        let (builder, state, tls, shutdown) = (builder.clone(), state.clone(), tls.clone(), shutdown.clone());
         tracker.spawn(async move {
             let _permit = permit;
             match tls {

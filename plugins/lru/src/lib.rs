@@ -12,9 +12,9 @@
 //! `lru.shards = 1`.
 //!
 //! **Charge per item** = `key.len() + value.len() + OVERHEAD`, where
-//! `OVERHEAD` = size of a slab node + 8 bytes of index slot and control byte
-//! + 16 bytes of allocator headers for the key and value buffers
-//! (exported as `gerdu_entry_overhead_bytes`).
+//! `OVERHEAD` is the size of a slab node, plus 8 bytes of index slot and
+//! control byte, plus 16 bytes of allocator headers for the key and value
+//! buffers (exported as `gerdu_entry_overhead_bytes`).
 
 #![warn(missing_docs)]
 
@@ -22,7 +22,6 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use gerdu_api::figment;
 use gerdu_api::{Config, Item, PluginError, Policy, PolicyPlugin, PolicySettings, register_policy};
 use hashbrown::HashTable;
 use parking_lot::Mutex;
@@ -52,31 +51,16 @@ struct Shard {
 }
 
 fn empty_item() -> Item {
-    Item {
-        value: Bytes::new(),
-        flags: 0,
-        cas: 0,
-        expires_at: 0,
-    }
+    Item { value: Bytes::new(), flags: 0, cas: 0, expires_at: 0 }
 }
 
 impl Shard {
     fn new(capacity: u64) -> Self {
-        Shard {
-            table: HashTable::new(),
-            nodes: Vec::new(),
-            free: Vec::new(),
-            head: NIL,
-            tail: NIL,
-            used: 0,
-            capacity,
-        }
+        Shard { table: HashTable::new(), nodes: Vec::new(), free: Vec::new(), head: NIL, tail: NIL, used: 0, capacity }
     }
 
     fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
-        self.table
-            .find(hash, |&i| self.nodes[i as usize].key == key)
-            .copied()
+        self.table.find(hash, |&i| self.nodes[i as usize].key == key).copied()
     }
 
     fn unlink(&mut self, i: u32) {
@@ -86,11 +70,7 @@ impl Shard {
         } else {
             self.nodes[prev as usize].next = next
         }
-        if next == NIL {
-            self.tail = prev
-        } else {
-            self.nodes[next as usize].prev = prev
-        }
+        if next == NIL { self.tail = prev } else { self.nodes[next as usize].prev = prev }
     }
 
     fn push_front(&mut self, i: u32) {
@@ -166,11 +146,7 @@ impl Lru {
     }
 
     fn share(capacity: u64, shards: usize) -> u64 {
-        if capacity == 0 {
-            0
-        } else {
-            (capacity / shards as u64).max(1)
-        }
+        if capacity == 0 { 0 } else { (capacity / shards as u64).max(1) }
     }
 
     #[inline]
@@ -209,12 +185,7 @@ impl Policy for Lru {
             s.touch(i);
             Some(old)
         } else {
-            let node = Node {
-                key,
-                item,
-                prev: NIL,
-                next: NIL,
-            };
+            let node = Node { key, item, prev: NIL, next: NIL };
             let i = match s.free.pop() {
                 Some(i) => {
                     s.nodes[i as usize] = node;
@@ -226,9 +197,7 @@ impl Policy for Lru {
                 }
             };
             let nodes = &s.nodes;
-            s.table.insert_unique(hash, i, |&j| {
-                self.hasher.hash_one(&nodes[j as usize].key[..])
-            });
+            s.table.insert_unique(hash, i, |&j| self.hasher.hash_one(&nodes[j as usize].key[..]));
             s.used += charge;
             s.push_front(i);
             None
@@ -291,11 +260,7 @@ impl Policy for Lru {
                     if slot < s.nodes.len() {
                         return ((shard as u64) << 32) | slot as u64;
                     }
-                    return if shard + 1 < self.shards.len() {
-                        ((shard as u64 + 1) << 32).max(1)
-                    } else {
-                        0
-                    };
+                    return if shard + 1 < self.shards.len() { ((shard as u64 + 1) << 32).max(1) } else { 0 };
                 }
             }
             drop(s);
@@ -330,26 +295,16 @@ impl Policy for Lru {
 
 /// `[lru]` config section.
 #[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 struct LruConfig {
     /// Number of shards; 0 picks 16 × available cores.
-    #[serde(default)]
     shards: usize,
 }
 
 fn build(config: &Config, settings: &PolicySettings) -> Result<Arc<dyn Policy>, PluginError> {
-    let cfg: LruConfig = config.extract_inner("lru").or_else(|e: figment::Error| {
-        if e.missing() {
-            Ok(LruConfig::default())
-        } else {
-            Err(PluginError::from(e))
-        }
-    })?;
-    let shards = if cfg.shards == 0 {
-        16 * std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        cfg.shards
-    };
+    let cfg: LruConfig = gerdu_api::plugin::section(config, "lru")?;
+    let shards =
+        if cfg.shards == 0 { 16 * std::thread::available_parallelism().map_or(1, |n| n.get()) } else { cfg.shards };
     Ok(Arc::new(Lru::new(settings.capacity, shards)))
 }
 
@@ -375,12 +330,7 @@ mod tests {
     }
 
     fn item(v: &str) -> Item {
-        Item {
-            value: Bytes::from(v.to_string()),
-            flags: 0,
-            cas: 1,
-            expires_at: 0,
-        }
+        Item { value: Bytes::from(v.to_string()), flags: 0, cas: 1, expires_at: 0 }
     }
 
     #[test]

@@ -1,0 +1,238 @@
+//! Black-box tests of the HTTP protocol against an in-process server on
+//! 127.0.0.1:0, with real TCP connections.
+
+mod common;
+
+use common::{Answer, delete, get, metric, put, request, start};
+use http::{Method, StatusCode};
+
+#[tokio::test]
+async fn go_original_status_codes() {
+    let s = start("").await;
+    let a = s.http;
+    assert_eq!(put(a, "/cache/Hello", b"World").await.status, StatusCode::CREATED);
+    assert_eq!(put(a, "/cache/Hello", b"World!").await.status, StatusCode::NO_CONTENT);
+    let got = get(a, "/cache/Hello").await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.text(), "World!");
+    assert_eq!(delete(a, "/cache/Hello").await.status, StatusCode::OK);
+    assert_eq!(get(a, "/cache/Hello").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(delete(a, "/cache/Hello").await.status, StatusCode::NOT_FOUND);
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn keys_are_percent_decoded_and_may_contain_slashes() {
+    let s = start("").await;
+    let a = s.http;
+    assert_eq!(put(a, "/cache/a%20b%2Fc", b"1").await.status, StatusCode::CREATED);
+    assert_eq!(get(a, "/cache/a%20b%2Fc").await.text(), "1");
+    assert_eq!(get(a, "/cache/a%20b/c").await.text(), "1", "%2F and / name the same key");
+    assert_eq!(put(a, "/cache/x/y/z", b"2").await.status, StatusCode::CREATED);
+    assert_eq!(get(a, "/cache/x%2Fy%2Fz").await.text(), "2");
+    assert_eq!(put(a, "/cache/%E2%9C%93", b"check").await.status, StatusCode::CREATED);
+    assert_eq!(get(a, "/cache/\u{2713}".replace('\u{2713}', "%e2%9c%93").as_str()).await.text(), "check");
+    assert_eq!(get(a, "/cache/").await.status, StatusCode::BAD_REQUEST, "empty key");
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn binary_values_round_trip() {
+    let s = start("").await;
+    let value: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+    assert_eq!(put(s.http, "/cache/bin", &value).await.status, StatusCode::CREATED);
+    let got = get(s.http, "/cache/bin").await;
+    assert_eq!(&got.body[..], &value[..]);
+    assert_eq!(got.headers["content-type"], "application/octet-stream");
+    let head = request(s.http, Method::HEAD, "/cache/bin", b"", &[]).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert!(head.body.is_empty());
+    assert_eq!(head.headers["content-length"], "10000");
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn wrong_methods_and_routes() {
+    let s = start("").await;
+    let a = s.http;
+    let r = request(a, Method::POST, "/cache/k", b"v", &[]).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers["allow"], "GET, HEAD, PUT, DELETE");
+    assert_eq!(request(a, Method::PUT, "/metrics", b"", &[]).await.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(request(a, Method::GET, "/join", b"", &[]).await.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(get(a, "/nope").await.status, StatusCode::NOT_FOUND);
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn body_and_key_limits() {
+    let s = start("[http]\nmax_body = \"1KB\"\nmax_key = 16\n").await;
+    let a = s.http;
+    assert_eq!(put(a, "/cache/small", &[b'x'; 1024]).await.status, StatusCode::CREATED);
+    assert_eq!(put(a, "/cache/big", &[b'x'; 1025]).await.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(get(a, "/cache/big").await.status, StatusCode::NOT_FOUND, "nothing stored");
+    assert_eq!(put(a, &format!("/cache/{}", "k".repeat(17)), b"v").await.status, StatusCode::URI_TOO_LONG);
+    assert_eq!(get(a, "/cache/small").await.status, StatusCode::OK, "server still serves");
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn ttl_expires_with_injected_time() {
+    let s = start("").await;
+    let a = s.http;
+    assert_eq!(put(a, "/cache/t?ttl=10", b"v").await.status, StatusCode::CREATED);
+    assert_eq!(put(a, "/cache/ms?ttl=1500ms", b"v").await.status, StatusCode::CREATED);
+    assert_eq!(put(a, "/cache/forever", b"v").await.status, StatusCode::CREATED);
+    s.clock.advance(1_499);
+    assert_eq!(get(a, "/cache/ms").await.status, StatusCode::OK);
+    s.clock.advance(1);
+    assert_eq!(get(a, "/cache/ms").await.status, StatusCode::NOT_FOUND);
+    s.clock.advance(8_499);
+    assert_eq!(get(a, "/cache/t").await.status, StatusCode::OK);
+    s.clock.advance(1);
+    assert_eq!(get(a, "/cache/t").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(get(a, "/cache/forever").await.status, StatusCode::OK);
+    // An expired key counts as absent: PUT creates it again.
+    assert_eq!(put(a, "/cache/t", b"again").await.status, StatusCode::CREATED);
+    assert_eq!(put(a, "/cache/x?ttl=soon", b"v").await.status, StatusCode::BAD_REQUEST);
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn if_none_match_star_only_creates() {
+    let s = start("").await;
+    let put_new = |body: &'static [u8]| request(s.http, Method::PUT, "/cache/once", body, &[("if-none-match", "*")]);
+    assert_eq!(put_new(b"1").await.status, StatusCode::CREATED);
+    assert_eq!(put_new(b"2").await.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(get(s.http, "/cache/once").await.text(), "1");
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn eviction_keeps_charged_bytes_within_capacity() {
+    let s = start("capacity = \"64KB\"\n[lru]\nshards = 1\n").await;
+    let a = s.http;
+    let value = vec![b'v'; 1000];
+    for i in 0..200 {
+        put(a, &format!("/cache/key{i:03}"), &value).await;
+    }
+    let m = get(a, "/metrics").await.text();
+    let used = metric(&m, "gerdu_used_bytes");
+    assert!(used <= 65536.0, "used {used} over capacity");
+    assert_eq!(metric(&m, "gerdu_capacity_bytes"), 65536.0);
+    let overhead = metric(&m, "gerdu_entry_overhead_bytes");
+    let per_item = 6.0 + 1000.0 + overhead;
+    let items = metric(&m, "gerdu_items");
+    assert_eq!(used, items * per_item, "charge = key + value + overhead");
+    assert_eq!(metric(&m, "gerdu_evictions_total"), 200.0 - items);
+    assert_eq!(get(a, "/cache/key000").await.status, StatusCode::NOT_FOUND, "oldest evicted");
+    assert_eq!(get(a, "/cache/key199").await.status, StatusCode::OK, "newest kept");
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn metrics_count_like_the_go_original() {
+    let s = start("").await;
+    let a = s.http;
+    put(a, "/cache/a", b"1").await;
+    put(a, "/cache/b", b"2").await;
+    get(a, "/cache/a").await;
+    get(a, "/cache/zz").await;
+    delete(a, "/cache/b").await;
+    delete(a, "/cache/b").await;
+    let r = get(a, "/metrics").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.headers["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let m = r.text();
+    assert_eq!(metric(&m, "gerdu_adds_total"), 2.0);
+    assert_eq!(metric(&m, "gerdu_hits_total"), 1.0);
+    assert_eq!(metric(&m, "gerdu_misses_total"), 1.0);
+    assert_eq!(metric(&m, "gerdu_deletes_total"), 1.0);
+    assert_eq!(metric(&m, "gerdu_items"), 1.0);
+    assert_eq!(metric(&m, "gerdu_raft_is_leader"), 1.0);
+    assert!(metric(&m, "gerdu_raft_applied_index") >= 4.0);
+    assert!(m.contains("gerdu_requests_total{op=\"get\",protocol=\"http\"} 2"), "{m}");
+    assert!(m.contains("gerdu_request_duration_seconds_count{op=\"set\",protocol=\"http\"} 2"));
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn health_reports_the_raft_role() {
+    let s = start("id = \"solo\"").await;
+    let r = get(s.http, "/health").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["id"], "solo");
+    assert_eq!(v["role"], "leader");
+    assert_eq!(v["leader"], "solo");
+    assert_eq!(v["members"].as_array().unwrap().len(), 1);
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn join_and_leave_are_reserved() {
+    let s = start("").await;
+    let a = s.http;
+    let j = request(a, Method::POST, "/join", br#"{"id":"node1","addr":"127.0.0.1:12003"}"#, &[]).await;
+    assert_eq!(j.status, StatusCode::NOT_IMPLEMENTED);
+    assert!(j.text().contains("node1"));
+    assert_eq!(request(a, Method::POST, "/join", b"{", &[]).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(request(a, Method::POST, "/leave", b"node1", &[]).await.status, StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(request(a, Method::POST, "/leave", b"  ", &[]).await.status, StatusCode::BAD_REQUEST);
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn auth_accepts_basic_and_bearer_only() {
+    let s = start(
+        r#"
+        [auth]
+        enabled = true
+        users = [ { name = "alice", password = "wonderland" }, { name = "ci", token = "f00d" } ]
+        "#,
+    )
+    .await;
+    let a = s.http;
+    let none: Answer = put(a, "/cache/k", b"v").await;
+    assert_eq!(none.status, StatusCode::UNAUTHORIZED);
+    assert!(none.headers.get_all("www-authenticate").iter().count() >= 1);
+    // alice:wonderland
+    let basic = ("authorization", "Basic YWxpY2U6d29uZGVybGFuZA==");
+    let wrong = ("authorization", "Basic YWxpY2U6eA==");
+    assert_eq!(request(a, Method::PUT, "/cache/k", b"v", &[basic]).await.status, StatusCode::CREATED);
+    assert_eq!(request(a, Method::GET, "/cache/k", b"", &[wrong]).await.status, StatusCode::UNAUTHORIZED);
+    let bearer = ("authorization", "Bearer f00d");
+    assert_eq!(request(a, Method::GET, "/cache/k", b"", &[bearer]).await.status, StatusCode::OK);
+    let bad_token = ("authorization", "Bearer nope");
+    assert_eq!(request(a, Method::GET, "/cache/k", b"", &[bad_token]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(request(a, Method::POST, "/join", b"{}", &[]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(get(a, "/metrics").await.status, StatusCode::OK, "metrics stay open");
+    assert_eq!(get(a, "/health").await.status, StatusCode::OK, "health stays open");
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn read_consistency_header() {
+    let s = start("").await;
+    put(s.http, "/cache/k", b"v").await;
+    for c in ["linearizable", "leader", "local"] {
+        let r = request(s.http, Method::GET, "/cache/k", b"", &[("gerdu-consistency", c)]).await;
+        assert_eq!(r.status, StatusCode::OK, "{c}");
+    }
+    let r = request(s.http, Method::GET, "/cache/k", b"", &[("gerdu-consistency", "eventual")]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_http_gets_400_and_server_keeps_serving() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = start("").await;
+    let mut raw = tokio::net::TcpStream::connect(s.http).await.unwrap();
+    raw.write_all(b"THIS IS NOT HTTP\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    raw.read_to_end(&mut buf).await.unwrap();
+    assert!(buf.starts_with(b"HTTP/1.1 400"), "{}", String::from_utf8_lossy(&buf));
+    assert_eq!(put(s.http, "/cache/k", b"v").await.status, StatusCode::CREATED);
+    s.server.shutdown().await;
+}
