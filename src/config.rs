@@ -296,8 +296,10 @@ fn check_top_level_keys(figment: &Figment) -> Result<(), ConfigError> {
             && !FLAG_SECTIONS.contains(&key.as_str())
             && !plugins.contains(key.as_str())
         {
-            let mut valid: Vec<&str> = CORE_KEYS.to_vec();
+            let mut valid: BTreeSet<&str> = CORE_KEYS.iter().copied().collect();
+            valid.extend(FLAG_SECTIONS.iter().copied());
             valid.extend(plugins.iter());
+            let valid: Vec<&str> = valid.into_iter().collect();
             return Err(ConfigError(format!("unknown key {key:?}; valid top-level keys: {}", valid.join(", "))));
         }
     }
@@ -335,7 +337,8 @@ pub fn env_to_value(env: &[(String, String)]) -> serde_json::Value {
         let Some(rest) = k.strip_prefix("GERDU_") else {
             continue;
         };
-        if rest.is_empty() || rest == "CONFIG" {
+        // GERDU_CONFIG names the file; GERDU_LOG_FILTER is a tracing filter, not a key.
+        if rest.is_empty() || rest == "CONFIG" || rest == "LOG_FILTER" {
             continue;
         }
         let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();

@@ -103,10 +103,14 @@ impl RaftLogStorage<TypeConfig> for MemLog {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut inner = self.inner.lock();
-        inner.last_purged = Some(log_id);
-        let keep = inner.log.split_off(&(log_id.index + 1));
-        inner.log = keep;
+        let purged = {
+            let mut inner = self.inner.lock();
+            inner.last_purged = Some(log_id);
+            let keep = inner.log.split_off(&(log_id.index + 1));
+            std::mem::replace(&mut inner.log, keep)
+        };
+        // Freeing thousands of entries is not free: do it off the raft task.
+        tokio::task::spawn_blocking(move || drop(purged));
         Ok(())
     }
 }

@@ -4,16 +4,20 @@
 //! proposer task. The task takes whatever is queued — up to `raft.max_batch`
 //! commands — flattens it into one [`Batch`] stamped with the clock, hands it
 //! to openraft without waiting for the commit (`client_write_ff`), and goes
-//! back for more. While an entry is being committed the next one fills up, so
-//! under load each entry carries the writes of many clients, and with no load
-//! a lone write is proposed at once.
+//! back for more. At most [`MAX_IN_FLIGHT`] entries are uncommitted at once:
+//! while they commit, the next one fills up, so under load each entry carries
+//! the writes of many clients (fewer log entries, fewer apply rounds, fewer
+//! snapshots per write), and with no load a lone write is proposed at once.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use gerdu_api::{Clock, Command, PipelineError, Reply};
 use openraft::error::{ClientWriteError, RaftError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+/// Entries proposed but not yet applied, at most.
+pub const MAX_IN_FLIGHT: usize = 2;
 
 use super::types::{Batch, NodeId, Raft};
 use crate::metrics::ServerMetrics;
@@ -39,7 +43,10 @@ pub async fn run(
     metrics: Arc<ServerMetrics>,
 ) {
     let mut pending: Vec<Proposal> = Vec::new();
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
+        // Wait for a slot before draining the queue, so the batch grows meanwhile.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
         let mut count = first.commands.len();
         pending.push(first);
         while count < max_batch {
@@ -64,6 +71,7 @@ pub async fn run(
         match raft.client_write_ff(batch.clone()).await {
             Ok(rx) => {
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let result = match rx.await {
                         Ok(Ok(resp)) => Ok(resp.data.0),
                         Ok(Err(e)) => retry_after_election(&raft, e, batch, leader_wait).await,

@@ -8,8 +8,10 @@
 //! policy directly and run in parallel with apply.
 //!
 //! Snapshots are the whole store in a small binary format (see
-//! [`encode_snapshot`]); building one holds the apply lock, so the image is
-//! exactly the state at `last_applied`.
+//! [`encode_snapshot`]). A snapshot begins a point-in-time capture of the
+//! policy under the apply lock ([`Policy::begin_capture`]: copy-on-write per
+//! shard), so the image is exactly the state at `last_applied` while applying
+//! goes on during the copy and the encoding.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -80,18 +82,17 @@ impl StateMachine {
     }
 }
 
-/// Encodes the store: magic, cas, last_now, count, then per item
+/// Encodes a captured store: magic, cas, last_now, count, then per item
 /// `key_len u32, key, value_len u32, value, flags u32, cas u64, expires_at u64`
 /// (little endian).
-pub fn encode_snapshot(policy: &dyn Policy, meta: &SmMeta) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(32 + policy.used_bytes() as usize);
+pub fn encode_snapshot(items: &[(Bytes, Item)], meta: &SmMeta) -> Vec<u8> {
+    let size: usize = items.iter().map(|(k, i)| k.len() + i.value.len() + 28).sum();
+    let mut buf = Vec::with_capacity(32 + size);
     buf.extend_from_slice(MAGIC);
     buf.put_u64_le(meta.cas);
     buf.put_u64_le(meta.last_now);
-    let count_at = buf.len();
-    buf.put_u64_le(0);
-    let mut count = 0u64;
-    policy.scan(0, &mut |k, item| {
+    buf.put_u64_le(items.len() as u64);
+    for (k, item) in items {
         buf.put_u32_le(k.len() as u32);
         buf.extend_from_slice(k);
         buf.put_u32_le(item.value.len() as u32);
@@ -99,10 +100,7 @@ pub fn encode_snapshot(policy: &dyn Policy, meta: &SmMeta) -> Vec<u8> {
         buf.put_u32_le(item.flags);
         buf.put_u64_le(item.cas);
         buf.put_u64_le(item.expires_at);
-        count += 1;
-        true
-    });
-    buf[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
+    }
     buf
 }
 
@@ -161,16 +159,36 @@ impl SmShared {
     }
 
     fn build(&self) -> Snapshot<TypeConfig> {
-        let mut inner = self.inner.lock();
-        let data = Bytes::from(encode_snapshot(&*self.policy, &inner.meta));
-        inner.snapshots_built += 1;
-        let snapshot_id = match inner.last_applied {
-            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, inner.snapshots_built),
-            None => format!("--{}", inner.snapshots_built),
+        // Begin the capture under the apply lock (so the image is exactly the
+        // state at last_applied); the policy copies on write, so applying goes
+        // on while the capture is collected and encoded.
+        let started = std::time::Instant::now();
+        let (capture, sm_meta, meta) = {
+            let mut inner = self.inner.lock();
+            let capture = self.policy.begin_capture();
+            inner.snapshots_built += 1;
+            let snapshot_id = match inner.last_applied {
+                Some(l) => format!("{}-{}-{}", l.leader_id, l.index, inner.snapshots_built),
+                None => format!("--{}", inner.snapshots_built),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: inner.last_applied,
+                last_membership: inner.membership.clone(),
+                snapshot_id,
+            };
+            (capture, inner.meta.clone(), meta)
         };
-        let meta =
-            SnapshotMeta { last_log_id: inner.last_applied, last_membership: inner.membership.clone(), snapshot_id };
-        inner.snapshot = Some((meta.clone(), data.clone()));
+        let items = capture.finish();
+        let captured = started.elapsed();
+        let data = Bytes::from(encode_snapshot(&items, &sm_meta));
+        tracing::debug!(items = items.len(), bytes = data.len(), ?captured, total = ?started.elapsed(), "snapshot built");
+        drop(items);
+        let mut inner = self.inner.lock();
+        // An installed snapshot may have overtaken this one meanwhile.
+        if inner.snapshot.as_ref().is_none_or(|(m, _)| m.last_log_id <= meta.last_log_id) {
+            inner.snapshot = Some((meta.clone(), data.clone()));
+        }
+        drop(inner);
         self.metrics.snapshots.inc();
         Snapshot { meta, snapshot: Box::new(Cursor::new(data.to_vec())) }
     }
@@ -263,7 +281,7 @@ mod tests {
             lru.insert(Bytes::from(format!("k{i}")), item, &mut ev);
         }
         let meta = SmMeta { cas: 100, last_now: 12345 };
-        let data = encode_snapshot(&lru, &meta);
+        let data = encode_snapshot(&lru.begin_capture().finish(), &meta);
         let (m2, items) = decode_snapshot(Bytes::from(data.clone())).unwrap();
         assert_eq!(m2, meta);
         assert_eq!(items.len(), 100);

@@ -20,6 +20,7 @@
 
 pub mod clock;
 pub mod command;
+pub mod cow;
 pub mod exec;
 pub mod glob;
 pub mod pipeline;
@@ -36,7 +37,7 @@ pub use plugin::{
     Admin, AdminError, Config, Extensions, Middleware, MiddlewareContext, MiddlewarePlugin, NodeStatus, PluginError,
     PolicyPlugin, Protocol, ProtocolContext, ProtocolPlugin, Running,
 };
-pub use policy::{Policy, PolicySettings};
+pub use policy::{Capture, Policy, PolicySettings};
 pub use reply::{CommandError, Item, Number, Reply, Ttl};
 
 #[doc(hidden)]

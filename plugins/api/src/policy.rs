@@ -84,4 +84,36 @@ pub trait Policy: Send + Sync + 'static {
 
     /// Picks one key at random, if any.
     fn random_key(&self, seed: u64) -> Option<Bytes>;
+
+    /// Begins a point-in-time capture of every item, for snapshots.
+    ///
+    /// The caller guarantees that no write runs concurrently with this call
+    /// (the state machine holds its apply lock). The returned [`Capture`] may
+    /// be finished later while writes go on; it must still yield exactly the
+    /// items as of this call. The default copies everything now; policies
+    /// override it with copy-on-write so that writes are not stalled for the
+    /// whole copy.
+    fn begin_capture(&self) -> Box<dyn Capture> {
+        let mut items = Vec::with_capacity(self.len());
+        self.scan(0, &mut |k, i| {
+            items.push((k.clone(), i.clone()));
+            true
+        });
+        Box::new(Captured(items))
+    }
+}
+
+/// A point-in-time image of a store being collected.
+pub trait Capture: Send {
+    /// Every item as of [`Policy::begin_capture`].
+    fn finish(self: Box<Self>) -> Vec<(Bytes, Item)>;
+}
+
+/// A capture that is already complete.
+pub struct Captured(pub Vec<(Bytes, Item)>);
+
+impl Capture for Captured {
+    fn finish(self: Box<Self>) -> Vec<(Bytes, Item)> {
+        self.0
+    }
 }

@@ -64,6 +64,7 @@ pub fn check_policy(build: Builder<'_>) {
     shrinking_capacity(build);
     scan_and_random(build);
     flush(build);
+    capture_is_point_in_time(build);
 }
 
 fn basic_crud(build: Builder<'_>) {
@@ -335,4 +336,28 @@ fn flush(build: Builder<'_>) {
     assert_eq!(h.store.len(), 0, "flush: empty");
     assert_eq!(h.store.used_bytes(), 0, "flush: no bytes");
     assert!(h.get("k1").is_none(), "flush: gone");
+}
+
+fn capture_is_point_in_time(build: Builder<'_>) {
+    let mut h = Harness::new(build, 0);
+    for i in 0..300 {
+        h.set(&format!("k{i}"), "before");
+    }
+    let capture = h.store.begin_capture();
+    // Writes after the capture began must not show in it.
+    for i in 0..150 {
+        h.set(&format!("k{i}"), "after");
+    }
+    h.w(Command::Delete { keys: (150..200).map(|i| key(&format!("k{i}"))).collect() });
+    h.set("new", "after");
+    let mut items = capture.finish();
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(items.len(), 300, "capture: every item as of the start");
+    assert!(items.iter().all(|(_, i)| &i.value[..] == b"before"), "capture: values as of the start");
+    let second = h.store.begin_capture().finish();
+    assert_eq!(second.len(), 251, "capture: a later capture sees the later state");
+    h.w(Command::Flush);
+    let capture = h.store.begin_capture();
+    h.set("x", "y");
+    assert!(capture.finish().is_empty(), "capture: empty store");
 }

@@ -22,7 +22,9 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use gerdu_api::{Config, Item, PluginError, Policy, PolicyPlugin, PolicySettings, register_policy};
+use gerdu_api::cow::{CowCoordinator, ShardedCapture};
+use gerdu_api::policy::Captured;
+use gerdu_api::{Capture, Config, Item, PluginError, Policy, PolicyPlugin, PolicySettings, register_policy};
 use hashbrown::HashTable;
 use parking_lot::Mutex;
 use serde::Deserialize;
@@ -124,13 +126,18 @@ impl Shard {
     fn len(&self) -> usize {
         self.nodes.len() - self.free.len()
     }
+
+    fn items(&self) -> Vec<(Bytes, Item)> {
+        self.nodes.iter().filter(|n| n.prev != FREE).map(|n| (n.key.clone(), n.item.clone())).collect()
+    }
 }
 
 /// The LRU store.
 pub struct Lru {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Arc<[Mutex<Shard>]>,
     hasher: foldhash::fast::RandomState,
     capacity: Mutex<u64>,
+    cow: Arc<CowCoordinator>,
 }
 
 impl Lru {
@@ -142,6 +149,7 @@ impl Lru {
             shards: (0..shards).map(|_| Mutex::new(Shard::new(per))).collect(),
             hasher: foldhash::fast::RandomState::default(),
             capacity: Mutex::new(capacity),
+            cow: Arc::default(),
         }
     }
 
@@ -150,32 +158,39 @@ impl Lru {
     }
 
     #[inline]
-    fn locate(&self, key: &[u8]) -> (u64, &Mutex<Shard>) {
+    fn locate(&self, key: &[u8]) -> (u64, usize) {
         let hash = self.hasher.hash_one(key);
         // hashbrown uses the low bits for position and the top 7 for tags; shard on the middle.
-        let shard = ((hash >> 32) as usize) % self.shards.len();
-        (hash, &self.shards[shard])
+        (hash, ((hash >> 32) as usize) % self.shards.len())
+    }
+
+    /// Locks the shard of `key` for a mutation (copy-on-write for a running capture).
+    #[inline]
+    fn lock_for_write(&self, key: &[u8]) -> (u64, parking_lot::MutexGuard<'_, Shard>) {
+        let (hash, idx) = self.locate(key);
+        let guard = self.shards[idx].lock();
+        self.cow.before_write(idx, || guard.items());
+        (hash, guard)
     }
 }
 
 impl Policy for Lru {
     fn get(&self, key: &[u8]) -> Option<Item> {
-        let (hash, shard) = self.locate(key);
-        let mut s = shard.lock();
+        let (hash, idx) = self.locate(key);
+        let mut s = self.shards[idx].lock();
         let i = s.find(hash, key)?;
         s.touch(i);
         Some(s.nodes[i as usize].item.clone())
     }
 
     fn peek(&self, key: &[u8]) -> Option<Item> {
-        let (hash, shard) = self.locate(key);
-        let s = shard.lock();
+        let (hash, idx) = self.locate(key);
+        let s = self.shards[idx].lock();
         s.find(hash, key).map(|i| s.nodes[i as usize].item.clone())
     }
 
     fn insert(&self, key: Bytes, item: Item, evicted: &mut Vec<Bytes>) -> Option<Item> {
-        let (hash, shard) = self.locate(&key);
-        let mut s = shard.lock();
+        let (hash, mut s) = self.lock_for_write(&key);
         let s = &mut *s;
         let charge = Shard::charge(&key, &item);
         let old = if let Some(i) = s.find(hash, &key) {
@@ -207,15 +222,15 @@ impl Policy for Lru {
     }
 
     fn remove(&self, key: &[u8]) -> Option<Item> {
-        let (hash, shard) = self.locate(key);
-        let mut s = shard.lock();
+        let (hash, mut s) = self.lock_for_write(key);
         let i = s.find(hash, key)?;
         Some(s.take(hash, i).1)
     }
 
     fn clear(&self) {
-        for shard in self.shards.iter() {
+        for (idx, shard) in self.shards.iter().enumerate() {
             let mut s = shard.lock();
+            self.cow.before_write(idx, || s.items());
             let cap = s.capacity;
             *s = Shard::new(cap);
         }
@@ -236,8 +251,9 @@ impl Policy for Lru {
     fn set_capacity(&self, bytes: u64, evicted: &mut Vec<Bytes>) {
         *self.capacity.lock() = bytes;
         let per = Self::share(bytes, self.shards.len());
-        for shard in self.shards.iter() {
+        for (idx, shard) in self.shards.iter().enumerate() {
             let mut s = shard.lock();
+            self.cow.before_write(idx, || s.items());
             s.capacity = per;
             s.evict(&self.hasher, evicted);
         }
@@ -268,6 +284,14 @@ impl Policy for Lru {
             slot = 0;
         }
         0
+    }
+
+    fn begin_capture(&self) -> Box<dyn Capture> {
+        match self.cow.arm(self.shards.len()) {
+            Some(state) => Box::new(ShardedCapture::new(self.shards.clone(), self.cow.clone(), state, Shard::items)),
+            // A capture is already running: copy eagerly (callers hold off writes meanwhile).
+            None => Box::new(Captured(self.shards.iter().flat_map(|s| s.lock().items()).collect())),
+        }
     }
 
     fn random_key(&self, seed: u64) -> Option<Bytes> {

@@ -1,0 +1,87 @@
+//! TLS on the HTTP listener with `-cert`/`-key` (the Go original ignored them):
+//! a rustls client that trusts a test certificate speaks HTTPS; plain HTTP on
+//! the same port gets nothing.
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Certs {
+    _dir: tempfile::TempDir,
+    cert_path: String,
+    key_path: String,
+    cert_der: rustls_pki_types::CertificateDer<'static>,
+}
+
+fn certs() -> Certs {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, ck.cert.pem()).unwrap();
+    std::fs::write(&key_path, ck.signing_key.serialize_pem()).unwrap();
+    Certs {
+        cert_der: ck.cert.der().clone(),
+        cert_path: cert_path.to_string_lossy().into_owned(),
+        key_path: key_path.to_string_lossy().into_owned(),
+        _dir: dir,
+    }
+}
+
+async fn https(
+    addr: std::net::SocketAddr,
+    root: &rustls_pki_types::CertificateDer<'static>,
+    req: hyper::Request<Full<Bytes>>,
+) -> (StatusCode, Bytes, Option<Vec<u8>>) {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status();
+    (status, resp.into_body().collect().await.unwrap().to_bytes(), alpn)
+}
+
+#[tokio::test]
+async fn https_round_trip_and_plain_http_refused() {
+    let c = certs();
+    let s = common::start(&format!("[tls]\ncert = {:?}\nkey = {:?}\n", c.cert_path, c.key_path)).await;
+    let put = hyper::Request::put("/cache/secret")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::from("s3cr3t")))
+        .unwrap();
+    let (status, _, alpn) = https(s.http, &c.cert_der, put).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
+    let get = hyper::Request::get("/cache/secret").header("host", "localhost").body(Full::new(Bytes::new())).unwrap();
+    let (status, body, _) = https(s.http, &c.cert_der, get).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&body[..], b"s3cr3t");
+
+    // Plain HTTP to the TLS port: the handshake fails and no HTTP answer comes back.
+    let mut plain = TcpStream::connect(s.http).await.unwrap();
+    plain.write_all(b"GET /cache/secret HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let _ = plain.read_to_end(&mut buf).await;
+    assert!(!buf.starts_with(b"HTTP/1.1 200"), "plain HTTP must not be served");
+    s.server.shutdown().await;
+}
