@@ -105,6 +105,9 @@ pub struct RaftConfig {
     pub storage: Option<PathBuf>,
     /// Build a snapshot (and compact the log) after this many entries.
     pub snapshot_logs: u64,
+    /// Also build one when the log holds more than this many bytes of
+    /// commands, or more than the store's used bytes if that is larger.
+    pub snapshot_log_bytes: ByteSize,
     /// Entries kept in the log after a snapshot, for lagging followers.
     pub keep_logs: u64,
     /// Most commands one log entry carries.
@@ -125,8 +128,9 @@ impl Default for RaftConfig {
             addr: "127.0.0.1:12000".into(),
             join: None,
             storage: None,
-            snapshot_logs: 10_000,
-            keep_logs: 1_000,
+            snapshot_logs: 100_000,
+            snapshot_log_bytes: ByteSize(32 << 20),
+            keep_logs: 500,
             max_batch: 4096,
             heartbeat_ms: 50,
             election_timeout_min_ms: 150,

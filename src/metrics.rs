@@ -60,6 +60,8 @@ pub struct ServerMetrics {
     pub raft_snapshot_index: IntGauge,
     /// Entries held in the log.
     pub raft_log_entries: IntGauge,
+    /// Approximate bytes held in the log.
+    pub raft_log_bytes: IntGauge,
     /// Cluster members.
     pub raft_members: IntGauge,
 }
@@ -128,6 +130,7 @@ impl ServerMetrics {
             raft_last_log_index: gauge("gerdu_raft_last_log_index", "Last log index"),
             raft_snapshot_index: gauge("gerdu_raft_snapshot_index", "Log index covered by the last snapshot"),
             raft_log_entries: gauge("gerdu_raft_log_entries", "Entries held in the raft log"),
+            raft_log_bytes: gauge("gerdu_raft_log_bytes", "Approximate bytes of commands held in the raft log"),
             raft_members: gauge("gerdu_raft_members", "Members of the raft cluster"),
             registry: r,
         }
@@ -159,6 +162,7 @@ impl ServerMetrics {
         self.raft_last_log_index.set(m.last_log_index.unwrap_or(0) as i64);
         self.raft_snapshot_index.set(m.snapshot.map_or(0, |l| l.index) as i64);
         self.raft_log_entries.set(raft.log_len() as i64);
+        self.raft_log_bytes.set(raft.log_bytes() as i64);
         self.raft_members.set(m.membership_config.nodes().count() as i64);
     }
 

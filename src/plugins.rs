@@ -4,7 +4,8 @@
 
 use gerdu_policy_lru as _;
 use gerdu_protocol_http as _;
+use gerdu_protocol_redis as _;
 
 /// The plugins this build registers, by kind (for the registry test).
 pub const BUILT_IN: &[(&str, &[&str])] =
-    &[("protocol", &["http"]), ("policy", &["lru"]), ("middleware", &["auth", "metrics", "raft"])];
+    &[("protocol", &["http", "redis"]), ("policy", &["lru"]), ("middleware", &["auth", "metrics", "raft"])];

@@ -20,6 +20,8 @@ use super::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 struct Inner {
     last_purged: Option<LogId>,
     log: BTreeMap<u64, Entry>,
+    /// Approximate bytes of the entries held (see [`entry_bytes`]).
+    bytes: u64,
     committed: Option<LogId>,
     vote: Option<Vote<NodeId>>,
 }
@@ -30,7 +32,36 @@ pub struct MemLog {
     inner: Arc<Mutex<Inner>>,
 }
 
+/// Approximate size of an entry: keys and values of its commands plus a
+/// fixed cost per command and per entry.
+pub fn entry_bytes(e: &Entry) -> u64 {
+    match &e.payload {
+        openraft::EntryPayload::Normal(batch) => {
+            64 + batch.commands.iter().map(|c| 48 + command_bytes(c) as u64).sum::<u64>()
+        }
+        _ => 64,
+    }
+}
+
+fn command_bytes(c: &gerdu_api::Command) -> usize {
+    use gerdu_api::Command as C;
+    match c {
+        C::Set(s) => s.key.len() + s.value.len(),
+        C::SetMany { items, .. } => items.iter().map(|s| s.key.len() + s.value.len()).sum(),
+        C::Append { key, value, .. } | C::SetRange { key, value, .. } => key.len() + value.len(),
+        C::Delete { keys } | C::Evict { keys } | C::GetAndTouch { keys, .. } => keys.iter().map(|k| k.len()).sum(),
+        C::Incr { key, .. } | C::Touch { key, .. } | C::GetDelete { key } => key.len(),
+        C::Rename { from, to, .. } | C::Copy { from, to, .. } => from.len() + to.len(),
+        _ => 0,
+    }
+}
+
 impl MemLog {
+    /// Approximate bytes held (for the byte-based snapshot trigger and metrics).
+    pub fn bytes(&self) -> u64 {
+        self.inner.lock().bytes
+    }
+
     /// Entries currently held (for metrics and tests).
     pub fn len(&self) -> usize {
         self.inner.lock().log.len()
@@ -90,7 +121,10 @@ impl RaftLogStorage<TypeConfig> for MemLog {
         {
             let mut inner = self.inner.lock();
             for e in entries {
-                inner.log.insert(e.log_id.index, e);
+                inner.bytes += entry_bytes(&e);
+                if let Some(old) = inner.log.insert(e.log_id.index, e) {
+                    inner.bytes -= entry_bytes(&old);
+                }
             }
         }
         callback.log_io_completed(Ok(()));
@@ -98,7 +132,9 @@ impl RaftLogStorage<TypeConfig> for MemLog {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.inner.lock().log.split_off(&log_id.index);
+        let mut inner = self.inner.lock();
+        let removed = inner.log.split_off(&log_id.index);
+        inner.bytes -= removed.values().map(entry_bytes).sum::<u64>();
         Ok(())
     }
 
@@ -107,7 +143,9 @@ impl RaftLogStorage<TypeConfig> for MemLog {
             let mut inner = self.inner.lock();
             inner.last_purged = Some(log_id);
             let keep = inner.log.split_off(&(log_id.index + 1));
-            std::mem::replace(&mut inner.log, keep)
+            let purged = std::mem::replace(&mut inner.log, keep);
+            inner.bytes -= purged.values().map(entry_bytes).sum::<u64>();
+            purged
         };
         // Freeing thousands of entries is not free: do it off the raft task.
         tokio::task::spawn_blocking(move || drop(purged));

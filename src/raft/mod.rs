@@ -9,8 +9,10 @@
 //! reads).
 //!
 //! Storage: the log lives in memory ([`log_store::MemLog`]); snapshots are
-//! taken every `raft.snapshot_logs` entries and purge the log down to
-//! `raft.keep_logs` entries, so memory stays flat.
+//! taken every `raft.snapshot_logs` entries, or sooner when the log holds
+//! more bytes than `raft.snapshot_log_bytes` and than the store itself (the
+//! [compactor](compactor) task), and purge the log down to `raft.keep_logs`
+//! entries, so memory stays flat.
 
 pub mod log_store;
 pub mod network;
@@ -43,6 +45,29 @@ pub enum RaftStartError {
     /// The asked mode is not available in this build.
     #[error("{0}")]
     Unsupported(String),
+}
+
+/// Triggers a snapshot when the log holds more bytes than `min_bytes` and
+/// than the store, so that compaction costs O(1) per byte written whatever the
+/// batch sizes. Ends when raft shuts down.
+async fn compactor(raft: Raft, log: log_store::MemLog, policy: Arc<dyn Policy>, min_bytes: u64) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        if log.bytes() <= min_bytes.max(policy.used_bytes()) {
+            continue;
+        }
+        let before = raft.metrics().borrow().snapshot;
+        if raft.trigger().snapshot().await.is_err() {
+            return;
+        }
+        // One at a time: wait until it is built (or give up after a while).
+        let _ = raft
+            .wait(Some(Duration::from_secs(30)))
+            .metrics(|m| m.snapshot != before && m.purged.is_some(), "snapshot built")
+            .await;
+    }
 }
 
 /// This process's raft node and its batching front.
@@ -98,6 +123,7 @@ impl RaftNode {
         let node = Node { name: cfg.id.clone(), raft_addr: r.addr.clone(), http_addr };
         let id = types::node_id(&cfg.id);
         let log = log_store::MemLog::default();
+        let sm_policy = policy.clone();
         let sm = state_machine::StateMachine::new(policy, metrics.clone());
         let raft = Raft::new(id, Arc::new(config), network::NoNetwork, log.clone(), sm)
             .await
@@ -119,6 +145,7 @@ impl RaftNode {
         tokio::spawn(proposer::run(raft.clone(), prx, clock, r.max_batch, r.leader_wait(), metrics));
         let (rtx, rrx) = mpsc::channel(16 * 1024);
         tokio::spawn(read_index::run(raft.clone(), rrx));
+        tokio::spawn(compactor(raft.clone(), log.clone(), sm_policy, r.snapshot_log_bytes.0));
 
         tracing::info!(id = %cfg.id, raft_addr = %r.addr, "raft node bootstrapped a single-member cluster");
         Ok(Arc::new(RaftNode {
@@ -154,6 +181,7 @@ impl RaftNode {
                     Err(PipelineError::Unavailable("this node is not the leader".into()))
                 }
             }
+            ReadConsistency::Linearizable if self.sole_voter() => Ok(()),
             ReadConsistency::Linearizable => {
                 let (tx, rx) = oneshot::channel();
                 self.reads.send(tx).await.map_err(|_| PipelineError::ShuttingDown)?;
@@ -164,6 +192,25 @@ impl RaftNode {
                 }
             }
         }
+    }
+
+    /// Whether this node leads a membership in which it is the only voter.
+    ///
+    /// Then no other node can ever be elected, every acknowledged write has
+    /// been applied here before it was acknowledged, and the local state is
+    /// linearizable without a quorum round (there is no quorum to ask).
+    fn sole_voter(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && {
+            let mut voters = m.membership_config.membership().voter_ids();
+            voters.next() == Some(self.id) && voters.next().is_none()
+        }
+    }
+
+    /// Approximate bytes held in the in-memory log.
+    pub fn log_bytes(&self) -> u64 {
+        self.log.bytes()
     }
 
     /// Entries currently held in the in-memory log.

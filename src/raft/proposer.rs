@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use gerdu_api::{Clock, Command, PipelineError, Reply};
 use openraft::error::{ClientWriteError, RaftError};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::{mpsc, oneshot};
 
 /// Entries proposed but not yet applied, at most.
 pub const MAX_IN_FLIGHT: usize = 2;
@@ -42,45 +44,52 @@ pub async fn run(
     leader_wait: Duration,
     metrics: Arc<ServerMetrics>,
 ) {
-    let mut pending: Vec<Proposal> = Vec::new();
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    while let Some(first) = rx.recv().await {
-        // Wait for a slot before draining the queue, so the batch grows meanwhile.
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
-        let mut count = first.commands.len();
-        pending.push(first);
-        while count < max_batch {
-            match rx.try_recv() {
-                Ok(p) => {
-                    count += p.commands.len();
-                    pending.push(p);
+    // Entries in flight, resolved here (no task per entry).
+    let mut in_flight = FuturesUnordered::new();
+    let mut open = true;
+    while open || !in_flight.is_empty() {
+        tokio::select! {
+            Some((result, waiters)) = in_flight.next(), if !in_flight.is_empty() => deliver(result, waiters),
+            first = rx.recv(), if open && in_flight.len() < MAX_IN_FLIGHT => {
+                let Some(first) = first else {
+                    open = false;
+                    continue;
+                };
+                let mut count = first.commands.len();
+                let mut pending = vec![first];
+                while count < max_batch {
+                    match rx.try_recv() {
+                        Ok(p) => {
+                            count += p.commands.len();
+                            pending.push(p);
+                        }
+                        Err(_) => break,
+                    }
                 }
-                Err(_) => break,
+                let mut commands = Vec::with_capacity(count);
+                let mut waiters = Vec::with_capacity(pending.len());
+                for p in pending {
+                    waiters.push((p.commands.len(), p.reply));
+                    commands.extend(p.commands);
+                }
+                metrics.batch_commands.observe(count as f64);
+                let batch = Batch { now_ms: clock.now_ms(), commands: commands.into() };
+                // Submit in order; the commit is awaited in `in_flight`.
+                match raft.client_write_ff(batch.clone()).await {
+                    Ok(receiver) => {
+                        let raft = raft.clone();
+                        in_flight.push(async move {
+                            let result = match receiver.await {
+                                Ok(Ok(resp)) => Ok(resp.data.0),
+                                Ok(Err(e)) => retry_after_election(&raft, e, batch, leader_wait).await,
+                                Err(_) => Err(PipelineError::ShuttingDown),
+                            };
+                            (result, waiters)
+                        });
+                    }
+                    Err(fatal) => deliver(Err(PipelineError::Internal(fatal.to_string())), waiters),
+                }
             }
-        }
-        let mut commands = Vec::with_capacity(count);
-        let mut waiters = Vec::with_capacity(pending.len());
-        for p in pending.drain(..) {
-            waiters.push((p.commands.len(), p.reply));
-            commands.extend(p.commands);
-        }
-        metrics.batch_commands.observe(count as f64);
-        let batch = Batch { now_ms: clock.now_ms(), commands: commands.into() };
-        let raft = raft.clone();
-        // Submit in order; wait for the commit in the background.
-        match raft.client_write_ff(batch.clone()).await {
-            Ok(rx) => {
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let result = match rx.await {
-                        Ok(Ok(resp)) => Ok(resp.data.0),
-                        Ok(Err(e)) => retry_after_election(&raft, e, batch, leader_wait).await,
-                        Err(_) => Err(PipelineError::ShuttingDown),
-                    };
-                    deliver(result, waiters);
-                });
-            }
-            Err(fatal) => deliver(Err(PipelineError::Internal(fatal.to_string())), waiters),
         }
     }
 }

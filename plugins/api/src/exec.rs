@@ -18,6 +18,7 @@ use crate::glob::glob_match;
 use crate::policy::Policy;
 use crate::reply::{CommandError, Item, Number, Reply, Ttl};
 
+
 /// Largest value a write may produce (Redis' `proto-max-bulk-len`, 512 MB).
 pub const MAX_VALUE_LEN: usize = 512 * 1024 * 1024;
 
@@ -52,9 +53,21 @@ fn live(store: &dyn Policy, key: &[u8], st: &mut ApplyState) -> Option<Item> {
     Some(item)
 }
 
+/// Values up to this size are copied into their own allocation when stored.
+pub const DETACH_LIMIT: usize = 64 * 1024;
+
+/// A copy of `b` that owns exactly its bytes, for buffers up to
+/// [`DETACH_LIMIT`]. Protocols parse zero-copy, so an argument is a slice of
+/// a whole network read; storing the slice would pin that buffer for as long
+/// as the item lives. Larger values are kept as they are (their buffer is
+/// mostly themselves).
+pub fn detach(b: &Bytes) -> Bytes {
+    if b.len() <= DETACH_LIMIT { Bytes::copy_from_slice(b) } else { b.clone() }
+}
+
 fn store_item(store: &dyn Policy, key: Bytes, value: Bytes, flags: u32, expires_at: u64, st: &mut ApplyState) -> u64 {
     let cas = st.next_cas();
-    let item = Item { value, flags, cas, expires_at };
+    let item = Item { value: detach(&value), flags, cas, expires_at };
     store.insert(key, item, &mut st.evicted);
     cas
 }

@@ -23,6 +23,7 @@ pub mod command;
 pub mod cow;
 pub mod exec;
 pub mod glob;
+pub mod net;
 pub mod pipeline;
 pub mod plugin;
 pub mod policy;

@@ -43,7 +43,10 @@ pub trait Policy: Send + Sync + 'static {
     /// Reads an item without recording an access.
     fn peek(&self, key: &[u8]) -> Option<Item>;
 
-    /// Stores an item, returning the one it replaced. If the store is over
+    /// Stores an item, returning the one it replaced. A new key should be
+    /// stored as [`crate::exec::detach`]`(&key)` so it does not pin the
+    /// request buffer it was parsed from (the executor already detaches
+    /// values). If the store is over
     /// capacity afterwards, evicts in policy order and pushes the evicted keys
     /// to `evicted` (never the key just inserted unless it alone exceeds the
     /// capacity share it is stored in).

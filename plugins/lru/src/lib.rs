@@ -200,7 +200,7 @@ impl Policy for Lru {
             s.touch(i);
             Some(old)
         } else {
-            let node = Node { key, item, prev: NIL, next: NIL };
+            let node = Node { key: gerdu_api::exec::detach(&key), item, prev: NIL, next: NIL };
             let i = match s.free.pop() {
                 Some(i) => {
                     s.nodes[i as usize] = node;

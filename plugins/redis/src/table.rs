@@ -1,0 +1,147 @@
+//! The command table: name, arity and key positions as Redis reports them in
+//! `COMMAND`, plus a group and summary for `COMMAND DOCS`. Arity follows
+//! Redis: positive = exactly that many arguments (the name included),
+//! negative = at least that many.
+
+/// One command's metadata.
+#[derive(Debug)]
+pub struct Spec {
+    /// Lower-case name.
+    pub name: &'static str,
+    /// Redis arity.
+    pub arity: i32,
+    /// Flags as `COMMAND INFO` lists them.
+    pub flags: &'static [&'static str],
+    /// First key position (0 = none).
+    pub first_key: i32,
+    /// Last key position (-1 = last argument).
+    pub last_key: i32,
+    /// Step between keys.
+    pub step: i32,
+    /// `COMMAND DOCS` group.
+    pub group: &'static str,
+    /// `COMMAND DOCS` summary.
+    pub summary: &'static str,
+}
+
+const W: &[&str] = &["write", "denyoom"];
+const WF: &[&str] = &["write", "denyoom", "fast"];
+const WR: &[&str] = &["write"];
+const WFR: &[&str] = &["write", "fast"];
+const R: &[&str] = &["readonly"];
+const RF: &[&str] = &["readonly", "fast"];
+const C: &[&str] = &["noscript", "loading", "stale", "fast"];
+const A: &[&str] = &["admin", "noscript", "loading", "stale"];
+
+macro_rules! spec {
+    ($name:literal, $arity:expr, $flags:expr, $first:expr, $last:expr, $step:expr, $group:literal, $summary:literal) => {
+        Spec {
+            name: $name,
+            arity: $arity,
+            flags: $flags,
+            first_key: $first,
+            last_key: $last,
+            step: $step,
+            group: $group,
+            summary: $summary,
+        }
+    };
+}
+
+/// Every command gerdu serves.
+pub static COMMANDS: &[Spec] = &[
+    // connection
+    spec!("ping", -1, C, 0, 0, 0, "connection", "Returns the server's liveliness response."),
+    spec!("echo", 2, C, 0, 0, 0, "connection", "Returns the given string."),
+    spec!("quit", -1, C, 0, 0, 0, "connection", "Closes the connection."),
+    spec!("hello", -1, C, 0, 0, 0, "connection", "Handshakes with the Redis server."),
+    spec!("auth", -2, C, 0, 0, 0, "connection", "Authenticates the connection."),
+    spec!("select", 2, C, 0, 0, 0, "connection", "Changes the selected database (only 0 exists)."),
+    spec!("client", -2, C, 0, 0, 0, "connection", "A container for client connection commands."),
+    spec!("reset", 1, C, 0, 0, 0, "connection", "Resets the connection."),
+    // server
+    spec!("command", -1, C, 0, 0, 0, "server", "Returns detailed information about all commands."),
+    spec!("info", -1, C, 0, 0, 0, "server", "Returns information and statistics about the server."),
+    spec!("dbsize", 1, RF, 0, 0, 0, "server", "Returns the number of keys in the database."),
+    spec!("flushdb", -1, WR, 0, 0, 0, "server", "Removes all keys from the current database."),
+    spec!("flushall", -1, WR, 0, 0, 0, "server", "Removes all keys from all databases."),
+    spec!("time", 1, C, 0, 0, 0, "server", "Returns the server time."),
+    spec!("config", -2, A, 0, 0, 0, "server", "A container for server configuration commands."),
+    // strings
+    spec!("get", 2, RF, 1, 1, 1, "string", "Returns the string value of a key."),
+    spec!("set", -3, W, 1, 1, 1, "string", "Sets the string value of a key."),
+    spec!("setnx", 3, WF, 1, 1, 1, "string", "Set the string value of a key only when the key doesn't exist."),
+    spec!("setex", 4, W, 1, 1, 1, "string", "Sets the string value and expiration time of a key."),
+    spec!("psetex", 4, W, 1, 1, 1, "string", "Sets the string value and expiration time in milliseconds of a key."),
+    spec!("getset", 3, WF, 1, 1, 1, "string", "Returns the previous string value of a key after setting it to a new value."),
+    spec!("getdel", 2, WFR, 1, 1, 1, "string", "Returns the string value of a key after deleting the key."),
+    spec!("getex", -2, WFR, 1, 1, 1, "string", "Returns the string value of a key after setting its expiration time."),
+    spec!("mget", -2, RF, 1, -1, 1, "string", "Atomically returns the string values of one or more keys."),
+    spec!("mset", -3, W, 1, -1, 2, "string", "Atomically creates or modifies the string values of one or more keys."),
+    spec!("msetnx", -3, W, 1, -1, 2, "string", "Atomically sets multiple keys only when none of them exists."),
+    spec!("incr", 2, WF, 1, 1, 1, "string", "Increments the integer value of a key by one."),
+    spec!("decr", 2, WF, 1, 1, 1, "string", "Decrements the integer value of a key by one."),
+    spec!("incrby", 3, WF, 1, 1, 1, "string", "Increments the integer value of a key by a number."),
+    spec!("decrby", 3, WF, 1, 1, 1, "string", "Decrements a number from the integer value of a key."),
+    spec!("incrbyfloat", 3, WF, 1, 1, 1, "string", "Increment the floating point value of a key by a number."),
+    spec!("append", 3, WF, 1, 1, 1, "string", "Appends a string to the value of a key."),
+    spec!("strlen", 2, RF, 1, 1, 1, "string", "Returns the length of a string value."),
+    spec!("getrange", 4, R, 1, 1, 1, "string", "Returns a substring of the string stored at a key."),
+    spec!("substr", 4, R, 1, 1, 1, "string", "Returns a substring from a string value."),
+    spec!("setrange", 4, W, 1, 1, 1, "string", "Overwrites a part of a string value with another by an offset."),
+    // keyspace
+    spec!("del", -2, WR, 1, -1, 1, "generic", "Deletes one or more keys."),
+    spec!("unlink", -2, WFR, 1, -1, 1, "generic", "Asynchronously deletes one or more keys."),
+    spec!("exists", -2, RF, 1, -1, 1, "generic", "Determines whether one or more keys exist."),
+    spec!("type", 2, RF, 1, 1, 1, "generic", "Determines the type of value stored at a key."),
+    spec!("expire", -3, WFR, 1, 1, 1, "generic", "Sets the expiration time of a key in seconds."),
+    spec!("pexpire", -3, WFR, 1, 1, 1, "generic", "Sets the expiration time of a key in milliseconds."),
+    spec!("expireat", -3, WFR, 1, 1, 1, "generic", "Sets the expiration time of a key to a Unix timestamp."),
+    spec!("pexpireat", -3, WFR, 1, 1, 1, "generic", "Sets the expiration time of a key to a Unix milliseconds timestamp."),
+    spec!("ttl", 2, RF, 1, 1, 1, "generic", "Returns the expiration time in seconds of a key."),
+    spec!("pttl", 2, RF, 1, 1, 1, "generic", "Returns the expiration time in milliseconds of a key."),
+    spec!("expiretime", 2, RF, 1, 1, 1, "generic", "Returns the expiration time of a key as a Unix timestamp."),
+    spec!("pexpiretime", 2, RF, 1, 1, 1, "generic", "Returns the expiration time of a key as a Unix milliseconds timestamp."),
+    spec!("persist", 2, WFR, 1, 1, 1, "generic", "Removes the expiration time of a key."),
+    spec!("touch", -2, RF, 1, -1, 1, "generic", "Returns the number of existing keys out of those specified after updating the time they were last accessed."),
+    spec!("keys", 2, R, 0, 0, 0, "generic", "Returns all key names that match a pattern."),
+    spec!("scan", -2, R, 0, 0, 0, "generic", "Iterates over the key names in the database."),
+    spec!("randomkey", 1, R, 0, 0, 0, "generic", "Returns a random key name from the database."),
+    spec!("rename", 3, WR, 1, 2, 1, "generic", "Renames a key and overwrites the destination."),
+    spec!("renamenx", 3, WFR, 1, 2, 1, "generic", "Renames a key only when the target key name doesn't exist."),
+    spec!("copy", -3, W, 1, 2, 1, "generic", "Copies the value of a key to a new key."),
+];
+
+/// The spec of a lower-case command name.
+pub fn find(name: &str) -> Option<&'static Spec> {
+    COMMANDS.iter().find(|s| s.name == name)
+}
+
+/// Whether `argc` arguments (the name included) fit the arity.
+pub fn arity_ok(spec: &Spec, argc: usize) -> bool {
+    let argc = argc as i32;
+    if spec.arity >= 0 { argc == spec.arity } else { argc >= -spec.arity }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_lower_case() {
+        let mut names: Vec<_> = COMMANDS.iter().map(|s| s.name).collect();
+        assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_lowercase())));
+        names.sort();
+        let n = names.len();
+        names.dedup();
+        assert_eq!(names.len(), n);
+    }
+
+    #[test]
+    fn arity() {
+        assert!(arity_ok(find("get").unwrap(), 2));
+        assert!(!arity_ok(find("get").unwrap(), 3));
+        assert!(arity_ok(find("set").unwrap(), 5));
+        assert!(!arity_ok(find("set").unwrap(), 2));
+    }
+}
