@@ -12,10 +12,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gerdu_api::{Clock, Command, PipelineError, Reply};
-use openraft::error::{ClientWriteError, RaftError};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use gerdu_api::{Clock, Command, PipelineError, Reply};
+use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot};
 
 /// Entries proposed but not yet applied, at most.

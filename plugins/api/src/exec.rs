@@ -18,7 +18,6 @@ use crate::glob::glob_match;
 use crate::policy::Policy;
 use crate::reply::{CommandError, Item, Number, Reply, Ttl};
 
-
 /// Largest value a write may produce (Redis' `proto-max-bulk-len`, 512 MB).
 pub const MAX_VALUE_LEN: usize = 512 * 1024 * 1024;
 

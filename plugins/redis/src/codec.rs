@@ -72,7 +72,9 @@ fn parse_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Byt
         }
         return Ok(None);
     };
-    let n = parse_len(&buf[1..end]).filter(|&n| n <= limits.max_args as i64).ok_or_else(|| perr("invalid multibulk length"))?;
+    let n = parse_len(&buf[1..end])
+        .filter(|&n| n <= limits.max_args as i64)
+        .ok_or_else(|| perr("invalid multibulk length"))?;
     let mut pos = end + if buf.get(end) == Some(&b'\r') { 2 } else { 1 };
     if n <= 0 {
         buf.advance(pos);

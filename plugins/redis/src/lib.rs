@@ -96,7 +96,8 @@ impl Protocol for Redis {
                 ctx.metrics.clone(),
             ));
             let shutdown = ctx.shutdown.clone();
-            let opts = ServeOptions { name: "redis", tls, max_connections: self.config.max_clients, shutdown: ctx.shutdown };
+            let opts =
+                ServeOptions { name: "redis", tls, max_connections: self.config.max_clients, shutdown: ctx.shutdown };
             let rejected = shared.clone();
             let served = net::serve(
                 listener,

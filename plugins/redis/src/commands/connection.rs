@@ -90,10 +90,7 @@ fn client(args: &[Bytes], conn: &mut ConnState, out: &mut Out<'_>) -> Action {
             out.verbatim(line.as_bytes());
         }
         ("id" | "getname" | "setname" | "setinfo" | "info", _) => arity_error(out, &format!("client|{sub}")),
-        _ => out.error(&format!(
-            "ERR unknown subcommand '{}'. Try CLIENT HELP.",
-            String::from_utf8_lossy(&args[1])
-        )),
+        _ => out.error(&format!("ERR unknown subcommand '{}'. Try CLIENT HELP.", String::from_utf8_lossy(&args[1]))),
     }
     Action::Local
 }

@@ -244,7 +244,9 @@ pub fn render(render: &Render, replies: &[Reply], extra: &dyn Fn(&mut Out<'_>, &
         (Render::Number, Reply::Number(Number::Signed(n))) => out.int(*n),
         (Render::Number, Reply::Number(Number::Unsigned(n))) => out.int(*n as i64),
         (Render::Number, Reply::Number(Number::Float(f))) => out.bulk(f),
-        (Render::Strlen, r) if first_value(r).is_some() => out.int(first_value(r).flatten().map_or(0, |v| v.len()) as i64),
+        (Render::Strlen, r) if first_value(r).is_some() => {
+            out.int(first_value(r).flatten().map_or(0, |v| v.len()) as i64)
+        }
         (Render::Range(s, e), r) if first_value(r).is_some() => {
             let v = first_value(r).flatten().map(|b| &b[..]).unwrap_or_default();
             match range(v.len(), *s, *e) {

@@ -43,7 +43,7 @@ fn command_docs(out: &mut Out<'_>, s: &Spec) {
     out.bulk(s.group.as_bytes());
 }
 
-fn specs<'a>(args: &'a [Bytes]) -> impl Iterator<Item = (&'a Bytes, Option<&'static Spec>)> {
+fn specs(args: &[Bytes]) -> impl Iterator<Item = (&Bytes, Option<&'static Spec>)> {
     args.iter().map(|a| (a, table::find(&String::from_utf8_lossy(a).to_ascii_lowercase())))
 }
 
@@ -90,10 +90,7 @@ fn command(args: &[Bytes], out: &mut Out<'_>) {
             out.map(found.len());
             found.into_iter().for_each(|s| command_docs(out, s));
         }
-        _ => out.error(&format!(
-            "ERR unknown subcommand '{}'. Try COMMAND HELP.",
-            String::from_utf8_lossy(&args[1])
-        )),
+        _ => out.error(&format!("ERR unknown subcommand '{}'. Try COMMAND HELP.", String::from_utf8_lossy(&args[1]))),
     }
 }
 
@@ -126,8 +123,10 @@ fn config(args: &[Bytes], conn: &ConnState, out: &mut Out<'_>) {
     match sub.as_str() {
         "get" if args.len() >= 3 => {
             let values = config_values(conn);
-            let matched: Vec<&(&str, String)> =
-                values.iter().filter(|(k, _)| args[2..].iter().any(|p| glob_match(&p.to_ascii_lowercase(), k.as_bytes()))).collect();
+            let matched: Vec<&(&str, String)> = values
+                .iter()
+                .filter(|(k, _)| args[2..].iter().any(|p| glob_match(&p.to_ascii_lowercase(), k.as_bytes())))
+                .collect();
             out.map(matched.len());
             for (k, v) in matched {
                 out.bulk(k.as_bytes());
@@ -142,10 +141,7 @@ fn config(args: &[Bytes], conn: &ConnState, out: &mut Out<'_>) {
             out.ok();
         }
         "get" | "set" | "resetstat" => super::arity_error(out, &format!("config|{sub}")),
-        _ => out.error(&format!(
-            "ERR unknown subcommand '{}'. Try CONFIG HELP.",
-            String::from_utf8_lossy(&args[1])
-        )),
+        _ => out.error(&format!("ERR unknown subcommand '{}'. Try CONFIG HELP.", String::from_utf8_lossy(&args[1]))),
     }
 }
 

@@ -195,10 +195,9 @@ pub fn dispatch(name: &str, args: Vec<Bytes>, out: &mut Out<'_>) -> Action {
                 out.error("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
                 Action::Local
             }
-            Some(o) => Action::Remote(
-                vec![Command::SetRange { key, offset: o as u64, value: args[3].clone() }],
-                Render::Int,
-            ),
+            Some(o) => {
+                Action::Remote(vec![Command::SetRange { key, offset: o as u64, value: args[3].clone() }], Render::Int)
+            }
         },
         _ => {
             out.error("ERR unknown command");
