@@ -31,7 +31,8 @@ pub struct ServerMetrics {
     durations: HistogramVec,
     /// Failed requests by protocol and error.
     pub errors: IntCounterVec,
-    series: DashMap<(&'static str, Op), (IntCounter, Histogram)>,
+    protocols: Vec<ProtocolSeries>,
+    other: DashMap<&'static str, &'static ProtocolSeries>,
     /// Items held.
     pub items: IntGauge,
     /// Charged bytes in use.
@@ -66,12 +67,52 @@ pub struct ServerMetrics {
     pub raft_members: IntGauge,
 }
 
+/// One (protocol, op) pair's request counter and latency histogram.
+pub struct Series {
+    /// `gerdu_requests_total{protocol, op}`
+    pub requests: IntCounter,
+    /// `gerdu_request_duration_seconds{protocol, op}`
+    pub duration: Histogram,
+}
+
+/// Every op's [`Series`] for one protocol.
+pub struct ProtocolSeries {
+    name: &'static str,
+    by_op: Vec<Series>,
+}
+
+impl ProtocolSeries {
+    fn new(name: &'static str, requests: &IntCounterVec, durations: &HistogramVec) -> Self {
+        let by_op = Op::ALL
+            .iter()
+            .map(|op| Series {
+                requests: requests.with_label_values(&[name, op.as_str()]),
+                duration: durations.with_label_values(&[name, op.as_str()]),
+            })
+            .collect();
+        ProtocolSeries { name, by_op }
+    }
+
+    /// The series of `op`.
+    pub fn get(&self, op: Op) -> &Series {
+        &self.by_op[op.index()]
+    }
+}
+
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
     r.register(Box::new(m.clone())).expect("metric names are unique");
     m
 }
 
 impl ServerMetrics {
+    /// Registers every metric in a fresh registry, with the per-op series of
+    /// `protocols` made up front (others are made on first use).
+    pub fn with_protocols(protocols: &[&'static str]) -> Self {
+        let mut m = Self::new();
+        m.protocols = protocols.iter().map(|p| ProtocolSeries::new(p, &m.requests, &m.durations)).collect();
+        m
+    }
+
     /// Registers every metric in a fresh registry.
     pub fn new() -> Self {
         let r = Registry::new();
@@ -108,7 +149,8 @@ impl ServerMetrics {
                 )
                 .expect("errors"),
             ),
-            series: DashMap::new(),
+            protocols: Vec::new(),
+            other: DashMap::new(),
             items: gauge("gerdu_items", "Items held (expired ones not yet removed included)"),
             used_bytes: gauge("gerdu_used_bytes", "Charged bytes in use: key + value + entry overhead per item"),
             capacity_bytes: gauge("gerdu_capacity_bytes", "Capacity in charged bytes (0 = unlimited)"),
@@ -136,17 +178,23 @@ impl ServerMetrics {
         }
     }
 
-    /// The request counter and latency histogram of one (protocol, op).
-    pub fn series(&self, protocol: &'static str, op: Op) -> (IntCounter, Histogram) {
-        if let Some(s) = self.series.get(&(protocol, op)) {
-            return s.clone();
+    /// The request counters and latency histograms of one protocol, by op.
+    /// Registered protocols have theirs made up front; the lookup is a short
+    /// scan by name, and nothing is cloned or locked per request.
+    pub fn protocol_series(&self, protocol: &'static str) -> &ProtocolSeries {
+        if let Some(p) = self.protocols.iter().find(|p| std::ptr::eq(p.name, protocol) || p.name == protocol) {
+            return p;
         }
-        let s = (
-            self.requests.with_label_values(&[protocol, op.as_str()]),
-            self.durations.with_label_values(&[protocol, op.as_str()]),
-        );
-        self.series.insert((protocol, op), s.clone());
-        s
+        // A protocol that was not registered when the metrics were made.
+        self.other
+            .entry(protocol)
+            .or_insert_with(|| Box::leak(Box::new(ProtocolSeries::new(protocol, &self.requests, &self.durations))))
+            .value()
+    }
+
+    /// The request counter and latency histogram of one (protocol, op).
+    pub fn series(&self, protocol: &'static str, op: Op) -> &Series {
+        self.protocol_series(protocol).get(op)
     }
 
     /// Updates the gauges from the store and raft.
@@ -187,7 +235,7 @@ mod tests {
     #[test]
     fn metric_names_are_unique_and_original_ones_exist() {
         let m = ServerMetrics::new();
-        m.series("http", Op::Get).0.inc();
+        m.series("http", Op::Get).requests.inc();
         let families = m.registry.gather();
         let mut names: Vec<_> = families.iter().map(|f| f.name().to_string()).collect();
         let n = names.len();

@@ -139,7 +139,8 @@ impl Server {
     /// Builds and starts everything. `clock` is injectable for tests.
     pub async fn start(figment: &Config, clock: Arc<dyn Clock>) -> Result<Server, StartError> {
         let Validated { core, policy, tls, protocols } = validate(figment)?;
-        let metrics = Arc::new(ServerMetrics::new());
+        let names: Vec<&'static str> = protocols.iter().map(|(name, _)| *name).collect();
+        let metrics = Arc::new(ServerMetrics::with_protocols(&names));
         let http_port: u16 = figment.extract_inner("http.port").unwrap_or(8080);
         let raft = RaftNode::start(
             &core,

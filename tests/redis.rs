@@ -38,7 +38,8 @@ async fn raw(addr: SocketAddr, input: &[u8], min_len: usize) -> Vec<u8> {
     let mut buf = [0u8; 4096];
     while out.len() < min_len {
         let read = tokio::time::timeout(std::time::Duration::from_secs(20), s.read(&mut buf)).await;
-        let n = read.unwrap_or_else(|_| panic!("no reply after {:?}", String::from_utf8_lossy(&out))).unwrap();
+        // A reset (the server closed with input unread) ends the reply like EOF.
+        let n = read.unwrap_or_else(|_| panic!("no reply after {:?}", String::from_utf8_lossy(&out))).unwrap_or(0);
         if n == 0 {
             break;
         }
@@ -441,6 +442,42 @@ async fn limits() {
     }
     let out = raw(r.addr, b"PING\r\n", usize::MAX).await;
     assert_eq!(out, b"-ERR max number of clients reached\r\n");
+    r.s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn argument_count_and_query_buffer_limits_close_the_connection() {
+    // 4 arguments are enough for the client library's CLIENT SETINFO.
+    let r = start("max_args = 4\nquery_buffer_limit = \"4KB\"\n").await;
+    let out = raw(r.addr, b"*5\r\n$3\r\nDEL\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n$1\r\nd\r\n", usize::MAX).await;
+    assert_eq!(out, b"-ERR Protocol error: invalid multibulk length\r\n");
+    // A bulk larger than the query buffer limit, sent without its end: Redis
+    // closes such a client without a reply.
+    let mut big = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100000\r\n".to_vec();
+    big.extend(std::iter::repeat_n(b'x', 8 * 1024));
+    let out = raw(r.addr, &big, usize::MAX).await;
+    assert_eq!(out, b"");
+    // Everyone else is still served, and the partial SET stored nothing.
+    let mut c = r.con().await;
+    assert_eq!(cmd("PING").query_async::<String>(&mut c).await.unwrap(), "PONG");
+    assert_eq!(c.get::<_, Option<String>>("k").await.unwrap(), None);
+    r.s.server.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_clients_are_closed_after_the_timeout() {
+    let r = start("timeout = 300\n").await;
+    let mut s = TcpStream::connect(r.addr).await.unwrap();
+    s.write_all(b"PING\r\n").await.unwrap();
+    let mut pong = [0u8; 7];
+    s.read_exact(&mut pong).await.unwrap();
+    assert_eq!(&pong, b"+PONG\r\n");
+    let waited = tokio::time::Instant::now();
+    // Time is paused: the runtime jumps to the idle deadline once nothing else runs.
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty());
+    assert!(waited.elapsed() >= std::time::Duration::from_secs(300), "closed before the idle timeout");
     r.s.server.shutdown().await;
 }
 

@@ -1,6 +1,6 @@
-//! TLS on the HTTP listener with `-cert`/`-key` (the Go original ignored them):
-//! a rustls client that trusts a test certificate speaks HTTPS; plain HTTP on
-//! the same port gets nothing.
+//! TLS on the listeners with `-cert`/`-key` (the Go original ignored them):
+//! a rustls client that trusts a test certificate speaks HTTPS and RESP over
+//! TLS; plain text on the same ports gets no answer.
 
 mod common;
 
@@ -35,11 +35,7 @@ fn certs() -> Certs {
     }
 }
 
-async fn https(
-    addr: std::net::SocketAddr,
-    root: &rustls_pki_types::CertificateDer<'static>,
-    req: hyper::Request<Full<Bytes>>,
-) -> (StatusCode, Bytes, Option<Vec<u8>>) {
+fn client_config(root: &rustls_pki_types::CertificateDer<'static>, alpn: &[&[u8]]) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root.clone()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -48,11 +44,26 @@ async fn https(
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
+async fn tls_connect(
+    addr: std::net::SocketAddr,
+    config: rustls::ClientConfig,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    connector.connect(name, tcp).await.expect("TLS handshake")
+}
+
+async fn https(
+    addr: std::net::SocketAddr,
+    root: &rustls_pki_types::CertificateDer<'static>,
+    req: hyper::Request<Full<Bytes>>,
+) -> (StatusCode, Bytes, Option<Vec<u8>>) {
+    let tls = tls_connect(addr, client_config(root, &[b"http/1.1"])).await;
     let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
     tokio::spawn(conn);
@@ -83,5 +94,30 @@ async fn https_round_trip_and_plain_http_refused() {
     let mut buf = Vec::new();
     let _ = plain.read_to_end(&mut buf).await;
     assert!(!buf.starts_with(b"HTTP/1.1 200"), "plain HTTP must not be served");
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn redis_over_tls_and_plain_refused() {
+    let c = certs();
+    let s = common::start(&format!(
+        "protocols = [\"redis\"]\n[redis]\nport = 0\n[tls]\ncert = {:?}\nkey = {:?}\n",
+        c.cert_path, c.key_path
+    ))
+    .await;
+    let addr = s.server.addr("redis").expect("redis listens");
+    let mut tls = tls_connect(addr, client_config(&c.cert_der, &[])).await;
+    tls.write_all(b"*1\r\n$4\r\nPING\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\nv1\r\nGET k\r\n").await.unwrap();
+    let expect = b"+PONG\r\n+OK\r\n$2\r\nv1\r\n";
+    let mut got = vec![0u8; expect.len()];
+    tls.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got[..], &expect[..]);
+
+    // Plain RESP to the TLS port is not served.
+    let mut plain = TcpStream::connect(addr).await.unwrap();
+    plain.write_all(b"PING\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let _ = plain.read_to_end(&mut buf).await;
+    assert!(!buf.starts_with(b"+PONG"), "plain RESP must not be served");
     s.server.shutdown().await;
 }

@@ -27,17 +27,70 @@ fn error_label(e: &PipelineError) -> &'static str {
     }
 }
 
-fn count(m: &ServerMetrics, op: Op, reply: &Reply) {
-    match (op, reply) {
-        (_, Reply::Values(items)) => {
-            let hits = items.iter().filter(|i| i.is_some()).count() as u64;
-            m.hits.inc_by(hits);
-            m.misses.inc_by(items.len() as u64 - hits);
+/// The ops of a request, kept without allocating for the usual case of a
+/// request whose commands are all of one op.
+enum Ops {
+    Uniform(Op, usize),
+    Mixed(Vec<Op>),
+}
+
+impl Ops {
+    fn of(commands: &[gerdu_api::Command]) -> Ops {
+        let Some(first) = commands.first().map(|c| c.op()) else {
+            return Ops::Uniform(Op::Get, 0);
+        };
+        if commands.iter().all(|c| c.op() == first) {
+            Ops::Uniform(first, commands.len())
+        } else {
+            Ops::Mixed(commands.iter().map(|c| c.op()).collect())
         }
-        (Op::Set, Reply::Stored { .. }) => m.adds.inc(),
-        (Op::Delete, Reply::Count(n)) => m.deletes.inc_by(*n),
-        (Op::Delete, Reply::Value(Some(_))) => m.deletes.inc(),
-        _ => {}
+    }
+
+    /// The op of command `i`.
+    fn at(&self, i: usize) -> Op {
+        match self {
+            Ops::Uniform(op, _) => *op,
+            Ops::Mixed(ops) => ops[i],
+        }
+    }
+
+    /// Calls `f(op, n)` for each run of `n` consecutive commands of one op.
+    fn runs(&self, mut f: impl FnMut(Op, usize)) {
+        match self {
+            Ops::Uniform(_, 0) => {}
+            Ops::Uniform(op, n) => f(*op, *n),
+            Ops::Mixed(ops) => {
+                let mut i = 0;
+                while i < ops.len() {
+                    let run = ops[i..].iter().take_while(|o| **o == ops[i]).count();
+                    f(ops[i], run);
+                    i += run;
+                }
+            }
+        }
+    }
+}
+
+/// The Go original's counters, summed over a request and added once each.
+fn count(m: &ServerMetrics, ops: &Ops, replies: &[Reply]) {
+    let (mut hits, mut misses, mut adds, mut deletes) = (0u64, 0u64, 0u64, 0u64);
+    for (i, reply) in replies.iter().enumerate() {
+        match (ops.at(i), reply) {
+            (_, Reply::Values(items)) => {
+                let found = items.iter().filter(|i| i.is_some()).count() as u64;
+                hits += found;
+                misses += items.len() as u64 - found;
+            }
+            (Op::Set, Reply::Stored { .. }) => adds += 1,
+            (Op::Delete, Reply::Count(n)) => deletes += n,
+            (Op::Delete, Reply::Value(Some(_))) => deletes += 1,
+            _ => {}
+        }
+    }
+    for (counter, n) in [(&m.hits, hits), (&m.misses, misses), (&m.adds, adds), (&m.deletes, deletes)] {
+        if n > 0 {
+            counter.inc_by(n);
+        }
     }
 }
 
@@ -50,17 +103,20 @@ impl Middleware for MetricsMiddleware {
             Box::pin(async move {
                 let protocol = req.ctx.protocol;
                 let received = req.ctx.received;
-                let ops: Vec<Op> = req.commands.iter().map(|c| c.op()).collect();
+                let ops = Ops::of(&req.commands);
                 let result = gerdu_api::pipeline::call(&inner, req).await;
                 match &result {
                     Ok(resp) => {
+                        // One latency observation per run of same-op commands:
+                        // they were answered together, at the same instant.
                         let elapsed = received.elapsed().as_secs_f64();
-                        for (op, reply) in ops.iter().zip(&resp.replies) {
-                            let (counter, histogram) = m.series(protocol, *op);
-                            counter.inc();
-                            histogram.observe(elapsed);
-                            count(&m, *op, reply);
-                        }
+                        let series = m.protocol_series(protocol);
+                        ops.runs(|op, n| {
+                            let s = series.get(op);
+                            s.requests.inc_by(n as u64);
+                            s.duration.observe(elapsed);
+                        });
+                        count(&m, &ops, &resp.replies);
                     }
                     Err(e) => m.errors.with_label_values(&[protocol, error_label(e)]).inc(),
                 }

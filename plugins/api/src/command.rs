@@ -309,6 +309,11 @@ impl Op {
         Op::Evict,
     ];
 
+    /// The op's position in [`Op::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The metric label of the op.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -388,6 +393,13 @@ mod tests {
         assert_eq!(Expiry::In(10).resolve(1000, 5), 1010);
         assert_eq!(Expiry::In(0).resolve(0, 5), 1, "an immediate deadline is never 0");
         assert_eq!(Expiry::At(77).resolve(1000, 5), 77);
+    }
+
+    #[test]
+    fn op_index_is_its_position_in_all() {
+        for (i, op) in Op::ALL.iter().enumerate() {
+            assert_eq!(op.index(), i);
+        }
     }
 
     #[test]

@@ -30,6 +30,9 @@ impl Default for Limits {
     }
 }
 
+/// Most bytes reserved ahead for an announced but unread bulk argument.
+const MAX_RESERVE: usize = 1 << 20;
+
 /// A malformed request; the text is Redis' error (without the `ERR ` prefix).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProtocolError(pub String);
@@ -101,8 +104,10 @@ fn parse_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Byt
             .ok_or_else(|| perr("invalid bulk length"))? as usize;
         let start = end + if buf[end] == b'\r' { 2 } else { 1 };
         if buf.len() < start + len + 2 {
-            // Make room once for the whole argument instead of growing in steps.
-            buf.reserve(start + len + 2 - buf.len());
+            // Make room for the whole argument at once instead of growing in
+            // steps, but only up to a bound: a client that announces a huge
+            // bulk and sends nothing must not make us allocate it.
+            buf.reserve((start + len + 2 - buf.len()).min(MAX_RESERVE));
             return Ok(None);
         }
         spans.push((start, start + len));
@@ -207,6 +212,19 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
         }
         out.push(Bytes::from(cur));
     }
+}
+
+/// Encodes a request as a RESP multibulk, as clients send it (for tests,
+/// fuzzing and tools).
+pub fn encode_request<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
+    let mut v = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        let a = a.as_ref();
+        v.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        v.extend_from_slice(a);
+        v.extend_from_slice(b"\r\n");
+    }
+    v
 }
 
 /// Writes replies into an output buffer, in RESP2 or RESP3.
@@ -352,13 +370,7 @@ mod tests {
     }
 
     fn encode(args: &[Vec<u8>]) -> Vec<u8> {
-        let mut v = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            v.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            v.extend_from_slice(a);
-            v.extend_from_slice(b"\r\n");
-        }
-        v
+        encode_request(args)
     }
 
     #[test]

@@ -172,11 +172,9 @@ impl ConnState {
         self.shared.auth_required && !self.authenticated
     }
 
-    /// Records the command for `CLIENT LIST`.
-    pub fn note_command(&self, name: &str) {
-        if let Some(i) = table::COMMANDS.iter().position(|s| s.name == name) {
-            self.info.last_cmd.store(i, Ordering::Relaxed);
-        }
+    /// Records the command (its index in the command table) for `CLIENT LIST`.
+    pub fn note_command(&self, index: usize) {
+        self.info.last_cmd.store(index, Ordering::Relaxed);
     }
 
     /// A request context carrying this connection's credentials.

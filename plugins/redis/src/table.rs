@@ -3,6 +3,22 @@
 //! Redis: positive = exactly that many arguments (the name included),
 //! negative = at least that many.
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+/// Which file of [`crate::commands`] handles a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// [`crate::commands::connection`]
+    Connection,
+    /// [`crate::commands::server`]
+    Server,
+    /// [`crate::commands::strings`]
+    Strings,
+    /// [`crate::commands::keyspace`]
+    Keyspace,
+}
+
 /// One command's metadata.
 #[derive(Debug)]
 pub struct Spec {
@@ -148,9 +164,38 @@ pub static COMMANDS: &[Spec] = &[
     spec!("copy", -3, W, 1, 2, 1, "generic", "Copies the value of a key to a new key."),
 ];
 
-/// The spec of a lower-case command name.
+impl Spec {
+    /// The file that handles the command.
+    pub fn family(&self) -> Family {
+        match self.group {
+            "connection" => Family::Connection,
+            "server" => Family::Server,
+            "string" => Family::Strings,
+            _ => Family::Keyspace,
+        }
+    }
+}
+
+/// Name → index into [`COMMANDS`], built once. A hash lookup instead of a
+/// scan: this runs for every request.
+fn index() -> &'static HashMap<&'static [u8], (usize, Family)> {
+    static INDEX: OnceLock<HashMap<&'static [u8], (usize, Family)>> = OnceLock::new();
+    INDEX.get_or_init(|| COMMANDS.iter().enumerate().map(|(i, s)| (s.name.as_bytes(), (i, s.family()))).collect())
+}
+
+/// The position in [`COMMANDS`] and family of a command name, in any case.
+pub fn lookup(name: &[u8]) -> Option<(usize, Family)> {
+    let mut buf = [0u8; 24];
+    let lower = buf.get_mut(..name.len())?;
+    for (d, s) in lower.iter_mut().zip(name) {
+        *d = s.to_ascii_lowercase();
+    }
+    index().get(&*lower).copied()
+}
+
+/// The spec of a command name, in any case.
 pub fn find(name: &str) -> Option<&'static Spec> {
-    COMMANDS.iter().find(|s| s.name == name)
+    lookup(name.as_bytes()).map(|(i, _)| &COMMANDS[i])
 }
 
 /// Whether `argc` arguments (the name included) fit the arity.
@@ -171,6 +216,16 @@ mod tests {
         let n = names.len();
         names.dedup();
         assert_eq!(names.len(), n);
+    }
+
+    #[test]
+    fn lookup_ignores_case_and_knows_families() {
+        assert_eq!(lookup(b"GeT").map(|(i, f)| (COMMANDS[i].name, f)), Some(("get", Family::Strings)));
+        assert_eq!(lookup(b"PING").map(|(_, f)| f), Some(Family::Connection));
+        assert_eq!(lookup(b"dbsize").map(|(_, f)| f), Some(Family::Server));
+        assert_eq!(lookup(b"Expire").map(|(_, f)| f), Some(Family::Keyspace));
+        assert_eq!(lookup(b"hset"), None);
+        assert_eq!(lookup(&[b'x'; 100]), None);
     }
 
     #[test]

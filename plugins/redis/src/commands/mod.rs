@@ -21,7 +21,7 @@ use gerdu_api::{Command, CommandError, Number, PipelineError, Reply, Ttl};
 
 use crate::codec::Out;
 use crate::conn::ConnState;
-use crate::table;
+use crate::table::{self, Family};
 
 /// What to do with one request.
 pub enum Action {
@@ -152,24 +152,13 @@ fn unknown_command(out: &mut Out<'_>, args: &[Bytes]) {
     out.error(&msg);
 }
 
-/// Lower-cases a command name into `buf` (names are short ASCII).
-fn lower<'b>(name: &[u8], buf: &'b mut [u8; 24]) -> Option<&'b str> {
-    if name.len() > buf.len() {
-        return None;
-    }
-    for (d, s) in buf.iter_mut().zip(name) {
-        *d = s.to_ascii_lowercase();
-    }
-    std::str::from_utf8(&buf[..name.len()]).ok()
-}
-
 /// Decides what to do with one request (see the module docs).
 pub fn dispatch(args: Vec<Bytes>, conn: &mut ConnState, out: &mut Out<'_>) -> Action {
-    let mut buf = [0u8; 24];
-    let Some(spec) = lower(&args[0], &mut buf).and_then(table::find) else {
+    let Some((index, family)) = table::lookup(&args[0]) else {
         unknown_command(out, &args);
         return Action::Local;
     };
+    let spec = &table::COMMANDS[index];
     if !table::arity_ok(spec, args.len()) {
         arity_error(out, spec.name);
         return Action::Local;
@@ -178,18 +167,12 @@ pub fn dispatch(args: Vec<Bytes>, conn: &mut ConnState, out: &mut Out<'_>) -> Ac
         out.error("NOAUTH Authentication required.");
         return Action::Local;
     }
-    conn.note_command(spec.name);
-    match spec.name {
-        "ping" | "echo" | "select" | "client" | "auth" | "hello" | "quit" | "reset" => {
-            connection::dispatch(spec.name, args, conn, out)
-        }
-        "command" | "info" | "dbsize" | "flushdb" | "flushall" | "time" | "config" => {
-            server::dispatch(spec.name, args, conn, out)
-        }
-        "get" | "set" | "setnx" | "setex" | "psetex" | "getset" | "getdel" | "getex" | "mget" | "mset" | "msetnx"
-        | "incr" | "decr" | "incrby" | "decrby" | "incrbyfloat" | "append" | "strlen" | "getrange" | "substr"
-        | "setrange" => strings::dispatch(spec.name, args, out),
-        _ => keyspace::dispatch(spec.name, args, out),
+    conn.note_command(index);
+    match family {
+        Family::Strings => strings::dispatch(spec.name, args, out),
+        Family::Keyspace => keyspace::dispatch(spec.name, args, out),
+        Family::Connection => connection::dispatch(spec.name, args, conn, out),
+        Family::Server => server::dispatch(spec.name, args, conn, out),
     }
 }
 
