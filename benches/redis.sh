@@ -7,7 +7,8 @@
 # (single node, linearizable reads). Runs alternate between the two servers,
 # REPS times, and the table shows the median ops/s and p99 of each and the
 # ratio gerdu/redis. The machine is shared: the ratio is the figure.
-# Usage: bash benches/redis.sh [REPS] [path/to/gerdu]
+# Usage: bash benches/redis.sh [REPS] [path/to/gerdu]; extra gerdu flags in
+# BENCH_FLAGS (e.g. BENCH_FLAGS="-threads 0").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 reps=${1:-3}
@@ -20,7 +21,8 @@ free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 rport=$(free); gport=$(free); http=$(free); raft=$(free)
 redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --daemonize no >/dev/null &
 rpid=$!
-"$bin" -redisport "$gport" -httpport "$http" -raft "127.0.0.1:$raft" -protocols redis -log warn &
+# shellcheck disable=SC2086
+"$bin" -redisport "$gport" -httpport "$http" -raft "127.0.0.1:$raft" -protocols redis -log warn ${BENCH_FLAGS:-} &
 gpid=$!
 trap 'kill "$rpid" "$gpid" 2>/dev/null || true' EXIT
 for p in "$rport" "$gport"; do
@@ -37,13 +39,13 @@ for rep in $(seq "$reps"); do
     done
   done
 done
-python3 - "$out" "$reps" <<'PY'
+python3 - "$out" "$reps" "${BENCH_FLAGS:-defaults}" <<'PY'
 import sys, statistics as st
 rows = [l.split() for l in open(sys.argv[1])]
 med = {}
 for t, test, P, ops, p99 in rows:
     med.setdefault((t, test, int(P)), []).append((float(ops), float(p99)))
-print(f"redis-benchmark -n N -c 50 -d 100 -r 100000, median of {sys.argv[2]} runs each")
+print(f"redis-benchmark -n N -c 50 -d 100 -r 100000, median of {sys.argv[2]} runs each; gerdu {sys.argv[3]}")
 print(f"{'test':4} {'P':>3} {'redis ops/s':>12} {'gerdu ops/s':>12} {'ratio':>6} {'redis p99 ms':>13} {'gerdu p99 ms':>13}")
 for test in ("GET", "SET"):
     for P in (1, 16):

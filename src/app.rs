@@ -74,10 +74,11 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Err(e) => return fail(2, e),
     };
     init_logging(&core);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => return fail(1, format!("cannot start the runtime: {e}")),
-    };
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(core.worker_threads()).enable_all().build() {
+            Ok(r) => r,
+            Err(e) => return fail(1, format!("cannot start the runtime: {e}")),
+        };
     runtime.block_on(async move {
         let server = match Server::start(&figment, Arc::new(gerdu_api::SystemClock)).await {
             Ok(s) => s,

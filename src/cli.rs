@@ -70,6 +70,9 @@ pub struct Cli {
     /// Directory for the raft log and snapshots (default: in memory)
     #[arg(long)]
     pub storage: Option<PathBuf>,
+    /// Worker threads; 0 = one per core  [default: 1]
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Eviction policy  [default: lru]
     #[arg(long = "type", value_name = "TYPE")]
     pub policy: Option<String>,
@@ -172,6 +175,9 @@ impl Cli {
         }
         if let Some(v) = &self.policy {
             put(&["policy"], json!(v));
+        }
+        if let Some(v) = self.threads {
+            put(&["threads"], json!(v));
         }
         Value::Object(root)
     }

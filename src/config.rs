@@ -181,6 +181,8 @@ pub struct CoreConfig {
     pub protocols: Vec<String>,
     /// Default read consistency.
     pub read_consistency: ReadConsistency,
+    /// Worker threads; 0 = one per core (`-threads`).
+    pub threads: usize,
     /// `[tls]`
     pub tls: TlsConfig,
     /// `[raft]`
@@ -199,6 +201,7 @@ impl Default for CoreConfig {
             policy: "lru".into(),
             protocols: Vec::new(),
             read_consistency: ReadConsistency::Linearizable,
+            threads: 1,
             tls: TlsConfig::default(),
             raft: RaftConfig::default(),
             pipeline: PipelineConfig::default(),
@@ -207,6 +210,14 @@ impl Default for CoreConfig {
 }
 
 impl CoreConfig {
+    /// Worker threads to start: [`Self::threads`], or one per core for 0.
+    pub fn worker_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
     /// Extracts and validates the core keys from the merged config.
     pub fn from_figment(figment: &Figment) -> Result<Self, ConfigError> {
         check_top_level_keys(figment)?;
@@ -232,6 +243,9 @@ impl CoreConfig {
             if !seen.insert(m) {
                 return Err(ConfigError(format!("pipeline.middleware: {m:?} is listed twice")));
             }
+        }
+        if cfg.threads > 1024 {
+            return Err(ConfigError(format!("threads: {} is more than 1024", cfg.threads)));
         }
         if cfg.id.is_empty() {
             return Err(ConfigError("id: must not be empty".into()));
@@ -281,7 +295,7 @@ fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
 }
 
 const CORE_KEYS: &[&str] =
-    &["id", "host", "log", "capacity", "policy", "protocols", "read_consistency", "tls", "raft", "pipeline"];
+    &["id", "host", "log", "capacity", "policy", "protocols", "read_consistency", "threads", "tls", "raft", "pipeline"];
 
 /// Sections the Go original's flags write to (`-redisport`, `-mcdport`,
 /// `-grpcport`); accepted even when that protocol is not built in.

@@ -161,7 +161,9 @@ impl RaftNode {
     }
 
     /// Replicates writes; resolves with their replies once applied.
-    pub async fn propose(&self, commands: Vec<Command>) -> Result<Vec<Reply>, PipelineError> {
+    pub async fn propose(&self, mut commands: Vec<Command>) -> Result<Vec<Reply>, PipelineError> {
+        // Here, on the client's task, not on the proposer's: copies run in parallel.
+        commands.iter_mut().for_each(Command::detach);
         let (tx, rx) = oneshot::channel();
         self.proposals
             .send(proposer::Proposal { commands, reply: tx })

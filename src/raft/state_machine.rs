@@ -122,10 +122,12 @@ pub fn decode_snapshot(data: Bytes) -> Result<(SmMeta, Vec<(Bytes, Item)>), Stri
         need(&b, 4)?;
         let klen = b.get_u32_le() as usize;
         need(&b, klen + 4)?;
-        let key = b.split_to(klen);
+        // Each key and value gets its own allocation: items must not pin the
+        // whole snapshot buffer for as long as any one of them lives.
+        let key = gerdu_api::exec::detach(&b.split_to(klen));
         let vlen = b.get_u32_le() as usize;
         need(&b, vlen + 20)?;
-        let value = b.split_to(vlen);
+        let value = gerdu_api::exec::detach(&b.split_to(vlen));
         let item = Item { value, flags: b.get_u32_le(), cas: b.get_u64_le(), expires_at: b.get_u64_le() };
         items.push((key, item));
     }

@@ -351,6 +351,47 @@ impl Command {
         )
     }
 
+    /// Gives every key and value its own allocation (see
+    /// [`crate::exec::detach`]). Protocols parse zero-copy, so a command's
+    /// bytes are slices of a whole network read; a write is detached once,
+    /// when it is proposed, so that neither the log entry that carries it nor
+    /// the item it stores pins that buffer. Reads are never kept and need not
+    /// be detached.
+    pub fn detach(&mut self) {
+        use crate::exec::detach;
+        let all = |keys: &mut Vec<Key>| keys.iter_mut().for_each(|k| *k = detach(k));
+        match self {
+            Command::Set(s) => {
+                s.key = detach(&s.key);
+                s.value = detach(&s.value);
+            }
+            Command::SetMany { items, .. } => {
+                for s in items {
+                    s.key = detach(&s.key);
+                    s.value = detach(&s.value);
+                }
+            }
+            Command::Delete { keys } | Command::GetAndTouch { keys, .. } | Command::Evict { keys } => all(keys),
+            Command::GetDelete { key } | Command::Touch { key, .. } | Command::Incr { key, .. } => *key = detach(key),
+            Command::Append { key, value, .. } | Command::SetRange { key, value, .. } => {
+                *key = detach(key);
+                *value = detach(value);
+            }
+            Command::Rename { from, to, .. } | Command::Copy { from, to, .. } => {
+                *from = detach(from);
+                *to = detach(to);
+            }
+            Command::Get { .. }
+            | Command::Exists { .. }
+            | Command::Ttl { .. }
+            | Command::Scan { .. }
+            | Command::RandomKey
+            | Command::Size
+            | Command::Stats
+            | Command::Flush => {}
+        }
+    }
+
     /// The command's kind.
     pub fn op(&self) -> Op {
         match self {
@@ -384,6 +425,18 @@ mod tests {
         assert!(Command::Set(SetCommand::new("k", "v")).is_write());
         assert!(Command::GetAndTouch { keys: vec![], expiry: Expiry::Never }.is_write());
         assert!(Command::Flush.is_write());
+    }
+
+    #[test]
+    fn detach_copies_slices_of_a_larger_buffer() {
+        let read = Bytes::from(vec![b'x'; 16 * 1024]);
+        let mut cmd = Command::Set(SetCommand::new(read.slice(0..3), read.slice(3..10)));
+        cmd.detach();
+        let Command::Set(s) = &cmd else { unreachable!() };
+        assert_eq!((&s.key[..], &s.value[..]), (&b"xxx"[..], &b"xxxxxxx"[..]));
+        // The detached bytes no longer point into the read buffer.
+        let range = read.as_ptr_range();
+        assert!(!range.contains(&s.key.as_ptr()) && !range.contains(&s.value.as_ptr()));
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! reaches the same state, and so that every policy is tested through the same
 //! semantics by the [conformance kit](crate::testkit).
 //!
+//! Bytes: commands are [detached](crate::Command::detach) when they are
+//! proposed, so apply stores their keys and values as they are (a clone of a
+//! `Bytes`), never pinning a network buffer.
+//!
 //! Expiry: an item whose deadline is at or before the entry's timestamp is
 //! treated as absent. Writes that meet such an item remove it (counted in
 //! [`ApplyState::expired`]); reads just hide it, because a read must not change
@@ -15,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::command::{Command, Condition, Delta, ExpireCondition, Expiry, SetCommand};
 use crate::glob::glob_match;
-use crate::policy::Policy;
+use crate::policy::{Policy, Update};
 use crate::reply::{CommandError, Item, Number, Reply, Ttl};
 
 /// Largest value a write may produce (Redis' `proto-max-bulk-len`, 512 MB).
@@ -66,33 +70,77 @@ pub fn detach(b: &Bytes) -> Bytes {
 
 fn store_item(store: &dyn Policy, key: Bytes, value: Bytes, flags: u32, expires_at: u64, st: &mut ApplyState) -> u64 {
     let cas = st.next_cas();
-    let item = Item { value: detach(&value), flags, cas, expires_at };
+    let item = Item { value, flags, cas, expires_at };
     store.insert(key, item, &mut st.evicted);
     cas
 }
 
 fn set(store: &dyn Policy, cmd: &SetCommand, st: &mut ApplyState) -> Reply {
-    let current = live(store, &cmd.key, st);
-    let old = if cmd.return_old { current.clone() } else { None };
-    let allowed = match (cmd.condition, &current) {
-        (Condition::Always, _) => true,
-        (Condition::IfAbsent, c) => c.is_none(),
-        (Condition::IfPresent, c) => c.is_some(),
-        (Condition::IfCas(_), None) => return Reply::NotFound,
-        (Condition::IfCas(cas), Some(c)) => {
-            if c.cas != cas {
-                return Reply::Exists;
+    // One lookup: decide and store under the policy's lock for the key.
+    let now = st.now_ms;
+    let mut cas = st.cas;
+    let mut expired = false;
+    let mut reply = Reply::Ok;
+    let mut evicted = std::mem::take(&mut st.evicted);
+    store.update(
+        &cmd.key,
+        &mut |found| {
+            let current = match found {
+                Some(i) if i.is_expired(now) => {
+                    expired = true;
+                    None
+                }
+                other => other,
+            };
+            let old = || if cmd.return_old { current.cloned() } else { None };
+            let refused = match (cmd.condition, current) {
+                (Condition::Always, _) => None,
+                (Condition::IfAbsent, None) | (Condition::IfPresent, Some(_)) => None,
+                (Condition::IfAbsent, Some(_)) | (Condition::IfPresent, None) => Some(Reply::NotStored { old: old() }),
+                (Condition::IfCas(_), None) => Some(Reply::NotFound),
+                (Condition::IfCas(want), Some(c)) if c.cas != want => Some(Reply::Exists),
+                (Condition::IfCas(_), Some(_)) => None,
+            };
+            if let Some(r) = refused {
+                reply = r;
+                // An expired item the command met is removed, as on every write.
+                return if expired { Update::Remove } else { Update::Keep };
             }
-            true
-        }
-    };
-    if !allowed {
-        return Reply::NotStored { old };
-    }
-    let current_deadline = current.as_ref().map_or(0, |c| c.expires_at);
-    let expires_at = cmd.expiry.resolve(st.now_ms, current_deadline);
-    let cas = store_item(store, cmd.key.clone(), cmd.value.clone(), cmd.flags, expires_at, st);
-    Reply::Stored { created: current.is_none(), cas, old }
+            let expires_at = cmd.expiry.resolve(now, current.map_or(0, |c| c.expires_at));
+            cas += 1;
+            reply = Reply::Stored { created: current.is_none(), cas, old: old() };
+            Update::Store(Item { value: cmd.value.clone(), flags: cmd.flags, cas, expires_at })
+        },
+        &mut evicted,
+    );
+    st.evicted = evicted;
+    st.cas = cas;
+    st.expired += u64::from(expired);
+    reply
+}
+
+/// Removes `key` if it holds a live item; whether it did.
+fn delete(store: &dyn Policy, key: &Bytes, st: &mut ApplyState) -> bool {
+    let now = st.now_ms;
+    let mut live = false;
+    let mut expired = false;
+    store.update(
+        key,
+        &mut |found| match found {
+            None => Update::Keep,
+            Some(i) => {
+                if i.is_expired(now) {
+                    expired = true;
+                } else {
+                    live = true;
+                }
+                Update::Remove
+            }
+        },
+        &mut st.evicted,
+    );
+    st.expired += u64::from(expired);
+    live
 }
 
 fn parse_i64(v: &[u8]) -> Option<i64> {
@@ -268,16 +316,7 @@ pub fn apply(store: &dyn Policy, cmd: &Command, st: &mut ApplyState) -> Reply {
             }
             if *only_if_none_exist { Reply::Bool(true) } else { Reply::Ok }
         }
-        Command::Delete { keys } => {
-            let mut n = 0;
-            for k in keys {
-                if live(store, k, st).is_some() {
-                    store.remove(k);
-                    n += 1;
-                }
-            }
-            Reply::Count(n)
-        }
+        Command::Delete { keys } => Reply::Count(keys.iter().filter(|k| delete(store, k, st)).count() as u64),
         Command::GetDelete { key } => {
             let item = live(store, key, st);
             if item.is_some() {

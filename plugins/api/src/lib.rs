@@ -38,7 +38,7 @@ pub use plugin::{
     Admin, AdminError, Config, Extensions, Middleware, MiddlewareContext, MiddlewarePlugin, NodeStatus, PluginError,
     PolicyPlugin, Protocol, ProtocolContext, ProtocolPlugin, Running,
 };
-pub use policy::{Capture, Policy, PolicySettings};
+pub use policy::{Capture, Policy, PolicySettings, Update};
 pub use reply::{CommandError, Item, Number, Reply, Ttl};
 
 #[doc(hidden)]

@@ -35,6 +35,17 @@ pub struct PolicySettings {
     pub capacity: u64,
 }
 
+/// What [`Policy::update`] does with the entry it found.
+#[derive(Debug)]
+pub enum Update {
+    /// Leave the entry as it is (or absent).
+    Keep,
+    /// Store this item under the key (insert or replace).
+    Store(Item),
+    /// Remove the entry.
+    Remove,
+}
+
 /// A store with an eviction policy. See the module docs.
 pub trait Policy: Send + Sync + 'static {
     /// Reads an item and records the access (recency, frequency).
@@ -43,10 +54,9 @@ pub trait Policy: Send + Sync + 'static {
     /// Reads an item without recording an access.
     fn peek(&self, key: &[u8]) -> Option<Item>;
 
-    /// Stores an item, returning the one it replaced. A new key should be
-    /// stored as [`crate::exec::detach`]`(&key)` so it does not pin the
-    /// request buffer it was parsed from (the executor already detaches
-    /// values). If the store is over
+    /// Stores an item, returning the one it replaced. Keys and values come
+    /// from [detached](crate::Command::detach) commands, so they may be kept
+    /// as they are. If the store is over
     /// capacity afterwards, evicts in policy order and pushes the evicted keys
     /// to `evicted` (never the key just inserted unless it alone exceeds the
     /// capacity share it is stored in).
@@ -54,6 +64,30 @@ pub trait Policy: Send + Sync + 'static {
 
     /// Removes an item, returning it.
     fn remove(&self, key: &[u8]) -> Option<Item>;
+
+    /// Reads the entry of `key` and changes it as `f` decides, in one step:
+    /// the write path of every command (a conditional set is a read and a
+    /// write of the same key). `f` sees the current item, expired ones
+    /// included (the executor judges expiry). A store counts as an access
+    /// and may evict, like [`Policy::insert`]. Returns the item replaced or
+    /// removed.
+    ///
+    /// The default is [`Policy::peek`] followed by [`Policy::insert`] or
+    /// [`Policy::remove`]; sharded policies override it to do one lookup
+    /// under one lock.
+    fn update(
+        &self,
+        key: &Bytes,
+        f: &mut dyn FnMut(Option<&Item>) -> Update,
+        evicted: &mut Vec<Bytes>,
+    ) -> Option<Item> {
+        let current = self.peek(key);
+        match f(current.as_ref()) {
+            Update::Keep => None,
+            Update::Store(item) => self.insert(key.clone(), item, evicted),
+            Update::Remove => self.remove(key),
+        }
+    }
 
     /// Removes every item.
     fn clear(&self);

@@ -171,6 +171,21 @@ fn expiry(build: Builder<'_>) {
     assert!(matches!(&gat, Reply::Values(v) if v[0].is_some() && v[1].is_none()), "expiry: gat");
     h.st.now_ms += 5;
     assert!(h.get("g").is_none(), "expiry: gat set the deadline");
+    // A refused conditional set and a delete that meet expired items remove
+    // them as well (and say the key was absent).
+    for k in ["e1", "e2"] {
+        let mut e = SetCommand::new(k, "v");
+        e.expiry = Expiry::In(1);
+        h.w(Command::Set(e));
+    }
+    h.st.now_ms += 1;
+    let (len, expired) = (h.store.len(), h.st.expired);
+    let mut xx = SetCommand::new("e1", "x");
+    xx.condition = Condition::IfPresent;
+    assert!(matches!(h.w(Command::Set(xx)), Reply::NotStored { .. }), "expiry: replace over expired refused");
+    assert_eq!(h.w(Command::Delete { keys: vec![key("e2")] }), Reply::Count(0), "expiry: delete of expired is 0");
+    assert_eq!(h.store.len(), len - 2, "expiry: expired items met by writes are removed");
+    assert_eq!(h.st.expired, expired + 2, "expiry: and counted");
 }
 
 fn counters(build: Builder<'_>) {

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use gerdu_api::cow::{CowCoordinator, ShardedCapture};
 use gerdu_api::policy::Captured;
-use gerdu_api::{Capture, Config, Item, PluginError, Policy, PolicyPlugin, PolicySettings, register_policy};
+use gerdu_api::{Capture, Config, Item, PluginError, Policy, PolicyPlugin, PolicySettings, Update, register_policy};
 use hashbrown::HashTable;
 use parking_lot::Mutex;
 use serde::Deserialize;
@@ -114,6 +114,46 @@ impl Shard {
         (key, item)
     }
 
+    /// Stores `item` under `key` in slot `found` (or a new slot), makes it
+    /// the most recent, and evicts down to the capacity.
+    fn store(
+        &mut self,
+        hasher: &impl BuildHasher,
+        hash: u64,
+        found: Option<u32>,
+        key: &Bytes,
+        item: Item,
+        evicted: &mut Vec<Bytes>,
+    ) -> Option<Item> {
+        let charge = Self::charge(key, &item);
+        let old = if let Some(i) = found {
+            let node = &mut self.nodes[i as usize];
+            let old = std::mem::replace(&mut node.item, item);
+            self.used = self.used - Self::charge(key, &old) + charge;
+            self.touch(i);
+            Some(old)
+        } else {
+            let node = Node { key: key.clone(), item, prev: NIL, next: NIL };
+            let i = match self.free.pop() {
+                Some(i) => {
+                    self.nodes[i as usize] = node;
+                    i
+                }
+                None => {
+                    self.nodes.push(node);
+                    (self.nodes.len() - 1) as u32
+                }
+            };
+            let nodes = &self.nodes;
+            self.table.insert_unique(hash, i, |&j| hasher.hash_one(&nodes[j as usize].key[..]));
+            self.used += charge;
+            self.push_front(i);
+            None
+        };
+        self.evict(hasher, evicted);
+        old
+    }
+
     fn evict(&mut self, hasher: &impl BuildHasher, evicted: &mut Vec<Bytes>) {
         while self.capacity != 0 && self.used > self.capacity && self.tail != NIL {
             let i = self.tail;
@@ -191,34 +231,23 @@ impl Policy for Lru {
 
     fn insert(&self, key: Bytes, item: Item, evicted: &mut Vec<Bytes>) -> Option<Item> {
         let (hash, mut s) = self.lock_for_write(&key);
-        let s = &mut *s;
-        let charge = Shard::charge(&key, &item);
-        let old = if let Some(i) = s.find(hash, &key) {
-            let node = &mut s.nodes[i as usize];
-            let old = std::mem::replace(&mut node.item, item);
-            s.used = s.used - Shard::charge(&key, &old) + charge;
-            s.touch(i);
-            Some(old)
-        } else {
-            let node = Node { key: gerdu_api::exec::detach(&key), item, prev: NIL, next: NIL };
-            let i = match s.free.pop() {
-                Some(i) => {
-                    s.nodes[i as usize] = node;
-                    i
-                }
-                None => {
-                    s.nodes.push(node);
-                    (s.nodes.len() - 1) as u32
-                }
-            };
-            let nodes = &s.nodes;
-            s.table.insert_unique(hash, i, |&j| self.hasher.hash_one(&nodes[j as usize].key[..]));
-            s.used += charge;
-            s.push_front(i);
-            None
-        };
-        s.evict(&self.hasher, evicted);
-        old
+        let found = s.find(hash, &key);
+        s.store(&self.hasher, hash, found, &key, item, evicted)
+    }
+
+    fn update(
+        &self,
+        key: &Bytes,
+        f: &mut dyn FnMut(Option<&Item>) -> Update,
+        evicted: &mut Vec<Bytes>,
+    ) -> Option<Item> {
+        let (hash, mut s) = self.lock_for_write(key);
+        let found = s.find(hash, key);
+        match f(found.map(|i| &s.nodes[i as usize].item)) {
+            Update::Keep => None,
+            Update::Store(item) => s.store(&self.hasher, hash, found, key, item, evicted),
+            Update::Remove => found.map(|i| s.take(hash, i).1),
+        }
     }
 
     fn remove(&self, key: &[u8]) -> Option<Item> {
