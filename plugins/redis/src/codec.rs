@@ -18,7 +18,8 @@ use bytes::{Buf, Bytes, BytesMut};
 pub struct Limits {
     /// Longest bulk argument (`proto-max-bulk-len`, 512 MB).
     pub max_bulk: usize,
-    /// Most arguments in one request.
+    /// Most arguments in one multibulk request (an inline request is bounded
+    /// by `max_inline` instead, as in Redis).
     pub max_args: usize,
     /// Longest inline request (64 KB in Redis).
     pub max_inline: usize,
@@ -76,7 +77,7 @@ fn parse_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Byt
         return Ok(None);
     };
     let n = parse_len(&buf[1..end])
-        .filter(|&n| n <= limits.max_args as i64)
+        .filter(|&n| n <= 0 || n as u64 <= limits.max_args as u64)
         .ok_or_else(|| perr("invalid multibulk length"))?;
     let mut pos = end + if buf.get(end) == Some(&b'\r') { 2 } else { 1 };
     if n <= 0 {
@@ -397,6 +398,14 @@ mod tests {
         let limits = Limits { max_bulk: 10, ..Limits::default() };
         let mut buf = BytesMut::from(&b"*1\r\n$11\r\nhello world\r\n"[..]);
         assert_eq!(parse(&mut buf, &limits).unwrap_err().0, "Protocol error: invalid bulk length");
+    }
+
+    #[test]
+    fn limits_near_the_integer_range_still_parse() {
+        // Found by the fuzz target: a limit of usize::MAX must not wrap to -1.
+        let limits = Limits { max_bulk: usize::MAX, max_args: usize::MAX, max_inline: 1024 };
+        let mut buf = BytesMut::from(&encode_request(&[vec![252u8]])[..]);
+        assert_eq!(parse(&mut buf, &limits).unwrap(), Some(vec![Bytes::from_static(&[252])]));
     }
 
     #[test]
