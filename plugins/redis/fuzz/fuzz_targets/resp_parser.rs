@@ -53,7 +53,11 @@ fuzz_target!(|data: &[u8]| {
 
     for args in whole.0.iter().filter(|a| !a.is_empty()) {
         let mut again = Parsed::default();
-        drain(&mut BytesMut::from(&encode_request(args)[..]), &Limits { max_bulk: usize::MAX, max_args: usize::MAX, ..limits }, &mut again);
+        drain(
+            &mut BytesMut::from(&encode_request(args)[..]),
+            &Limits { max_bulk: usize::MAX, max_args: usize::MAX, ..limits },
+            &mut again,
+        );
         assert_eq!(again.0, vec![args.clone()], "re-encoded request parses back");
     }
 });
