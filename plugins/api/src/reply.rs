@@ -22,7 +22,24 @@ pub struct Item {
     pub expires_at: u64,
 }
 
+/// Values up to this size are copied, not shared, when read (see
+/// [`Item::read_copy`]).
+pub const READ_COPY_LIMIT: usize = 512;
+
 impl Item {
+    /// A copy of the item for a read's reply. A small value is copied into a
+    /// fresh buffer instead of sharing the stored one: sharing touches the
+    /// stored buffer's reference count (a separate allocation, so a cache
+    /// miss, plus an atomic increment and decrement), while the copy touches
+    /// only the value bytes, which the reply reads anyway. Larger values are
+    /// shared.
+    #[inline]
+    pub fn read_copy(&self) -> Item {
+        let value =
+            if self.value.len() <= READ_COPY_LIMIT { Bytes::copy_from_slice(&self.value) } else { self.value.clone() };
+        Item { value, flags: self.flags, cas: self.cas, expires_at: self.expires_at }
+    }
+
     /// Whether the item is expired at `now_ms`.
     #[inline]
     pub fn is_expired(&self, now_ms: u64) -> bool {

@@ -220,13 +220,13 @@ impl Policy for Lru {
         let mut s = self.shards[idx].lock();
         let i = s.find(hash, key)?;
         s.touch(i);
-        Some(s.nodes[i as usize].item.clone())
+        Some(s.nodes[i as usize].item.read_copy())
     }
 
     fn peek(&self, key: &[u8]) -> Option<Item> {
         let (hash, idx) = self.locate(key);
         let s = self.shards[idx].lock();
-        s.find(hash, key).map(|i| s.nodes[i as usize].item.clone())
+        s.find(hash, key).map(|i| s.nodes[i as usize].item.read_copy())
     }
 
     fn insert(&self, key: Bytes, item: Item, evicted: &mut Vec<Bytes>) -> Option<Item> {

@@ -178,8 +178,10 @@ impl Spec {
 
 /// Name → index into [`COMMANDS`], built once. A hash lookup instead of a
 /// scan: this runs for every request.
-fn index() -> &'static HashMap<&'static [u8], (usize, Family)> {
-    static INDEX: OnceLock<HashMap<&'static [u8], (usize, Family)>> = OnceLock::new();
+type Index = HashMap<&'static [u8], (usize, Family), foldhash::fast::FixedState>;
+
+fn index() -> &'static Index {
+    static INDEX: OnceLock<Index> = OnceLock::new();
     INDEX.get_or_init(|| COMMANDS.iter().enumerate().map(|(i, s)| (s.name.as_bytes(), (i, s.family()))).collect())
 }
 
