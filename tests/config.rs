@@ -15,13 +15,24 @@ fn repo_gerdu_toml_is_valid_and_equals_the_defaults() {
     let builtin = gerdu::config::figment(None, &[], serde_json::json!({}));
     assert_eq!(core, gerdu::config::CoreConfig::from_figment(&builtin).unwrap());
     gerdu::server::validate(&f).expect("every plugin section is valid");
-    let http: gerdu_protocol_http::HttpConfig = f.extract_inner("http").unwrap();
-    let d = gerdu_protocol_http::HttpConfig::default();
-    assert_eq!(
-        (http.port, http.max_body, http.max_key, http.max_connections),
-        (d.port, d.max_body, d.max_key, d.max_connections)
-    );
-    assert_eq!(http.header_timeout_ms, d.header_timeout_ms);
+    plugin_section_is_documented_with_its_defaults(&f, "http", gerdu_protocol_http::HttpConfig::default());
+    plugin_section_is_documented_with_its_defaults(&f, "redis", gerdu_protocol_redis::RedisConfig::default());
+}
+
+/// `[name]` is in the file, with every key of `default`, and equals it.
+fn plugin_section_is_documented_with_its_defaults<T>(f: &figment::Figment, name: &str, default: T)
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/gerdu.toml")).unwrap();
+    assert!(text.contains(&format!("\n[{name}]\n")), "section [{name}] documented");
+    let section = &text[text.find(&format!("\n[{name}]\n")).unwrap()..];
+    let section = &section[..section[1..].find("\n[").map_or(section.len(), |i| i + 1)];
+    for key in toml::Value::try_from(&default).unwrap().as_table().unwrap().keys() {
+        assert!(section.contains(&format!("\n{key} =")), "{name}.{key} documented");
+    }
+    let in_file: T = f.extract_inner(name).unwrap();
+    assert_eq!(in_file, default, "[{name}] in gerdu.toml equals the built-in defaults");
 }
 
 #[test]

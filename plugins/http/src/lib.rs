@@ -32,10 +32,10 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use gerdu_api::size::ByteSize;
 use gerdu_api::{Config, PluginError, Protocol, ProtocolContext, ProtocolPlugin, Running, register_protocol};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[http]` section.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Port (`-httpport`).

@@ -30,7 +30,7 @@ use futures::future::BoxFuture;
 use gerdu_api::net::{self, ServeOptions};
 use gerdu_api::size::ByteSize;
 use gerdu_api::{Config, PluginError, Protocol, ProtocolContext, ProtocolPlugin, Running, register_protocol};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
 /// The Redis version gerdu reports (`INFO`, `HELLO`): the command set and
@@ -38,7 +38,7 @@ use tokio::io::AsyncWriteExt;
 pub const REDIS_VERSION: &str = "7.2.4";
 
 /// `[redis]` section.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
     /// Port (`-redisport`).
