@@ -32,8 +32,54 @@ use serde::Deserialize;
 const NIL: u32 = u32::MAX;
 const FREE: u32 = u32::MAX - 1;
 
+/// Keys up to this many bytes live inside their slab node. 22 is what fits in
+/// the space of the `Bytes` a longer key needs (the enum's tag goes in the
+/// niche of `Bytes`' vtable pointer), so inline keys cost no node space.
+const INLINE: usize = 22;
+
+/// A key as a node holds it. Short keys (most keys) are stored inline, so a
+/// lookup compares them without following a pointer to another allocation
+/// (that cache miss was a tenth of a GET's CPU); longer keys are shared bytes.
+enum NodeKey {
+    Inline { len: u8, buf: [u8; INLINE] },
+    Heap(Bytes),
+}
+
+impl NodeKey {
+    fn new(key: &Bytes) -> NodeKey {
+        if key.len() <= INLINE {
+            let mut buf = [0; INLINE];
+            buf[..key.len()].copy_from_slice(key);
+            NodeKey::Inline { len: key.len() as u8, buf }
+        } else {
+            NodeKey::Heap(key.clone())
+        }
+    }
+
+    #[inline]
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            NodeKey::Inline { len, buf } => &buf[..*len as usize],
+            NodeKey::Heap(b) => b,
+        }
+    }
+
+    fn to_bytes(&self) -> Bytes {
+        match self {
+            NodeKey::Inline { .. } => Bytes::copy_from_slice(self.as_slice()),
+            NodeKey::Heap(b) => b.clone(),
+        }
+    }
+}
+
+impl Default for NodeKey {
+    fn default() -> Self {
+        NodeKey::Inline { len: 0, buf: [0; INLINE] }
+    }
+}
+
 struct Node {
-    key: Bytes,
+    key: NodeKey,
     item: Item,
     prev: u32,
     next: u32,
@@ -62,7 +108,7 @@ impl Shard {
     }
 
     fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
-        self.table.find(hash, |&i| self.nodes[i as usize].key == key).copied()
+        self.table.find(hash, |&i| self.nodes[i as usize].key.as_slice() == key).copied()
     }
 
     fn unlink(&mut self, i: u32) {
@@ -110,8 +156,8 @@ impl Shard {
         node.prev = FREE;
         node.next = FREE;
         self.free.push(i);
-        self.used -= Self::charge(&key, &item);
-        (key, item)
+        self.used -= Self::charge(key.as_slice(), &item);
+        (key.to_bytes(), item)
     }
 
     /// Stores `item` under `key` in slot `found` (or a new slot), makes it
@@ -133,7 +179,7 @@ impl Shard {
             self.touch(i);
             Some(old)
         } else {
-            let node = Node { key: key.clone(), item, prev: NIL, next: NIL };
+            let node = Node { key: NodeKey::new(key), item, prev: NIL, next: NIL };
             let i = match self.free.pop() {
                 Some(i) => {
                     self.nodes[i as usize] = node;
@@ -145,7 +191,7 @@ impl Shard {
                 }
             };
             let nodes = &self.nodes;
-            self.table.insert_unique(hash, i, |&j| hasher.hash_one(&nodes[j as usize].key[..]));
+            self.table.insert_unique(hash, i, |&j| hasher.hash_one(nodes[j as usize].key.as_slice()));
             self.used += charge;
             self.push_front(i);
             None
@@ -157,7 +203,7 @@ impl Shard {
     fn evict(&mut self, hasher: &impl BuildHasher, evicted: &mut Vec<Bytes>) {
         while self.capacity != 0 && self.used > self.capacity && self.tail != NIL {
             let i = self.tail;
-            let hash = hasher.hash_one(&self.nodes[i as usize].key[..]);
+            let hash = hasher.hash_one(self.nodes[i as usize].key.as_slice());
             let (key, _) = self.take(hash, i);
             evicted.push(key);
         }
@@ -168,7 +214,7 @@ impl Shard {
     }
 
     fn items(&self) -> Vec<(Bytes, Item)> {
-        self.nodes.iter().filter(|n| n.prev != FREE).map(|n| (n.key.clone(), n.item.clone())).collect()
+        self.nodes.iter().filter(|n| n.prev != FREE).map(|n| (n.key.to_bytes(), n.item.clone())).collect()
     }
 }
 
@@ -300,7 +346,7 @@ impl Policy for Lru {
             while slot < s.nodes.len() {
                 let node = &s.nodes[slot];
                 slot += 1;
-                if node.prev != FREE && !f(&node.key, &node.item) {
+                if node.prev != FREE && !f(&node.key.to_bytes(), &node.item) {
                     // Continue after this slot; wrap to the next shard at its end.
                     if slot < s.nodes.len() {
                         return ((shard as u64) << 32) | slot as u64;
@@ -337,10 +383,10 @@ impl Policy for Lru {
                 x ^= x << 17;
                 let node = &s.nodes[(x as usize) % s.nodes.len()];
                 if node.prev != FREE {
-                    return Some(node.key.clone());
+                    return Some(node.key.to_bytes());
                 }
             }
-            return (s.head != NIL).then(|| s.nodes[s.head as usize].key.clone());
+            return (s.head != NIL).then(|| s.nodes[s.head as usize].key.to_bytes());
         }
         None
     }
@@ -404,6 +450,31 @@ mod tests {
         lru.peek(b"k3");
         lru.insert(Bytes::from("k5"), item("v"), &mut ev);
         assert_eq!(ev[1], Bytes::from("k3"));
+    }
+
+    #[test]
+    fn short_and_long_keys() {
+        let lru = Lru::new(0, 1);
+        let mut ev = Vec::new();
+        let long = Bytes::from(vec![b'k'; INLINE + 1]);
+        for k in [Bytes::new(), Bytes::from("a"), Bytes::from(vec![b'k'; INLINE]), long.clone()] {
+            lru.insert(k.clone(), item("v"), &mut ev);
+            assert!(lru.peek(&k).is_some(), "{} bytes", k.len());
+        }
+        assert!(lru.peek(&long[..INLINE - 1]).is_none(), "a prefix of a key is another key");
+        let mut keys = Vec::new();
+        lru.scan(0, &mut |k, _| {
+            keys.push(k.clone());
+            true
+        });
+        assert_eq!(keys.len(), 4);
+        assert!(keys.contains(&long));
+        assert_eq!(lru.remove(&long).map(|i| i.value), Some(Bytes::from("v")));
+    }
+
+    #[test]
+    fn inline_keys_take_no_more_room_than_bytes() {
+        assert_eq!(std::mem::size_of::<NodeKey>(), std::mem::size_of::<Bytes>());
     }
 
     #[test]
