@@ -74,11 +74,10 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Err(e) => return fail(2, e),
     };
     init_logging(&core);
-    let runtime =
-        match tokio::runtime::Builder::new_multi_thread().worker_threads(core.worker_threads()).enable_all().build() {
-            Ok(r) => r,
-            Err(e) => return fail(1, format!("cannot start the runtime: {e}")),
-        };
+    let runtime = match runtime_builder(core.worker_threads()).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(1, format!("cannot start the runtime: {e}")),
+    };
     runtime.block_on(async move {
         let server = match Server::start(&figment, Arc::new(gerdu_api::SystemClock)).await {
             Ok(s) => s,
@@ -93,6 +92,20 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// One worker: tokio's current-thread scheduler, an event loop like Redis'
+/// (no work-stealing queues or cross-thread wake-ups). More: the multi-thread
+/// scheduler with that many workers. Blocking work (snapshot encoding, log
+/// purges) runs on tokio's blocking pool either way.
+fn runtime_builder(workers: usize) -> tokio::runtime::Builder {
+    if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    }
 }
 
 fn init_logging(core: &CoreConfig) {

@@ -23,6 +23,7 @@ pub mod types;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use gerdu_api::{Clock, Command, NodeStatus, PipelineError, Policy, ReadConsistency, Reply};
@@ -70,6 +71,31 @@ async fn compactor(raft: Raft, log: log_store::MemLog, policy: Arc<dyn Policy>, 
     }
 }
 
+/// Keeps `flag` equal to "this node leads a membership in which it is the
+/// only voter", from raft's metrics as they change. Ends when raft shuts down.
+///
+/// Then no other node can ever be elected, every acknowledged write has been
+/// applied here before it was acknowledged, and the local state is
+/// linearizable without a quorum round (there is no quorum to ask). Reads
+/// check the flag instead of the metrics, which would take a lock per read.
+async fn watch_sole_voter(raft: Raft, id: NodeId, flag: Arc<AtomicBool>) {
+    let mut metrics = raft.metrics();
+    loop {
+        let sole = {
+            let m = metrics.borrow_and_update();
+            m.state == ServerState::Leader && {
+                let mut voters = m.membership_config.membership().voter_ids();
+                voters.next() == Some(id) && voters.next().is_none()
+            }
+        };
+        flag.store(sole, Ordering::Release);
+        if metrics.changed().await.is_err() {
+            flag.store(false, Ordering::Release);
+            return;
+        }
+    }
+}
+
 /// This process's raft node and its batching front.
 pub struct RaftNode {
     /// The openraft handle.
@@ -84,6 +110,8 @@ pub struct RaftNode {
     reads: mpsc::Sender<read_index::Waiter>,
     log: log_store::MemLog,
     leader_wait: Duration,
+    /// Kept up to date by [`watch_sole_voter`]: read on every linearizable read.
+    sole_voter: Arc<AtomicBool>,
 }
 
 impl RaftNode {
@@ -146,6 +174,8 @@ impl RaftNode {
         let (rtx, rrx) = mpsc::channel(16 * 1024);
         tokio::spawn(read_index::run(raft.clone(), rrx));
         tokio::spawn(compactor(raft.clone(), log.clone(), sm_policy, r.snapshot_log_bytes.0));
+        let sole_voter = Arc::new(AtomicBool::new(false));
+        tokio::spawn(watch_sole_voter(raft.clone(), id, sole_voter.clone()));
 
         tracing::info!(id = %cfg.id, raft_addr = %r.addr, "raft node bootstrapped a single-member cluster");
         Ok(Arc::new(RaftNode {
@@ -157,6 +187,7 @@ impl RaftNode {
             reads: rtx,
             log,
             leader_wait: r.leader_wait(),
+            sole_voter,
         }))
     }
 
@@ -183,7 +214,7 @@ impl RaftNode {
                     Err(PipelineError::Unavailable("this node is not the leader".into()))
                 }
             }
-            ReadConsistency::Linearizable if self.sole_voter() => Ok(()),
+            ReadConsistency::Linearizable if self.sole_voter.load(Ordering::Acquire) => Ok(()),
             ReadConsistency::Linearizable => {
                 let (tx, rx) = oneshot::channel();
                 self.reads.send(tx).await.map_err(|_| PipelineError::ShuttingDown)?;
@@ -193,20 +224,6 @@ impl RaftNode {
                     Err(_) => Err(PipelineError::Unavailable("read index timed out".into())),
                 }
             }
-        }
-    }
-
-    /// Whether this node leads a membership in which it is the only voter.
-    ///
-    /// Then no other node can ever be elected, every acknowledged write has
-    /// been applied here before it was acknowledged, and the local state is
-    /// linearizable without a quorum round (there is no quorum to ask).
-    fn sole_voter(&self) -> bool {
-        let m = self.raft.metrics();
-        let m = m.borrow();
-        m.state == ServerState::Leader && {
-            let mut voters = m.membership_config.membership().voter_ids();
-            voters.next() == Some(self.id) && voters.next().is_none()
         }
     }
 

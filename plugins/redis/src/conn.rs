@@ -284,10 +284,13 @@ pub async fn serve(mut stream: Stream, peer: SocketAddr, shared: Arc<Shared>, sh
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut out = BytesMut::with_capacity(16 * 1024);
     let idle = (shared.config.timeout > 0).then(|| Duration::from_secs(shared.config.timeout));
+    // Registered once, not once per read.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let read = tokio::select! {
             r = stream.read_buf(&mut input) => r,
-            _ = shutdown.cancelled() => break,
+            _ = &mut cancelled => break,
             _ = async { match idle { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => break,
         };
         match read {
