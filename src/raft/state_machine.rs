@@ -82,26 +82,52 @@ impl StateMachine {
     }
 }
 
-/// Encodes a captured store: magic, cas, last_now, count, then per item
+/// Writes a snapshot: magic, cas, last_now, count, then per item
 /// `key_len u32, key, value_len u32, value, flags u32, cas u64, expires_at u64`
-/// (little endian).
-pub fn encode_snapshot(items: &[(Bytes, Item)], meta: &SmMeta) -> Vec<u8> {
-    let size: usize = items.iter().map(|(k, i)| k.len() + i.value.len() + 28).sum();
-    let mut buf = Vec::with_capacity(32 + size);
-    buf.extend_from_slice(MAGIC);
-    buf.put_u64_le(meta.cas);
-    buf.put_u64_le(meta.last_now);
-    buf.put_u64_le(items.len() as u64);
-    for (k, item) in items {
-        buf.put_u32_le(k.len() as u32);
-        buf.extend_from_slice(k);
+/// (little endian). Items are written as they are visited; the count is
+/// filled in at the end.
+pub struct SnapshotWriter {
+    buf: Vec<u8>,
+    count: u64,
+}
+
+impl SnapshotWriter {
+    /// A writer with room for about `size_hint` bytes of items.
+    pub fn new(meta: &SmMeta, size_hint: usize) -> Self {
+        let mut buf = Vec::with_capacity(32 + size_hint);
+        buf.extend_from_slice(MAGIC);
+        buf.put_u64_le(meta.cas);
+        buf.put_u64_le(meta.last_now);
+        buf.put_u64_le(0);
+        SnapshotWriter { buf, count: 0 }
+    }
+
+    /// Appends one item.
+    pub fn push(&mut self, key: &[u8], item: &Item) {
+        let buf = &mut self.buf;
+        buf.put_u32_le(key.len() as u32);
+        buf.extend_from_slice(key);
         buf.put_u32_le(item.value.len() as u32);
         buf.extend_from_slice(&item.value);
         buf.put_u32_le(item.flags);
         buf.put_u64_le(item.cas);
         buf.put_u64_le(item.expires_at);
+        self.count += 1;
     }
-    buf
+
+    /// The encoded snapshot.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.buf[24..32].copy_from_slice(&self.count.to_le_bytes());
+        self.buf
+    }
+}
+
+/// Encodes collected items (see [`SnapshotWriter`] for the format).
+pub fn encode_snapshot(items: &[(Bytes, Item)], meta: &SmMeta) -> Vec<u8> {
+    let size: usize = items.iter().map(|(k, i)| k.len() + i.value.len() + 28).sum();
+    let mut w = SnapshotWriter::new(meta, size);
+    items.iter().for_each(|(k, i)| w.push(k, i));
+    w.finish()
 }
 
 /// Decodes a snapshot into (meta, items).
@@ -180,11 +206,14 @@ impl SmShared {
             };
             (capture, inner.meta.clone(), meta)
         };
-        let items = capture.finish();
-        let captured = started.elapsed();
-        let data = Bytes::from(encode_snapshot(&items, &sm_meta));
-        tracing::debug!(items = items.len(), bytes = data.len(), ?captured, total = ?started.elapsed(), "snapshot built");
-        drop(items);
+        // Encode while visiting: no intermediate copy of the whole store.
+        // Room for the charged bytes (key + value + overhead per item) is a
+        // little more than the encoding needs (key + value + 28).
+        let mut writer = SnapshotWriter::new(&sm_meta, self.policy.used_bytes() as usize);
+        capture.visit(&mut |k, item| writer.push(k, item));
+        let items = writer.count;
+        let data = Bytes::from(writer.finish());
+        tracing::debug!(items, bytes = data.len(), took = ?started.elapsed(), "snapshot built");
         let mut inner = self.inner.lock();
         // An installed snapshot may have overtaken this one meanwhile.
         if inner.snapshot.as_ref().is_none_or(|(m, _)| m.last_log_id <= meta.last_log_id) {

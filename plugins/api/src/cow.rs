@@ -27,15 +27,17 @@ use parking_lot::Mutex;
 use crate::policy::Capture;
 use crate::reply::Item;
 
-type Items = Vec<(Bytes, Item)>;
+/// One shard's items as copied for a capture; `K` is the policy's own key
+/// type (anything that reads as bytes), so copying needs no allocation per key.
+pub type Items<K = Bytes> = Vec<(K, Item)>;
 
 /// The per-shard copies of one capture.
-pub struct CowState {
-    slots: Box<[Mutex<Option<Items>>]>,
+pub struct CowState<K = Bytes> {
+    slots: Box<[Mutex<Option<Items<K>>>]>,
 }
 
-impl CowState {
-    fn fill(&self, shard: usize, copy: impl FnOnce() -> Items) {
+impl<K> CowState<K> {
+    fn fill(&self, shard: usize, copy: impl FnOnce() -> Items<K>) {
         let mut slot = self.slots[shard].lock();
         if slot.is_none() {
             *slot = Some(copy());
@@ -44,17 +46,22 @@ impl CowState {
 }
 
 /// Arms and disarms captures; shared by a store and its captures.
-#[derive(Default)]
-pub struct CowCoordinator {
+pub struct CowCoordinator<K = Bytes> {
     armed: AtomicBool,
-    state: Mutex<Option<Arc<CowState>>>,
+    state: Mutex<Option<Arc<CowState<K>>>>,
 }
 
-impl CowCoordinator {
+impl<K> Default for CowCoordinator<K> {
+    fn default() -> Self {
+        CowCoordinator { armed: AtomicBool::new(false), state: Mutex::new(None) }
+    }
+}
+
+impl<K> CowCoordinator<K> {
     /// Call under shard `shard`'s lock before mutating it; `copy` returns the
     /// shard's current items.
     #[inline]
-    pub fn before_write(&self, shard: usize, copy: impl FnOnce() -> Items) {
+    pub fn before_write(&self, shard: usize, copy: impl FnOnce() -> Items<K>) {
         if !self.armed.load(Ordering::Acquire) {
             return;
         }
@@ -65,7 +72,7 @@ impl CowCoordinator {
     }
 
     /// Arms a capture of `shards` shards; `None` if one is already armed.
-    pub fn arm(&self, shards: usize) -> Option<Arc<CowState>> {
+    pub fn arm(&self, shards: usize) -> Option<Arc<CowState<K>>> {
         let mut current = self.state.lock();
         if current.is_some() {
             return None;
@@ -76,7 +83,7 @@ impl CowCoordinator {
         Some(state)
     }
 
-    fn disarm(&self, state: &Arc<CowState>) {
+    fn disarm(&self, state: &Arc<CowState<K>>) {
         let mut current = self.state.lock();
         if current.as_ref().is_some_and(|s| Arc::ptr_eq(s, state)) {
             *current = None;
@@ -85,41 +92,44 @@ impl CowCoordinator {
     }
 }
 
-/// A capture over shards of type `S`.
-pub struct ShardedCapture<S: Send + 'static> {
+/// A capture over shards of type `S` whose items are keyed by `K`.
+pub struct ShardedCapture<S: Send + 'static, K: Send + Sync + 'static = Bytes> {
     shards: Arc<[Mutex<S>]>,
-    coordinator: Arc<CowCoordinator>,
-    state: Arc<CowState>,
-    copy: fn(&S) -> Items,
+    coordinator: Arc<CowCoordinator<K>>,
+    state: Arc<CowState<K>>,
+    copy: fn(&S) -> Items<K>,
 }
 
-impl<S: Send + 'static> ShardedCapture<S> {
+impl<S: Send + 'static, K: Send + Sync + 'static> ShardedCapture<S, K> {
     /// A capture that `coordinator` has armed as `state`; `copy` copies one shard.
     pub fn new(
         shards: Arc<[Mutex<S>]>,
-        coordinator: Arc<CowCoordinator>,
-        state: Arc<CowState>,
-        copy: fn(&S) -> Items,
+        coordinator: Arc<CowCoordinator<K>>,
+        state: Arc<CowState<K>>,
+        copy: fn(&S) -> Items<K>,
     ) -> Self {
         ShardedCapture { shards, coordinator, state, copy }
     }
 }
 
-impl<S: Send + 'static> Capture for ShardedCapture<S> {
-    fn finish(self: Box<Self>) -> Items {
-        let mut out = Vec::new();
+impl<S: Send + 'static, K: AsRef<[u8]> + Send + Sync + 'static> Capture for ShardedCapture<S, K> {
+    fn visit(self: Box<Self>, f: &mut dyn FnMut(&[u8], &Item)) {
         for (i, shard) in self.shards.iter().enumerate() {
             {
                 let guard = shard.lock();
                 self.state.fill(i, || (self.copy)(&guard));
             }
-            out.append(self.state.slots[i].lock().as_mut().expect("filled"));
+            // Leave an empty copy behind: the slot stays filled, so a write
+            // to this shard before the capture is dropped copies nothing.
+            let items = std::mem::replace(&mut *self.state.slots[i].lock(), Some(Vec::new())).expect("filled");
+            for (k, item) in &items {
+                f(k.as_ref(), item);
+            }
         }
-        out
     }
 }
 
-impl<S: Send + 'static> Drop for ShardedCapture<S> {
+impl<S: Send + 'static, K: Send + Sync + 'static> Drop for ShardedCapture<S, K> {
     fn drop(&mut self) {
         self.coordinator.disarm(&self.state);
     }

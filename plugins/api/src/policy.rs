@@ -142,14 +142,26 @@ pub trait Policy: Send + Sync + 'static {
 
 /// A point-in-time image of a store being collected.
 pub trait Capture: Send {
-    /// Every item as of [`Policy::begin_capture`].
-    fn finish(self: Box<Self>) -> Vec<(Bytes, Item)>;
+    /// Calls `f` with every item as of [`Policy::begin_capture`] (the
+    /// snapshot encoder writes each one straight into the snapshot).
+    fn visit(self: Box<Self>, f: &mut dyn FnMut(&[u8], &Item));
+
+    /// Every item as of [`Policy::begin_capture`], collected.
+    fn finish(self: Box<Self>) -> Vec<(Bytes, Item)> {
+        let mut items = Vec::new();
+        self.visit(&mut |k, i| items.push((Bytes::copy_from_slice(k), i.clone())));
+        items
+    }
 }
 
 /// A capture that is already complete.
 pub struct Captured(pub Vec<(Bytes, Item)>);
 
 impl Capture for Captured {
+    fn visit(self: Box<Self>, f: &mut dyn FnMut(&[u8], &Item)) {
+        self.0.iter().for_each(|(k, i)| f(k, i));
+    }
+
     fn finish(self: Box<Self>) -> Vec<(Bytes, Item)> {
         self.0
     }

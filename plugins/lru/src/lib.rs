@@ -40,6 +40,7 @@ const INLINE: usize = 22;
 /// A key as a node holds it. Short keys (most keys) are stored inline, so a
 /// lookup compares them without following a pointer to another allocation
 /// (that cache miss was a tenth of a GET's CPU); longer keys are shared bytes.
+#[derive(Clone)]
 enum NodeKey {
     Inline { len: u8, buf: [u8; INLINE] },
     Heap(Bytes),
@@ -69,6 +70,12 @@ impl NodeKey {
             NodeKey::Inline { .. } => Bytes::copy_from_slice(self.as_slice()),
             NodeKey::Heap(b) => b.clone(),
         }
+    }
+}
+
+impl AsRef<[u8]> for NodeKey {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
     }
 }
 
@@ -213,8 +220,8 @@ impl Shard {
         self.nodes.len() - self.free.len()
     }
 
-    fn items(&self) -> Vec<(Bytes, Item)> {
-        self.nodes.iter().filter(|n| n.prev != FREE).map(|n| (n.key.to_bytes(), n.item.clone())).collect()
+    fn items(&self) -> Vec<(NodeKey, Item)> {
+        self.nodes.iter().filter(|n| n.prev != FREE).map(|n| (n.key.clone(), n.item.clone())).collect()
     }
 }
 
@@ -223,7 +230,7 @@ pub struct Lru {
     shards: Arc<[Mutex<Shard>]>,
     hasher: foldhash::fast::RandomState,
     capacity: Mutex<u64>,
-    cow: Arc<CowCoordinator>,
+    cow: Arc<CowCoordinator<NodeKey>>,
 }
 
 impl Lru {
@@ -365,7 +372,9 @@ impl Policy for Lru {
         match self.cow.arm(self.shards.len()) {
             Some(state) => Box::new(ShardedCapture::new(self.shards.clone(), self.cow.clone(), state, Shard::items)),
             // A capture is already running: copy eagerly (callers hold off writes meanwhile).
-            None => Box::new(Captured(self.shards.iter().flat_map(|s| s.lock().items()).collect())),
+            None => Box::new(Captured(
+                self.shards.iter().flat_map(|s| s.lock().items()).map(|(k, i)| (k.to_bytes(), i)).collect(),
+            )),
         }
     }
 
