@@ -121,7 +121,7 @@ impl<S: Send + 'static, K: AsRef<[u8]> + Send + Sync + 'static> Capture for Shar
             }
             // Leave an empty copy behind: the slot stays filled, so a write
             // to this shard before the capture is dropped copies nothing.
-            let items = std::mem::replace(&mut *self.state.slots[i].lock(), Some(Vec::new())).expect("filled");
+            let items = self.state.slots[i].lock().replace(Vec::new()).expect("filled");
             for (k, item) in &items {
                 f(k.as_ref(), item);
             }
