@@ -545,3 +545,106 @@ async fn pipelined_writes_reach_raft_as_one_batch() {
     assert_eq!(after - before, 1, "64 pipelined SETs in one read are one log entry");
     r.s.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn more_string_and_keyspace_edges() {
+    let r = start("").await;
+    let mut c = r.con().await;
+    // Missing keys: STRLEN 0, GETRANGE "", APPEND and SETRANGE create.
+    assert_eq!(c.strlen::<_, i64>("none").await.unwrap(), 0);
+    assert_eq!(c.getrange::<_, String>("none", 0, -1).await.unwrap(), "");
+    assert_eq!(c.append::<_, _, i64>("a", "xy").await.unwrap(), 2);
+    assert_eq!(c.setrange::<_, _, i64>("pad", 3, "ab").await.unwrap(), 5);
+    assert_eq!(c.get::<_, Vec<u8>>("pad").await.unwrap(), b"\0\0\0ab");
+    // GETEX with absolute deadlines; GETEX of a missing key is nil.
+    let _: () = c.set("g", "v").await.unwrap();
+    let at = common::T0 / 1000 + 30;
+    assert_eq!(cmd("GETEX").arg("g").arg("EXAT").arg(at).query_async::<String>(&mut c).await.unwrap(), "v");
+    assert_eq!(cmd("EXPIRETIME").arg("g").query_async::<i64>(&mut c).await.unwrap(), at as i64);
+    let pat = common::T0 + 12_345;
+    assert_eq!(cmd("GETEX").arg("g").arg("PXAT").arg(pat).query_async::<String>(&mut c).await.unwrap(), "v");
+    assert_eq!(cmd("PEXPIRETIME").arg("g").query_async::<i64>(&mut c).await.unwrap(), pat as i64);
+    assert_eq!(cmd("GETEX").arg("nope").arg("EX").arg(5).query_async::<Option<String>>(&mut c).await.unwrap(), None);
+    // TTL family on a key without deadline and on a missing key.
+    for name in ["TTL", "PTTL", "EXPIRETIME", "PEXPIRETIME"] {
+        assert_eq!(cmd(name).arg("a").query_async::<i64>(&mut c).await.unwrap(), -1, "{name} persistent");
+        assert_eq!(cmd(name).arg("none").query_async::<i64>(&mut c).await.unwrap(), -2, "{name} missing");
+    }
+    // SET with two expiry options, or KEEPTTL and EX, is a syntax error.
+    assert_eq!(err(&mut c, cmd("SET").arg("k").arg("v").arg("EX").arg(1).arg("KEEPTTL")).await, "ERR syntax error");
+    // RENAME onto itself keeps the key; RENAMENX onto itself answers 0.
+    cmd("RENAME").arg("a").arg("a").query_async::<()>(&mut c).await.unwrap();
+    assert_eq!(c.get::<_, String>("a").await.unwrap(), "xy");
+    assert_eq!(cmd("RENAMENX").arg("a").arg("a").query_async::<i64>(&mut c).await.unwrap(), 0);
+    // RENAME keeps the TTL; COPY onto an existing key without REPLACE is 0.
+    cmd("SET").arg("t").arg("1").arg("EX").arg(100).query_async::<()>(&mut c).await.unwrap();
+    cmd("RENAME").arg("t").arg("t2").query_async::<()>(&mut c).await.unwrap();
+    assert_eq!(c.ttl::<_, i64>("t2").await.unwrap(), 100);
+    assert_eq!(cmd("COPY").arg("t2").arg("a").query_async::<i64>(&mut c).await.unwrap(), 0);
+    assert_eq!(c.get::<_, String>("a").await.unwrap(), "xy");
+    // MSETNX with only new keys stores all of them.
+    assert_eq!(cmd("MSETNX").arg("n1").arg(1).arg("n2").arg(2).query_async::<i64>(&mut c).await.unwrap(), 1);
+    assert_eq!(cmd("MGET").arg("n1").arg("n2").query_async::<Vec<String>>(&mut c).await.unwrap(), vec!["1", "2"]);
+    // SCAN TYPE string finds the strings; KEYS * finds everything.
+    let (_, strings): (u64, Vec<String>) =
+        cmd("SCAN").arg(0).arg("TYPE").arg("string").arg("COUNT").arg(1000).query_async(&mut c).await.unwrap();
+    let mut all: Vec<String> = c.keys("*").await.unwrap();
+    let mut strings = strings;
+    all.sort();
+    strings.sort();
+    assert_eq!(all, strings);
+    assert_eq!(all.len() as i64, cmd("DBSIZE").query_async::<i64>(&mut c).await.unwrap());
+    // INCRBY overflow and PING with an argument.
+    let _: () = c.set("big", i64::MAX - 1).await.unwrap();
+    assert_eq!(err(&mut c, cmd("INCRBY").arg("big").arg(2)).await, "ERR increment or decrement would overflow");
+    assert_eq!(cmd("PING").arg("hello").query_async::<String>(&mut c).await.unwrap(), "hello");
+    r.s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn info_config_client_and_command_introspection() {
+    let r = start("").await;
+    let mut c = r.con().await;
+    let _: () = c.set("k", "v").await.unwrap();
+    let _: Option<String> = c.get("k").await.unwrap();
+    let _: Option<String> = c.get("missing").await.unwrap();
+    let stats: String = cmd("INFO").arg("stats").query_async(&mut c).await.unwrap();
+    assert!(stats.contains("keyspace_hits:1\r\n") && stats.contains("keyspace_misses:1\r\n"), "{stats}");
+    let clients: String = cmd("INFO").arg("clients").query_async(&mut c).await.unwrap();
+    assert!(clients.contains("connected_clients:1\r\n") && clients.contains("maxclients:10000\r\n"), "{clients}");
+    let memory: String = cmd("INFO").arg("memory").query_async(&mut c).await.unwrap();
+    assert!(memory.contains("maxmemory:67108864\r\n") && memory.contains("maxmemory_policy:allkeys-lru"), "{memory}");
+    assert!(!memory.contains("# Stats"));
+    // CONFIG GET with no match is empty; CONFIG RESETSTAT zeroes the command count.
+    assert!(cmd("CONFIG").arg("GET").arg("nosuch*").query_async::<Vec<String>>(&mut c).await.unwrap().is_empty());
+    cmd("CONFIG").arg("RESETSTAT").query_async::<()>(&mut c).await.unwrap();
+    let stats: String = cmd("INFO").arg("stats").query_async(&mut c).await.unwrap();
+    assert!(stats.contains("total_commands_processed:1\r\n"), "only this INFO since RESETSTAT: {stats}");
+    // CLIENT SETINFO LIB-VER and a bad attribute.
+    cmd("CLIENT").arg("SETINFO").arg("LIB-VER").arg("1.2.3").query_async::<()>(&mut c).await.unwrap();
+    let me: String = cmd("CLIENT").arg("INFO").query_async(&mut c).await.unwrap();
+    assert!(me.contains("lib-ver=1.2.3"), "{me}");
+    assert_eq!(
+        err(&mut c, cmd("CLIENT").arg("SETINFO").arg("COLOR").arg("red")).await,
+        "ERR Unrecognized option 'COLOR'"
+    );
+    // COMMAND DOCS without names documents every command.
+    let count: i64 = cmd("COMMAND").arg("COUNT").query_async(&mut c).await.unwrap();
+    let docs: Vec<Value> = cmd("COMMAND").arg("DOCS").query_async(&mut c).await.unwrap();
+    assert_eq!(docs.len() as i64, 2 * count, "RESP2 map: name and docs per command");
+    assert_eq!(err(&mut c, cmd("COMMAND").arg("FLY")).await, "ERR unknown subcommand 'FLY'. Try COMMAND HELP.");
+    r.s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn hello_auth_errors() {
+    let r = start("[auth]\nenabled = true\nusers = [ { name = \"alice\", password = \"wonderland\" } ]\n").await;
+    let out = raw(r.addr, b"HELLO 3 AUTH alice nope\r\n", 64).await;
+    assert_eq!(out, b"-WRONGPASS invalid username-password pair or user is disabled.\r\n");
+    let out = raw_until(r.addr, b"HELLO 3\r\n", b"\r\n").await;
+    assert!(out.starts_with(b"-NOAUTH HELLO must be called with the client already authenticated"), "{out:?}");
+    // AUTH user pass, then commands work; RESET logs the client out again.
+    let out = raw_until(r.addr, b"AUTH alice wonderland\r\nSET k v\r\nRESET\r\nGET k\r\n", b"required.\r\n").await;
+    assert_eq!(String::from_utf8_lossy(&out), "+OK\r\n+OK\r\n+RESET\r\n-NOAUTH Authentication required.\r\n");
+    r.s.server.shutdown().await;
+}

@@ -203,7 +203,9 @@ async fn execute(batch: &mut Batch, conn: &ConnState, out: &mut BytesMut) {
         return;
     }
     let shared = &conn.shared;
-    shared.commands_processed.fetch_add(batch.steps.len() as u64, Ordering::Relaxed);
+    // Counted once answered, as Redis counts a command after running it (an
+    // INFO does not count itself).
+    let answered = batch.steps.len() as u64;
     let result = if batch.commands.is_empty() {
         Ok(Vec::new())
     } else {
@@ -224,6 +226,7 @@ async fn execute(batch: &mut Batch, conn: &ConnState, out: &mut BytesMut) {
         }
     }
     batch.local.clear();
+    shared.commands_processed.fetch_add(answered, Ordering::Relaxed);
 }
 
 /// Parses and answers everything complete in `input`. Returns true when the
