@@ -129,7 +129,7 @@ impl Default for RaftConfig {
             join: None,
             storage: None,
             snapshot_logs: 100_000,
-            snapshot_log_bytes: ByteSize(32 << 20),
+            snapshot_log_bytes: ByteSize(64 << 20),
             keep_logs: 500,
             max_batch: 4096,
             heartbeat_ms: 50,
