@@ -56,14 +56,15 @@ fn live(store: &dyn Policy, key: &[u8], st: &mut ApplyState) -> Option<Item> {
     Some(item)
 }
 
-/// Values up to this size are copied into their own allocation when stored.
+/// Keys and values up to this size are copied into their own allocation when
+/// a write is proposed ([`crate::Command::detach`]).
 pub const DETACH_LIMIT: usize = 64 * 1024;
 
 /// A copy of `b` that owns exactly its bytes, for buffers up to
 /// [`DETACH_LIMIT`]. Protocols parse zero-copy, so an argument is a slice of
-/// a whole network read; storing the slice would pin that buffer for as long
-/// as the item lives. Larger values are kept as they are (their buffer is
-/// mostly themselves).
+/// a whole network read; keeping the slice in a log entry or an item would
+/// pin that buffer for as long as they live. Larger values are kept as they
+/// are (their buffer is mostly themselves).
 pub fn detach(b: &Bytes) -> Bytes {
     if b.len() <= DETACH_LIMIT { Bytes::copy_from_slice(b) } else { b.clone() }
 }
