@@ -8,7 +8,7 @@
 //! policy directly and run in parallel with apply.
 //!
 //! Snapshots are the whole store in a small binary format (see
-//! [`encode_snapshot`]). A snapshot begins a point-in-time capture of the
+//! [`SnapshotWriter`]). A snapshot begins a point-in-time capture of the
 //! policy under the apply lock ([`Policy::begin_capture`]: copy-on-write per
 //! shard), so the image is exactly the state at `last_applied` while applying
 //! goes on during the copy and the encoding.
@@ -120,14 +120,6 @@ impl SnapshotWriter {
         self.buf[24..32].copy_from_slice(&self.count.to_le_bytes());
         self.buf
     }
-}
-
-/// Encodes collected items (see [`SnapshotWriter`] for the format).
-pub fn encode_snapshot(items: &[(Bytes, Item)], meta: &SmMeta) -> Vec<u8> {
-    let size: usize = items.iter().map(|(k, i)| k.len() + i.value.len() + 28).sum();
-    let mut w = SnapshotWriter::new(meta, size);
-    items.iter().for_each(|(k, i)| w.push(k, i));
-    w.finish()
 }
 
 /// Decodes a snapshot into (meta, items).
@@ -312,7 +304,9 @@ mod tests {
             lru.insert(Bytes::from(format!("k{i}")), item, &mut ev);
         }
         let meta = SmMeta { cas: 100, last_now: 12345 };
-        let data = encode_snapshot(&lru.begin_capture().finish(), &meta);
+        let mut writer = SnapshotWriter::new(&meta, 0);
+        lru.begin_capture().visit(&mut |k, item| writer.push(k, item));
+        let data = writer.finish();
         let (m2, items) = decode_snapshot(Bytes::from(data.clone())).unwrap();
         assert_eq!(m2, meta);
         assert_eq!(items.len(), 100);

@@ -120,12 +120,13 @@ fn set(store: &dyn Policy, cmd: &SetCommand, st: &mut ApplyState) -> Reply {
     reply
 }
 
-/// Removes `key` if it holds a live item; whether it did.
-fn delete(store: &dyn Policy, key: &Bytes, st: &mut ApplyState) -> bool {
+/// Removes `key` (one lookup), returning the item if it was live; an expired
+/// item is removed too and counted, but not returned.
+fn delete(store: &dyn Policy, key: &Bytes, st: &mut ApplyState) -> Option<Item> {
     let now = st.now_ms;
     let mut live = false;
     let mut expired = false;
-    store.update(
+    let removed = store.update(
         key,
         &mut |found| match found {
             None => Update::Keep,
@@ -141,7 +142,7 @@ fn delete(store: &dyn Policy, key: &Bytes, st: &mut ApplyState) -> bool {
         &mut st.evicted,
     );
     st.expired += u64::from(expired);
-    live
+    removed.filter(|_| live)
 }
 
 fn parse_i64(v: &[u8]) -> Option<i64> {
@@ -317,14 +318,8 @@ pub fn apply(store: &dyn Policy, cmd: &Command, st: &mut ApplyState) -> Reply {
             }
             if *only_if_none_exist { Reply::Bool(true) } else { Reply::Ok }
         }
-        Command::Delete { keys } => Reply::Count(keys.iter().filter(|k| delete(store, k, st)).count() as u64),
-        Command::GetDelete { key } => {
-            let item = live(store, key, st);
-            if item.is_some() {
-                store.remove(key);
-            }
-            Reply::Value(item)
-        }
+        Command::Delete { keys } => Reply::Count(keys.iter().filter(|k| delete(store, k, st).is_some()).count() as u64),
+        Command::GetDelete { key } => Reply::Value(delete(store, key, st)),
         Command::GetAndTouch { keys, expiry } => {
             let mut out = Vec::with_capacity(keys.len());
             for k in keys {

@@ -7,8 +7,9 @@
 //! `insert` and `remove` are O(1) and allocate nothing but the node slot.
 //! Keys up to 22 bytes live inside their node (no pointer to chase when a
 //! lookup compares keys); `update` decides and stores under one lock and one
-//! lookup; reads copy small values rather than share them (see
-//! `Item::read_copy`).
+//! lookup; `get` copies small values rather than share them (see
+//! `Item::read_copy`; `peek` serves existence checks and write paths, which
+//! store the value back, so it shares).
 //!
 //! **Capacity.** The capacity is split evenly over the shards; a shard over
 //! its share evicts from its least recently used end. With many keys this
@@ -284,7 +285,7 @@ impl Policy for Lru {
     fn peek(&self, key: &[u8]) -> Option<Item> {
         let (hash, idx) = self.locate(key);
         let s = self.shards[idx].lock();
-        s.find(hash, key).map(|i| s.nodes[i as usize].item.read_copy())
+        s.find(hash, key).map(|i| s.nodes[i as usize].item.clone())
     }
 
     fn insert(&self, key: Bytes, item: Item, evicted: &mut Vec<Bytes>) -> Option<Item> {

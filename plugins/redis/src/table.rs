@@ -196,8 +196,8 @@ pub fn lookup(name: &[u8]) -> Option<(usize, Family)> {
 }
 
 /// The spec of a command name, in any case.
-pub fn find(name: &str) -> Option<&'static Spec> {
-    lookup(name.as_bytes()).map(|(i, _)| &COMMANDS[i])
+pub fn find(name: &[u8]) -> Option<&'static Spec> {
+    lookup(name).map(|(i, _)| &COMMANDS[i])
 }
 
 /// Whether `argc` arguments (the name included) fit the arity.
@@ -232,9 +232,9 @@ mod tests {
 
     #[test]
     fn arity() {
-        assert!(arity_ok(find("get").unwrap(), 2));
-        assert!(!arity_ok(find("get").unwrap(), 3));
-        assert!(arity_ok(find("set").unwrap(), 5));
-        assert!(!arity_ok(find("set").unwrap(), 2));
+        assert!(arity_ok(find(b"get").unwrap(), 2));
+        assert!(!arity_ok(find(b"get").unwrap(), 3));
+        assert!(arity_ok(find(b"set").unwrap(), 5));
+        assert!(!arity_ok(find(b"set").unwrap(), 2));
     }
 }

@@ -44,7 +44,7 @@ fn command_docs(out: &mut Out<'_>, s: &Spec) {
 }
 
 fn specs(args: &[Bytes]) -> impl Iterator<Item = (&Bytes, Option<&'static Spec>)> {
-    args.iter().map(|a| (a, table::find(&String::from_utf8_lossy(a).to_ascii_lowercase())))
+    args.iter().map(|a| (a, table::find(a)))
 }
 
 fn command(args: &[Bytes], out: &mut Out<'_>) {
