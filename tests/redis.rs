@@ -28,38 +28,35 @@ impl R {
     }
 }
 
-/// Sends raw bytes and reads until `min_len` bytes have arrived or EOF. A
-/// server that stops answering fails the test (after a generous bound)
-/// instead of hanging it.
-async fn raw(addr: SocketAddr, input: &[u8], min_len: usize) -> Vec<u8> {
+/// Sends raw bytes and reads until `done(output)` or the server closes the
+/// connection (a reset, when it closed with input unread, counts as closing).
+/// Returns the output and whether the server closed. A server that stops
+/// answering fails the test (after a generous bound) instead of hanging it.
+async fn exchange(addr: SocketAddr, input: &[u8], done: impl Fn(&[u8]) -> bool) -> (Vec<u8>, bool) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(input).await.unwrap();
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
-    while out.len() < min_len {
+    while !done(&out) {
         let read = tokio::time::timeout(std::time::Duration::from_secs(20), s.read(&mut buf)).await;
-        // A reset (the server closed with input unread) ends the reply like EOF.
         let n = read.unwrap_or_else(|_| panic!("no reply after {:?}", String::from_utf8_lossy(&out))).unwrap_or(0);
         if n == 0 {
-            break;
+            return (out, true);
         }
         out.extend_from_slice(&buf[..n]);
     }
-    out
+    (out, false)
+}
+
+/// Sends raw bytes and reads until `min_len` bytes have arrived or EOF.
+async fn raw(addr: SocketAddr, input: &[u8], min_len: usize) -> Vec<u8> {
+    exchange(addr, input, |out| out.len() >= min_len).await.0
 }
 
 /// Sends raw bytes and reads until the output ends with `suffix`.
 async fn raw_until(addr: SocketAddr, input: &[u8], suffix: &[u8]) -> Vec<u8> {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(input).await.unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !out.ends_with(suffix) {
-        let read = tokio::time::timeout(std::time::Duration::from_secs(20), s.read(&mut buf)).await;
-        let n = read.unwrap_or_else(|_| panic!("no reply after {:?}", String::from_utf8_lossy(&out))).unwrap();
-        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&out));
-        out.extend_from_slice(&buf[..n]);
-    }
+    let (out, closed) = exchange(addr, input, |out| out.ends_with(suffix)).await;
+    assert!(!closed, "closed after {:?}", String::from_utf8_lossy(&out));
     out
 }
 
