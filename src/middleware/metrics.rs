@@ -81,7 +81,12 @@ fn count(m: &ServerMetrics, ops: &Ops, replies: &[Reply]) {
                 hits += found;
                 misses += items.len() as u64 - found;
             }
+            (Op::Get, Reply::Meta { item, .. }) => {
+                hits += u64::from(item.is_some());
+                misses += u64::from(item.is_none());
+            }
             (Op::Set, Reply::Stored { .. }) => adds += 1,
+            (Op::Delete, Reply::Ok) => deletes += 1,
             (Op::Delete, Reply::Count(n)) => deletes += n,
             (Op::Delete, Reply::Value(Some(_))) => deletes += 1,
             _ => {}

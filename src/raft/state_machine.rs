@@ -26,7 +26,7 @@ use parking_lot::Mutex;
 use super::types::{BatchReply, Entry, LogId, Node, NodeId, StorageError, TypeConfig};
 use crate::metrics::ServerMetrics;
 
-const MAGIC: &[u8; 8] = b"GERDUSN1";
+const MAGIC: &[u8; 8] = b"GERDUSN2";
 
 /// State that must be identical on every replica besides the items.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -83,7 +83,9 @@ impl StateMachine {
 }
 
 /// Writes a snapshot: magic, cas, last_now, count, then per item
-/// `key_len u32, key, value_len u32, value, flags u32, cas u64, expires_at u64`
+/// `key_len u32, key, value_len u32, value, flags u32, meta u32, cas u64,
+/// expires_at u64` where `meta` holds only the replicated bits
+/// ([`ItemMeta::replicated`](gerdu_api::ItemMeta::replicated))
 /// (little endian). Items are written as they are visited; the count is
 /// filled in at the end.
 pub struct SnapshotWriter {
@@ -110,6 +112,7 @@ impl SnapshotWriter {
         buf.put_u32_le(item.value.len() as u32);
         buf.extend_from_slice(&item.value);
         buf.put_u32_le(item.flags);
+        buf.put_u32_le(item.meta.replicated().0);
         buf.put_u64_le(item.cas);
         buf.put_u64_le(item.expires_at);
         self.count += 1;
@@ -144,9 +147,11 @@ pub fn decode_snapshot(data: Bytes) -> Result<(SmMeta, Vec<(Bytes, Item)>), Stri
         // whole snapshot buffer for as long as any one of them lives.
         let key = gerdu_api::exec::detach(&b.split_to(klen));
         let vlen = b.get_u32_le() as usize;
-        need(&b, vlen + 20)?;
+        need(&b, vlen + 24)?;
         let value = gerdu_api::exec::detach(&b.split_to(vlen));
-        let item = Item { value, flags: b.get_u32_le(), cas: b.get_u64_le(), expires_at: b.get_u64_le() };
+        let flags = b.get_u32_le();
+        let meta = gerdu_api::ItemMeta(b.get_u32_le());
+        let item = Item { value, flags, meta, cas: b.get_u64_le(), expires_at: b.get_u64_le() };
         items.push((key, item));
     }
     if b.has_remaining() {
@@ -300,7 +305,8 @@ mod tests {
         let lru = Lru::new(0, 4);
         let mut ev = Vec::new();
         for i in 0..100u64 {
-            let item = Item { value: Bytes::from(format!("v{i}")), flags: i as u32, cas: i, expires_at: i * 7 };
+            let meta = gerdu_api::ItemMeta::default().with_stale(i % 2 == 0);
+            let item = Item { value: Bytes::from(format!("v{i}")), flags: i as u32, meta, cas: i, expires_at: i * 7 };
             lru.insert(Bytes::from(format!("k{i}")), item, &mut ev);
         }
         let meta = SmMeta { cas: 100, last_now: 12345 };

@@ -95,6 +95,12 @@ pub struct SetCommand {
     pub condition: Condition,
     /// Return the previous item in the reply (Redis `SET ... GET`, `GETSET`).
     pub return_old: bool,
+    /// Give the stored item this cas instead of the next counter value
+    /// (memcached meta `E`).
+    pub new_cas: Option<u64>,
+    /// With [`Condition::IfCas`]: a cas *older* than the item's still
+    /// stores, but marks the item stale (memcached meta `ms ... I`).
+    pub invalidate: bool,
 }
 
 impl SetCommand {
@@ -107,6 +113,8 @@ impl SetCommand {
             expiry: Expiry::Never,
             condition: Condition::Always,
             return_old: false,
+            new_cas: None,
+            invalidate: false,
         }
     }
 }
@@ -127,6 +135,41 @@ pub enum Delta {
     },
     /// Redis `INCRBYFLOAT`: a missing key counts as 0.
     Float(f64),
+}
+
+/// The parts of a memcached `mg` that make it a write.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetaGet {
+    /// Key.
+    pub key: Key,
+    /// On a miss, create an empty item with this expiry and hand this
+    /// client the recache token (`N`).
+    pub vivify: Option<Expiry>,
+    /// Hand out the recache token if the item expires within this many ms (`R`).
+    pub recache_ms: Option<u64>,
+    /// New expiry for a hit (`T`).
+    pub touch: Option<Expiry>,
+    /// The cas a vivified item takes (`E`).
+    pub new_cas: Option<u64>,
+}
+
+/// A memcached `ma`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetaArith {
+    /// Key.
+    pub key: Key,
+    /// Decrement instead of increment (`MD`).
+    pub decr: bool,
+    /// Amount (`D`, default 1).
+    pub delta: u64,
+    /// Only if the item's cas equals this (`C`).
+    pub cas: Option<u64>,
+    /// The cas the changed item takes (`E`).
+    pub new_cas: Option<u64>,
+    /// On a miss, create the item with this expiry and initial value (`N`, `J`).
+    pub vivify: Option<(Expiry, u64)>,
+    /// New expiry on a hit (`T`).
+    pub touch: Option<Expiry>,
 }
 
 /// One operation of the command model.
@@ -159,6 +202,11 @@ pub enum Command {
     },
     /// One key chosen at random.
     RandomKey,
+    /// One item without recording an access (memcached `me`, `mg ... u`).
+    Inspect {
+        /// Key.
+        key: Key,
+    },
     /// Number of live items.
     Size,
     /// Store statistics as name/value pairs.
@@ -215,8 +263,11 @@ pub enum Command {
         value: Bytes,
         /// Prepend instead of append.
         prepend: bool,
-        /// Create a missing key (Redis) instead of answering `NotStored` (memcached).
-        create: bool,
+        /// Create a missing key with this expiry (Redis; memcached meta
+        /// `ms ... MA N<ttl>`); `None` answers `NotStored` (memcached).
+        create: Option<Expiry>,
+        /// Only if the item's cas equals this (memcached meta `C`).
+        cas: Option<u64>,
     },
     /// Overwrite part of a value (`SETRANGE`), zero-padding as needed.
     SetRange {
@@ -247,6 +298,33 @@ pub enum Command {
     },
     /// Remove every item.
     Flush,
+    /// Let every item expire after this many milliseconds at the latest
+    /// (memcached `flush_all <delay>`): items already expiring sooner keep
+    /// their deadline; items stored later are not affected.
+    FlushAfter {
+        /// Milliseconds after the entry's timestamp.
+        delay_ms: u64,
+    },
+    /// memcached meta get that may change the item: vivify a miss, hand out
+    /// the recache token, update the TTL (`mg` with `N`, `R`, `T`, or on a
+    /// stale item). A plain `mg` is a [`Command::Get`].
+    MetaGet(MetaGet),
+    /// memcached meta delete (`md`): compare cas, or invalidate instead of
+    /// removing.
+    MetaDelete {
+        /// Key.
+        key: Key,
+        /// Only if the item's cas equals this (`C`).
+        cas: Option<u64>,
+        /// Mark the item stale instead of removing it (`I`), with a new
+        /// expiry if given (`T`).
+        invalidate: Option<Expiry>,
+        /// The cas the invalidated item takes (`E`).
+        new_cas: Option<u64>,
+    },
+    /// memcached meta arithmetic (`ma`): unsigned 64-bit, incr wraps, decr
+    /// stops at 0.
+    MetaArith(MetaArith),
     /// Remove keys chosen by the leader's eviction policy (replicated evictions).
     Evict {
         /// Keys.
@@ -257,7 +335,7 @@ pub enum Command {
 /// The kind of a command, for metrics labels and logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Op {
-    /// [`Command::Get`]
+    /// [`Command::Get`], [`Command::Inspect`] and [`Command::MetaGet`]
     Get,
     /// [`Command::Exists`]
     Exists,
@@ -273,17 +351,17 @@ pub enum Op {
     Stats,
     /// [`Command::Set`] and [`Command::SetMany`]
     Set,
-    /// [`Command::Delete`] and [`Command::GetDelete`]
+    /// [`Command::Delete`], [`Command::GetDelete`] and [`Command::MetaDelete`]
     Delete,
     /// [`Command::GetAndTouch`] and [`Command::Touch`]
     Touch,
-    /// [`Command::Incr`]
+    /// [`Command::Incr`] and [`Command::MetaArith`]
     Incr,
     /// [`Command::Append`] and [`Command::SetRange`]
     Append,
     /// [`Command::Rename`] and [`Command::Copy`]
     Rename,
-    /// [`Command::Flush`]
+    /// [`Command::Flush`] and [`Command::FlushAfter`]
     Flush,
     /// [`Command::Evict`]
     Evict,
@@ -346,6 +424,7 @@ impl Command {
                 | Command::Ttl { .. }
                 | Command::Scan { .. }
                 | Command::RandomKey
+                | Command::Inspect { .. }
                 | Command::Size
                 | Command::Stats
         )
@@ -372,7 +451,12 @@ impl Command {
                 }
             }
             Command::Delete { keys } | Command::GetAndTouch { keys, .. } | Command::Evict { keys } => all(keys),
-            Command::GetDelete { key } | Command::Touch { key, .. } | Command::Incr { key, .. } => *key = detach(key),
+            Command::GetDelete { key }
+            | Command::Touch { key, .. }
+            | Command::Incr { key, .. }
+            | Command::MetaDelete { key, .. }
+            | Command::MetaGet(MetaGet { key, .. })
+            | Command::MetaArith(MetaArith { key, .. }) => *key = detach(key),
             Command::Append { key, value, .. } | Command::SetRange { key, value, .. } => {
                 *key = detach(key);
                 *value = detach(value);
@@ -386,16 +470,18 @@ impl Command {
             | Command::Ttl { .. }
             | Command::Scan { .. }
             | Command::RandomKey
+            | Command::Inspect { .. }
             | Command::Size
             | Command::Stats
-            | Command::Flush => {}
+            | Command::Flush
+            | Command::FlushAfter { .. } => {}
         }
     }
 
     /// The command's kind.
     pub fn op(&self) -> Op {
         match self {
-            Command::Get { .. } => Op::Get,
+            Command::Get { .. } | Command::Inspect { .. } | Command::MetaGet(_) => Op::Get,
             Command::Exists { .. } => Op::Exists,
             Command::Ttl { .. } => Op::Ttl,
             Command::Scan { .. } => Op::Scan,
@@ -403,12 +489,12 @@ impl Command {
             Command::Size => Op::Size,
             Command::Stats => Op::Stats,
             Command::Set(_) | Command::SetMany { .. } => Op::Set,
-            Command::Delete { .. } | Command::GetDelete { .. } => Op::Delete,
+            Command::Delete { .. } | Command::GetDelete { .. } | Command::MetaDelete { .. } => Op::Delete,
             Command::GetAndTouch { .. } | Command::Touch { .. } => Op::Touch,
-            Command::Incr { .. } => Op::Incr,
+            Command::Incr { .. } | Command::MetaArith(_) => Op::Incr,
             Command::Append { .. } | Command::SetRange { .. } => Op::Append,
             Command::Rename { .. } | Command::Copy { .. } => Op::Rename,
-            Command::Flush => Op::Flush,
+            Command::Flush | Command::FlushAfter { .. } => Op::Flush,
             Command::Evict { .. } => Op::Evict,
         }
     }

@@ -17,10 +17,10 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::command::{Command, Condition, Delta, ExpireCondition, Expiry, SetCommand};
+use crate::command::{Command, Condition, Delta, ExpireCondition, Expiry, MetaArith, MetaGet, SetCommand};
 use crate::glob::glob_match;
 use crate::policy::{Policy, Update};
-use crate::reply::{CommandError, Item, Number, Reply, Ttl};
+use crate::reply::{CommandError, Item, ItemMeta, Number, Reply, Ttl};
 
 /// Largest value a write may produce (Redis' `proto-max-bulk-len`, 512 MB).
 pub const MAX_VALUE_LEN: usize = 512 * 1024 * 1024;
@@ -71,9 +71,21 @@ pub fn detach(b: &Bytes) -> Bytes {
 
 fn store_item(store: &dyn Policy, key: Bytes, value: Bytes, flags: u32, expires_at: u64, st: &mut ApplyState) -> u64 {
     let cas = st.next_cas();
-    let item = Item { value, flags, cas, expires_at };
+    let item = Item { value, flags, meta: ItemMeta::stored(st.now_ms), cas, expires_at };
     store.insert(key, item, &mut st.evicted);
     cas
+}
+
+/// Stores `item` as it is: a change of metadata only (expiry, meta bits),
+/// which keeps the item's cas, as memcached's `touch` does.
+fn restore(store: &dyn Policy, key: &Bytes, item: Item, st: &mut ApplyState) {
+    store.insert(key.clone(), item, &mut st.evicted);
+}
+
+/// The cas a changed item takes: the explicit one (memcached meta `E`) or
+/// the next counter value.
+fn cas_for(explicit: Option<u64>, st: &mut ApplyState) -> u64 {
+    explicit.unwrap_or_else(|| st.next_cas())
 }
 
 fn set(store: &dyn Policy, cmd: &SetCommand, st: &mut ApplyState) -> Reply {
@@ -94,11 +106,16 @@ fn set(store: &dyn Policy, cmd: &SetCommand, st: &mut ApplyState) -> Reply {
                 other => other,
             };
             let old = || if cmd.return_old { current.cloned() } else { None };
+            let mut stale = false;
             let refused = match (cmd.condition, current) {
                 (Condition::Always, _) => None,
                 (Condition::IfAbsent, None) | (Condition::IfPresent, Some(_)) => None,
                 (Condition::IfAbsent, Some(_)) | (Condition::IfPresent, None) => Some(Reply::NotStored { old: old() }),
                 (Condition::IfCas(_), None) => Some(Reply::NotFound),
+                (Condition::IfCas(want), Some(c)) if cmd.invalidate && want < c.cas => {
+                    stale = true;
+                    None
+                }
                 (Condition::IfCas(want), Some(c)) if c.cas != want => Some(Reply::Exists),
                 (Condition::IfCas(_), Some(_)) => None,
             };
@@ -108,9 +125,16 @@ fn set(store: &dyn Policy, cmd: &SetCommand, st: &mut ApplyState) -> Reply {
                 return if expired { Update::Remove } else { Update::Keep };
             }
             let expires_at = cmd.expiry.resolve(now, current.map_or(0, |c| c.expires_at));
-            cas += 1;
-            reply = Reply::Stored { created: current.is_none(), cas, old: old() };
-            Update::Store(Item { value: cmd.value.clone(), flags: cmd.flags, cas, expires_at })
+            let item_cas = match cmd.new_cas {
+                Some(explicit) => explicit,
+                None => {
+                    cas += 1;
+                    cas
+                }
+            };
+            reply = Reply::Stored { created: current.is_none(), cas: item_cas, old: old() };
+            let meta = ItemMeta::stored(now).with_stale(stale);
+            Update::Store(Item { value: cmd.value.clone(), flags: cmd.flags, meta, cas: item_cas, expires_at })
         },
         &mut evicted,
     );
@@ -224,12 +248,21 @@ fn incr(store: &dyn Policy, key: &Bytes, delta: Delta, st: &mut ApplyState) -> R
     Reply::Number(number)
 }
 
-fn append(store: &dyn Policy, key: &Bytes, value: &Bytes, prepend: bool, create: bool, st: &mut ApplyState) -> Reply {
+fn append(
+    store: &dyn Policy,
+    key: &Bytes,
+    value: &Bytes,
+    prepend: bool,
+    create: Option<Expiry>,
+    cas: Option<u64>,
+    st: &mut ApplyState,
+) -> Reply {
     let current = live(store, key, st);
-    let (joined, flags, deadline) = match current {
-        None if !create => return Reply::NotStored { old: None },
-        None => (value.clone(), 0, 0),
-        Some(c) => {
+    let (joined, flags, deadline) = match (current, create) {
+        (None, None) => return if cas.is_some() { Reply::NotFound } else { Reply::NotStored { old: None } },
+        (None, Some(expiry)) => (value.clone(), 0, expiry.resolve(st.now_ms, 0)),
+        (Some(c), _) if cas.is_some_and(|want| want != c.cas) => return Reply::Exists,
+        (Some(c), _) => {
             if c.value.len() + value.len() > MAX_VALUE_LEN {
                 return Reply::Error(CommandError::TooLarge);
             }
@@ -301,8 +334,121 @@ fn touch(store: &dyn Policy, key: &Bytes, expiry: Expiry, cond: ExpireCondition,
         store.remove(key);
         return Reply::Bool(true);
     }
-    store_item(store, key.clone(), c.value, c.flags, new, st);
+    restore(store, key, Item { expires_at: new, ..c }, st);
     Reply::Bool(true)
+}
+
+/// Caps every item's deadline at `delay_ms` after the entry's timestamp.
+fn flush_after(store: &dyn Policy, delay_ms: u64, st: &mut ApplyState) {
+    let at = st.now_ms.saturating_add(delay_ms).max(1);
+    let mut keys = Vec::new();
+    let mut cursor = 0;
+    loop {
+        cursor = store.scan(cursor, &mut |k, i| {
+            if i.expires_at == 0 || i.expires_at > at {
+                keys.push(k.clone());
+            }
+            true
+        });
+        if cursor == 0 {
+            break;
+        }
+    }
+    for k in keys {
+        if let Some(c) = store.peek(&k) {
+            restore(store, &k, Item { expires_at: at, ..c }, st);
+        }
+    }
+}
+
+fn meta_get(store: &dyn Policy, m: &MetaGet, st: &mut ApplyState) -> Reply {
+    let now = st.now_ms;
+    let Some(c) = live(store, &m.key, st) else {
+        let Some(ttl) = m.vivify else {
+            return Reply::Meta { item: None, won: false };
+        };
+        // An empty placeholder; this client wins the right to fill it.
+        let cas = cas_for(m.new_cas, st);
+        let item =
+            Item { value: Bytes::new(), flags: 0, meta: ItemMeta::stored(now), cas, expires_at: ttl.resolve(now, 0) };
+        restore(store, &m.key, Item { meta: item.meta.with_won(true), ..item.clone() }, st);
+        return Reply::Meta { item: Some(item), won: true };
+    };
+    let mut next = c.clone();
+    next.meta.note_fetch(now);
+    if let Some(t) = m.touch {
+        next.expires_at = t.resolve(now, c.expires_at);
+    }
+    let expiring_soon = |r: u64| c.expires_at != 0 && c.expires_at.saturating_sub(now) < r;
+    let won = !c.meta.won() && (c.meta.stale() || m.recache_ms.is_some_and(expiring_soon));
+    next.meta = next.meta.with_won(c.meta.won() || won);
+    restore(store, &m.key, next.clone(), st);
+    // The reader sees the state before this command (h, l, Z) and the new deadline.
+    Reply::Meta { item: Some(Item { meta: c.meta, ..next }), won }
+}
+
+fn meta_delete(
+    store: &dyn Policy,
+    key: &Bytes,
+    cas: Option<u64>,
+    invalidate: Option<Expiry>,
+    new_cas: Option<u64>,
+    st: &mut ApplyState,
+) -> Reply {
+    let Some(c) = live(store, key, st) else {
+        return Reply::NotFound;
+    };
+    if cas.is_some_and(|want| want != c.cas) {
+        return Reply::Exists;
+    }
+    match invalidate {
+        None => {
+            store.remove(key);
+        }
+        Some(expiry) => {
+            let cas = cas_for(new_cas, st);
+            let meta = c.meta.with_stale(true).with_won(false);
+            let expires_at = expiry.resolve(st.now_ms, c.expires_at);
+            restore(store, key, Item { meta, cas, expires_at, ..c }, st);
+        }
+    }
+    Reply::Ok
+}
+
+fn meta_arith(store: &dyn Policy, m: &MetaArith, st: &mut ApplyState) -> Reply {
+    let now = st.now_ms;
+    let Some(c) = live(store, &m.key, st) else {
+        let Some((ttl, initial)) = m.vivify else {
+            return Reply::NotFound;
+        };
+        let cas = cas_for(m.new_cas, st);
+        let item = Item {
+            value: Bytes::from(initial.to_string()),
+            flags: 0,
+            meta: ItemMeta::stored(now),
+            cas,
+            expires_at: ttl.resolve(now, 0),
+        };
+        restore(store, &m.key, item.clone(), st);
+        return Reply::Value(Some(item));
+    };
+    if m.cas.is_some_and(|want| want != c.cas) {
+        return Reply::Exists;
+    }
+    let Some(base) = parse_u64(&c.value) else {
+        return Reply::Error(CommandError::NonNumeric);
+    };
+    let n = if m.decr { base.saturating_sub(m.delta) } else { base.wrapping_add(m.delta) };
+    let expires_at = m.touch.map_or(c.expires_at, |t| t.resolve(now, c.expires_at));
+    let item = Item {
+        value: Bytes::from(n.to_string()),
+        flags: c.flags,
+        meta: ItemMeta::stored(now),
+        cas: cas_for(m.new_cas, st),
+        expires_at,
+    };
+    restore(store, &m.key, item.clone(), st);
+    Reply::Value(Some(item))
 }
 
 /// Applies a write command. `st.now_ms` must be the log entry's timestamp.
@@ -324,9 +470,12 @@ pub fn apply(store: &dyn Policy, cmd: &Command, st: &mut ApplyState) -> Reply {
             let mut out = Vec::with_capacity(keys.len());
             for k in keys {
                 let item = live(store, k, st).map(|c| {
-                    let deadline = expiry.resolve(st.now_ms, c.expires_at);
-                    let cas = store_item(store, k.clone(), c.value.clone(), c.flags, deadline, st);
-                    Item { cas, expires_at: deadline, ..c }
+                    // A touch keeps the cas (as memcached's `gat` does) and is a fetch.
+                    let mut meta = c.meta;
+                    meta.note_fetch(st.now_ms);
+                    let touched = Item { expires_at: expiry.resolve(st.now_ms, c.expires_at), meta, ..c.clone() };
+                    restore(store, k, touched.clone(), st);
+                    Item { meta: c.meta, ..touched }
                 });
                 out.push(item);
             }
@@ -334,7 +483,7 @@ pub fn apply(store: &dyn Policy, cmd: &Command, st: &mut ApplyState) -> Reply {
         }
         Command::Touch { key, expiry, condition } => touch(store, key, *expiry, *condition, st),
         Command::Incr { key, delta } => incr(store, key, *delta, st),
-        Command::Append { key, value, prepend, create } => append(store, key, value, *prepend, *create, st),
+        Command::Append { key, value, prepend, create, cas } => append(store, key, value, *prepend, *create, *cas, st),
         Command::SetRange { key, offset, value } => set_range(store, key, *offset, value, st),
         Command::Rename { from, to, only_if_absent } => {
             let Some(item) = live(store, from, st) else {
@@ -364,6 +513,13 @@ pub fn apply(store: &dyn Policy, cmd: &Command, st: &mut ApplyState) -> Reply {
             store.clear();
             Reply::Ok
         }
+        Command::FlushAfter { delay_ms } => {
+            flush_after(store, *delay_ms, st);
+            Reply::Ok
+        }
+        Command::MetaGet(m) => meta_get(store, m, st),
+        Command::MetaDelete { key, cas, invalidate, new_cas } => meta_delete(store, key, *cas, *invalidate, *new_cas, st),
+        Command::MetaArith(m) => meta_arith(store, m, st),
         Command::Evict { keys } => {
             for k in keys {
                 store.remove(k);
@@ -378,7 +534,8 @@ pub fn apply(store: &dyn Policy, cmd: &Command, st: &mut ApplyState) -> Reply {
 pub fn read(store: &dyn Policy, cmd: &Command, now_ms: u64) -> Reply {
     let visible = |item: Option<Item>| item.filter(|i| !i.is_expired(now_ms));
     match cmd {
-        Command::Get { keys } => Reply::Values(keys.iter().map(|k| visible(store.get(k))).collect()),
+        Command::Get { keys } => Reply::Values(keys.iter().map(|k| visible(store.get(k, now_ms))).collect()),
+        Command::Inspect { key } => Reply::Value(visible(store.peek(key))),
         Command::Exists { keys } => {
             Reply::Count(keys.iter().filter(|k| visible(store.peek(k)).is_some()).count() as u64)
         }

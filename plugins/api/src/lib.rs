@@ -32,14 +32,14 @@ pub mod size;
 pub mod testkit;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use command::{Command, Condition, Delta, ExpireCondition, Expiry, Key, Op, SetCommand};
+pub use command::{Command, Condition, Delta, ExpireCondition, Expiry, Key, MetaArith, MetaGet, Op, SetCommand};
 pub use pipeline::{Credentials, Pipeline, PipelineError, ReadConsistency, Request, RequestContext, Response};
 pub use plugin::{
     Admin, AdminError, Config, Extensions, Middleware, MiddlewareContext, MiddlewarePlugin, NodeStatus, PluginError,
     PolicyPlugin, Protocol, ProtocolContext, ProtocolPlugin, Running,
 };
 pub use policy::{Capture, Policy, PolicySettings, Update};
-pub use reply::{CommandError, Item, Number, Reply, Ttl};
+pub use reply::{CommandError, Item, ItemMeta, Number, Reply, Ttl};
 
 #[doc(hidden)]
 pub use inventory;

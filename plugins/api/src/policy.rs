@@ -48,8 +48,11 @@ pub enum Update {
 
 /// A store with an eviction policy. See the module docs.
 pub trait Policy: Send + Sync + 'static {
-    /// Reads an item and records the access (recency, frequency).
-    fn get(&self, key: &[u8]) -> Option<Item>;
+    /// Reads an item and records the access: recency or frequency, and the
+    /// item's own access record ([`crate::ItemMeta::note_fetch`] at
+    /// `now_ms`). Returns the item as it was *before* this access (memcached
+    /// `mg ... h l` report the previous access).
+    fn get(&self, key: &[u8], now_ms: u64) -> Option<Item>;
 
     /// Reads an item without recording an access.
     fn peek(&self, key: &[u8]) -> Option<Item>;

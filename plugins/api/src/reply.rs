@@ -15,11 +15,89 @@ pub struct Item {
     pub value: Bytes,
     /// Opaque client flags.
     pub flags: u32,
+    /// Last access and memcached meta state (see [`ItemMeta`]).
+    pub meta: ItemMeta,
     /// Unique per write (memcached `cas`): a counter of applied writes,
     /// identical on every replica.
     pub cas: u64,
     /// Unix time in ms when the item expires; 0 = never.
     pub expires_at: u64,
+}
+
+/// An item's access time and state bits, packed into 32 bits so that an
+/// [`Item`] stays 56 bytes.
+///
+/// - bits 0–28: unix seconds (mod 2^29) of the last access, for memcached's
+///   `mg ... l` and `me ... la=`; ages are computed modulo 2^29 (17 years),
+///   so the wrap never shows;
+/// - bit 29 `FETCHED`: read since it was stored (`mg ... h`, `me fetch=`);
+/// - bit 30 `STALE`: invalidated by `md ... I` / `ms ... I` (`X` flag);
+/// - bit 31 `WON`: a client was handed the recache token (`W`; later
+///   readers see `Z`).
+///
+/// `STALE` and `WON` change only through log entries, so they are identical
+/// on every replica and travel in snapshots. The access time and `FETCHED`
+/// are each node's own record of its reads, like recency in an LRU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemMeta(pub u32);
+
+impl ItemMeta {
+    const TIME: u32 = (1 << 29) - 1;
+    const FETCHED: u32 = 1 << 29;
+    const STALE: u32 = 1 << 30;
+    const WON: u32 = 1 << 31;
+    /// The bits that are identical on every replica.
+    pub const REPLICATED: u32 = Self::STALE | Self::WON;
+
+    /// A fresh item's meta: accessed at `now_ms`, nothing else.
+    pub fn stored(now_ms: u64) -> Self {
+        ItemMeta(Self::secs(now_ms))
+    }
+
+    fn secs(now_ms: u64) -> u32 {
+        ((now_ms / 1000) as u32) & Self::TIME
+    }
+
+    /// Records a read at `now_ms`.
+    #[inline]
+    pub fn note_fetch(&mut self, now_ms: u64) {
+        self.0 = (self.0 & !Self::TIME) | Self::FETCHED | Self::secs(now_ms);
+    }
+
+    /// Whether the item was read since it was stored.
+    pub fn fetched(self) -> bool {
+        self.0 & Self::FETCHED != 0
+    }
+
+    /// Seconds since the last access, judged at `now_ms`.
+    pub fn idle_secs(self, now_ms: u64) -> u32 {
+        Self::secs(now_ms).wrapping_sub(self.0 & Self::TIME) & Self::TIME
+    }
+
+    /// Whether the item was invalidated (memcached `X`).
+    pub fn stale(self) -> bool {
+        self.0 & Self::STALE != 0
+    }
+
+    /// Whether the recache token was handed out (memcached `Z` for later readers).
+    pub fn won(self) -> bool {
+        self.0 & Self::WON != 0
+    }
+
+    /// With the stale bit set or cleared.
+    pub fn with_stale(self, on: bool) -> Self {
+        ItemMeta(if on { self.0 | Self::STALE } else { self.0 & !Self::STALE })
+    }
+
+    /// With the won bit set or cleared.
+    pub fn with_won(self, on: bool) -> Self {
+        ItemMeta(if on { self.0 | Self::WON } else { self.0 & !Self::WON })
+    }
+
+    /// Only the replica-identical bits (for snapshots and digests).
+    pub fn replicated(self) -> Self {
+        ItemMeta(self.0 & Self::REPLICATED)
+    }
 }
 
 /// Values up to this size are copied, not shared, when read (see
@@ -37,7 +115,7 @@ impl Item {
     pub fn read_copy(&self) -> Item {
         let value =
             if self.value.len() <= READ_COPY_LIMIT { Bytes::copy_from_slice(&self.value) } else { self.value.clone() };
-        Item { value, flags: self.flags, cas: self.cas, expires_at: self.expires_at }
+        Item { value, ..*self }
     }
 
     /// Whether the item is expired at `now_ms`.
@@ -131,6 +209,15 @@ pub enum Reply {
     Values(Vec<Option<Item>>),
     /// One item or none.
     Value(Option<Item>),
+    /// A memcached meta get that may have changed the item
+    /// ([`Command::MetaGet`](crate::Command::MetaGet)).
+    Meta {
+        /// The item after the command, with the `WON` bit as it was before
+        /// (so a reader that did not win sees `Z`); `None`: a miss.
+        item: Option<Item>,
+        /// This client was handed the recache token (`W`).
+        won: bool,
+    },
     /// A count: keys deleted, keys existing, items stored.
     Count(u64),
     /// A changed counter.

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use crate::command::{Command, Condition, Delta, ExpireCondition, Expiry, SetCommand};
 use crate::exec::{ApplyState, apply, read};
 use crate::policy::Policy;
-use crate::reply::{Item, Number, Reply, Ttl};
+use crate::reply::{CommandError, Item, Number, Reply, Ttl};
 
 /// Builds a fresh policy with the given capacity in charged bytes (0 = unlimited).
 pub type Builder<'a> = &'a dyn Fn(u64) -> Arc<dyn Policy>;
@@ -65,6 +65,7 @@ pub fn check_policy(build: Builder<'_>) {
     scan_and_random(build);
     flush(build);
     capture_is_point_in_time(build);
+    memcached_meta(build);
 }
 
 fn basic_crud(build: Builder<'_>) {
@@ -223,17 +224,28 @@ fn counters(build: Builder<'_>) {
 
 fn append_and_ranges(build: Builder<'_>) {
     let mut h = Harness::new(build, 0);
-    let app = |v: &str, prepend, create| Command::Append {
+    let app = |v: &str, prepend, create: bool| Command::Append {
         key: key("a"),
         value: Bytes::from(v.to_string()),
         prepend,
-        create,
+        create: create.then_some(Expiry::Never),
+        cas: None,
     };
     assert_eq!(h.w(app("x", false, false)), Reply::NotStored { old: None }, "append: memcached missing");
     assert_eq!(h.w(app("mid", false, true)), Reply::Count(3), "append: redis creates");
     assert_eq!(h.w(app("<", true, false)), Reply::Count(4), "append: prepend");
     assert_eq!(h.w(app(">", false, false)), Reply::Count(5), "append: append");
     assert_eq!(h.value("a").as_deref(), Some("<mid>"));
+    let cas = h.get("a").unwrap().cas;
+    let with_cas = |want| Command::Append {
+        key: key("a"),
+        value: Bytes::from_static(b"!"),
+        prepend: false,
+        create: None,
+        cas: Some(want),
+    };
+    assert_eq!(h.w(with_cas(cas + 100)), Reply::Exists, "append: wrong cas refused");
+    assert_eq!(h.w(with_cas(cas)), Reply::Count(6), "append: matching cas appends");
     assert_eq!(
         h.w(Command::SetRange { key: key("r"), offset: 3, value: Bytes::from_static(b"xy") }),
         Reply::Count(5),
@@ -375,4 +387,124 @@ fn capture_is_point_in_time(build: Builder<'_>) {
     let capture = h.store.begin_capture();
     h.set("x", "y");
     assert!(capture.finish().is_empty(), "capture: empty store");
+}
+
+/// memcached's meta semantics: access records, explicit cas, invalidation,
+/// the recache token, vivify, arithmetic and delayed flush.
+fn memcached_meta(build: Builder<'_>) {
+    use crate::command::{MetaArith, MetaGet};
+    let mut h = Harness::new(build, 0);
+    let t0 = h.st.now_ms;
+    h.set("k", "v");
+    // Reads report the previous access and mark the item fetched.
+    let first = h.get("k").unwrap();
+    assert!(!first.meta.fetched(), "meta: a fresh item was not fetched");
+    h.st.now_ms = t0 + 3000;
+    let second = h.get("k").unwrap();
+    assert!(second.meta.fetched(), "meta: the second read sees the first");
+    assert_eq!(second.meta.idle_secs(h.st.now_ms), 3, "meta: seconds since the last access");
+    let peeked = h.r(Command::Inspect { key: key("k") });
+    assert!(matches!(peeked, Reply::Value(Some(i)) if i.meta.idle_secs(t0 + 3000) == 0), "meta: inspect sees the read");
+    // A touch keeps the cas.
+    let cas = h.get("k").unwrap().cas;
+    h.w(Command::GetAndTouch { keys: vec![key("k")], expiry: Expiry::In(60_000) });
+    h.w(Command::Touch { key: key("k"), expiry: Expiry::In(50_000), condition: ExpireCondition::Always });
+    assert_eq!(h.get("k").unwrap().cas, cas, "meta: touch keeps the cas");
+    // Explicit cas.
+    let mut s = SetCommand::new("e", "v");
+    s.new_cas = Some(12345);
+    assert!(matches!(h.w(Command::Set(s)), Reply::Stored { cas: 12345, .. }), "meta: explicit cas stored");
+    assert_eq!(h.get("e").unwrap().cas, 12345, "meta: explicit cas kept");
+    // Invalidate by delete: stale, new cas, first reader wins the token.
+    let md = |k: &str, cas: Option<u64>, inv: Option<Expiry>| Command::MetaDelete {
+        key: key(k),
+        cas,
+        invalidate: inv,
+        new_cas: None,
+    };
+    assert_eq!(h.w(md("e", Some(1), None)), Reply::Exists, "meta: md with a wrong cas");
+    assert_eq!(h.w(md("e", Some(12345), Some(Expiry::In(30_000)))), Reply::Ok, "meta: md invalidate");
+    let stale = h.get("e").unwrap();
+    assert!(stale.meta.stale() && !stale.meta.won() && stale.cas != 12345, "meta: invalidated item is stale");
+    let mg = |k: &str| MetaGet { key: key(k), vivify: None, recache_ms: None, touch: None, new_cas: None };
+    match h.w(Command::MetaGet(mg("e"))) {
+        Reply::Meta { item: Some(i), won: true } => assert!(i.meta.stale() && !i.meta.won(), "meta: X W"),
+        other => panic!("meta: stale get answered {other:?}"),
+    }
+    match h.w(Command::MetaGet(mg("e"))) {
+        Reply::Meta { item: Some(i), won: false } => assert!(i.meta.stale() && i.meta.won(), "meta: Z X"),
+        other => panic!("meta: second stale get answered {other:?}"),
+    }
+    // A set with an older cas and invalidate stores, stale; a plain set clears it.
+    let mut older = SetCommand::new("e", "old");
+    older.condition = Condition::IfCas(1);
+    older.invalidate = true;
+    assert!(matches!(h.w(Command::Set(older)), Reply::Stored { .. }), "meta: ms I with an older cas");
+    assert!(h.get("e").unwrap().meta.stale(), "meta: stored stale");
+    h.set("e", "fresh");
+    let fresh = h.get("e").unwrap();
+    assert!(!fresh.meta.stale() && !fresh.meta.won(), "meta: a set clears stale and won");
+    // Vivify on miss: the first client wins, later ones see Z.
+    let viv = MetaGet { vivify: Some(Expiry::In(30_000)), ..mg("v") };
+    assert!(
+        matches!(h.w(Command::MetaGet(viv.clone())), Reply::Meta { item: Some(i), won: true } if i.value.is_empty()),
+        "meta: vivify wins"
+    );
+    assert!(
+        matches!(h.w(Command::MetaGet(viv)), Reply::Meta { item: Some(i), won: false } if i.meta.won()),
+        "meta: vivified item was already won"
+    );
+    assert_eq!(h.w(Command::MetaGet(mg("none"))), Reply::Meta { item: None, won: false }, "meta: plain miss");
+    // Recache when the TTL is below the threshold; touch reports the new deadline.
+    let mut r = SetCommand::new("r", "v");
+    r.expiry = Expiry::In(100_000);
+    h.w(Command::Set(r));
+    let recache = |ms| MetaGet { recache_ms: Some(ms), ..mg("r") };
+    assert!(matches!(h.w(Command::MetaGet(recache(50_000))), Reply::Meta { won: false, .. }), "meta: R above ttl");
+    assert!(matches!(h.w(Command::MetaGet(recache(200_000))), Reply::Meta { won: true, .. }), "meta: R below ttl");
+    assert!(matches!(h.w(Command::MetaGet(recache(200_000))), Reply::Meta { won: false, .. }), "meta: R once");
+    let now = h.st.now_ms;
+    let touched = MetaGet { touch: Some(Expiry::In(500_000)), ..mg("r") };
+    assert!(
+        matches!(h.w(Command::MetaGet(touched)), Reply::Meta { item: Some(i), .. } if i.expires_at == now + 500_000),
+        "meta: T updates the ttl"
+    );
+    // Arithmetic.
+    let ma = |decr, delta, vivify| MetaArith {
+        key: key("n"),
+        decr,
+        delta,
+        cas: None,
+        new_cas: None,
+        vivify,
+        touch: None,
+    };
+    assert_eq!(h.w(Command::MetaArith(ma(false, 1, None))), Reply::NotFound, "meta: ma miss");
+    let value = |r: Reply| match r {
+        Reply::Value(Some(i)) => String::from_utf8(i.value.to_vec()).unwrap(),
+        other => panic!("meta: ma answered {other:?}"),
+    };
+    assert_eq!(value(h.w(Command::MetaArith(ma(false, 1, Some((Expiry::Never, 10)))))), "10", "meta: ma vivify");
+    assert_eq!(value(h.w(Command::MetaArith(ma(true, 100, None)))), "0", "meta: ma decr stops at 0");
+    assert_eq!(value(h.w(Command::MetaArith(ma(true, 1, None)))), "0", "meta: ma decr at 0");
+    assert_eq!(value(h.w(Command::MetaArith(ma(false, u64::MAX, None)))), u64::MAX.to_string(), "meta: ma incr");
+    assert_eq!(value(h.w(Command::MetaArith(ma(false, 2, None)))), "1", "meta: ma incr wraps");
+    let cas = h.get("n").unwrap().cas;
+    let guarded = MetaArith { cas: Some(cas + 1), ..ma(false, 1, None) };
+    assert_eq!(h.w(Command::MetaArith(guarded)), Reply::Exists, "meta: ma cas mismatch");
+    h.set("n", "x");
+    assert_eq!(
+        h.w(Command::MetaArith(ma(false, 1, None))),
+        Reply::Error(CommandError::NonNumeric),
+        "meta: ma non-numeric"
+    );
+    // Delayed flush caps deadlines; later items are not affected.
+    h.set("p", "v");
+    let now = h.st.now_ms;
+    h.w(Command::FlushAfter { delay_ms: 10_000 });
+    h.set("later", "v");
+    assert_eq!(h.get("p").unwrap().expires_at, now + 10_000, "meta: flush_all delay caps the deadline");
+    h.st.now_ms = now + 10_000;
+    assert!(h.get("p").is_none() && h.get("n").is_none(), "meta: flushed after the delay");
+    assert!(h.get("later").is_some(), "meta: items stored after the flush survive");
 }

@@ -112,7 +112,7 @@ struct Shard {
 }
 
 fn empty_item() -> Item {
-    Item { value: Bytes::new(), flags: 0, cas: 0, expires_at: 0 }
+    Item { value: Bytes::new(), flags: 0, meta: Default::default(), cas: 0, expires_at: 0 }
 }
 
 impl Shard {
@@ -274,12 +274,17 @@ impl Lru {
 }
 
 impl Policy for Lru {
-    fn get(&self, key: &[u8]) -> Option<Item> {
+    fn get(&self, key: &[u8], now_ms: u64) -> Option<Item> {
         let (hash, idx) = self.locate(key);
         let mut s = self.shards[idx].lock();
         let i = s.find(hash, key)?;
         s.touch(i);
-        Some(s.nodes[i as usize].item.read_copy())
+        let item = &mut s.nodes[i as usize].item;
+        let before = item.read_copy();
+        // Local access bookkeeping only; a capture in progress may see it,
+        // snapshots keep just the replicated meta bits.
+        item.meta.note_fetch(now_ms);
+        Some(before)
     }
 
     fn peek(&self, key: &[u8]) -> Option<Item> {
@@ -444,7 +449,7 @@ mod tests {
     }
 
     fn item(v: &str) -> Item {
-        Item { value: Bytes::from(v.to_string()), flags: 0, cas: 1, expires_at: 0 }
+        Item { value: Bytes::from(v.to_string()), flags: 0, meta: Default::default(), cas: 1, expires_at: 0 }
     }
 
     #[test]
@@ -456,7 +461,7 @@ mod tests {
             lru.insert(Bytes::from(k), item("v"), &mut ev);
         }
         assert!(ev.is_empty());
-        assert!(lru.get(b"k1").is_some()); // k2 is now the LRU
+        assert!(lru.get(b"k1", 0).is_some()); // k2 is now the LRU
         lru.insert(Bytes::from("k4"), item("v"), &mut ev);
         assert_eq!(ev, vec![Bytes::from("k2")]);
         assert!(lru.peek(b"k2").is_none());
