@@ -4,8 +4,9 @@
 
 use gerdu_policy_lru as _;
 use gerdu_protocol_http as _;
+use gerdu_protocol_memcached as _;
 use gerdu_protocol_redis as _;
 
 /// The plugins this build registers, by kind (for the registry test).
 pub const BUILT_IN: &[(&str, &[&str])] =
-    &[("protocol", &["http", "redis"]), ("policy", &["lru"]), ("middleware", &["auth", "metrics", "raft"])];
+    &[("protocol", &["http", "mcd", "redis"]), ("policy", &["lru"]), ("middleware", &["auth", "metrics", "raft"])];

@@ -185,6 +185,7 @@ impl Server {
                 tls: tls.clone(),
                 shutdown: shutdown.child_token(),
                 metrics: metrics.registry.clone(),
+                clock: clock.clone(),
             };
             let running = match protocol.start(ctx).await {
                 Ok(r) => r,

@@ -119,6 +119,9 @@ pub struct ProtocolContext {
     pub shutdown: CancellationToken,
     /// The server's metrics registry.
     pub metrics: prometheus::Registry,
+    /// The server's clock (injected in tests), for answers that report time
+    /// left or elapsed (memcached `t`, `l`).
+    pub clock: Arc<dyn Clock>,
 }
 
 /// A protocol that is listening.

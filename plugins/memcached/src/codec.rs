@@ -1,0 +1,698 @@
+//! memcached text protocol parsing.
+//!
+//! [`parse`] takes one complete request off the front of the input buffer:
+//! a command line (ended by `\r\n`, or a bare `\n` as memcached accepts) and,
+//! for storage commands, the data block that follows it. Keys and data are
+//! zero-copy slices of one frozen `Bytes`. Malformed input is answered with
+//! memcached's own error lines ([`Frame::Error`]): the offending line is
+//! consumed, and for a storage command whose length was readable the data
+//! block is consumed too (`swallow`), so the connection stays usable, as in
+//! memcached. Only an overlong line without a newline closes the connection.
+//!
+//! Meta commands (`mg`, `ms`, `md`, `ma`, `mn`, `me`) are parsed into
+//! [`Meta`]: the key (base64-decoded with `b`), and the flags in request
+//! order, checked against the flags the command accepts. Tokens are checked
+//! where they are used ([`crate::meta`]).
+
+use base64::Engine;
+use bytes::{Bytes, BytesMut};
+
+/// Longest key (memcached's `KEY_MAX_LENGTH`).
+pub const MAX_KEY: usize = 250;
+
+/// Longest opaque token (`O`), as memcached.
+pub const MAX_OPAQUE: usize = 32;
+
+/// Parser limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest data block (`-I`, memcached's `item_size_max`).
+    pub max_item: usize,
+    /// Longest command line; longer input without a newline closes the
+    /// connection.
+    pub max_line: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_item: 1 << 20, max_line: 64 * 1024 }
+    }
+}
+
+/// The storage commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreOp {
+    /// `set`
+    Set,
+    /// `add`
+    Add,
+    /// `replace`
+    Replace,
+    /// `append`
+    Append,
+    /// `prepend`
+    Prepend,
+    /// `cas`
+    Cas,
+}
+
+/// The meta commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetaCmd {
+    /// `mg`
+    Get,
+    /// `ms`
+    Set,
+    /// `md`
+    Delete,
+    /// `ma`
+    Arith,
+    /// `me`
+    Debug,
+}
+
+impl MetaCmd {
+    /// The flags the command accepts (memcached 1.6).
+    fn accepts(self, flag: u8) -> bool {
+        let allowed: &[u8] = match self {
+            MetaCmd::Get => b"bcfhklOqstuvENRT",
+            MetaCmd::Set => b"bcCEFIkOqsSTMN",
+            MetaCmd::Delete => b"bCEIkOqT",
+            MetaCmd::Arith => b"bCENJDTMqOtckv",
+            MetaCmd::Debug => b"b",
+        };
+        allowed.contains(&flag)
+    }
+}
+
+/// One meta flag: its letter and the token glued to it (`T30` → `T`, `30`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetaFlag {
+    /// The flag letter.
+    pub flag: u8,
+    /// The token after the letter (may be empty).
+    pub token: Bytes,
+}
+
+/// A parsed meta command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// Which command.
+    pub cmd: MetaCmd,
+    /// The key (decoded when `b` is given).
+    pub key: Bytes,
+    /// The key as sent (base64 text with `b`), for the `k` flag.
+    pub wire_key: Bytes,
+    /// Flags in request order.
+    pub flags: Vec<MetaFlag>,
+    /// `ms` data block.
+    pub data: Bytes,
+}
+
+impl Meta {
+    /// Whether a flag is present.
+    pub fn has(&self, flag: u8) -> bool {
+        self.flags.iter().any(|f| f.flag == flag)
+    }
+
+    /// The token of a flag, if present.
+    pub fn token(&self, flag: u8) -> Option<&Bytes> {
+        self.flags.iter().find(|f| f.flag == flag).map(|f| &f.token)
+    }
+}
+
+/// One parsed request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Req {
+    /// `get`/`gets`.
+    Get {
+        /// Keys, answered in order.
+        keys: Vec<Bytes>,
+        /// `gets`: include the cas.
+        cas: bool,
+    },
+    /// `gat`/`gats`.
+    Gat {
+        /// New expiry (memcached exptime).
+        exptime: i64,
+        /// Keys.
+        keys: Vec<Bytes>,
+        /// `gats`.
+        cas: bool,
+    },
+    /// `set`, `add`, `replace`, `append`, `prepend`, `cas`.
+    Store {
+        /// Which command.
+        op: StoreOp,
+        /// Key.
+        key: Bytes,
+        /// Client flags.
+        flags: u32,
+        /// memcached exptime.
+        exptime: i64,
+        /// The data block.
+        data: Bytes,
+        /// `cas` unique (0 for the others).
+        cas: u64,
+        /// No reply wanted.
+        noreply: bool,
+    },
+    /// `delete key [noreply]`.
+    Delete {
+        /// Key.
+        key: Bytes,
+        /// No reply wanted.
+        noreply: bool,
+    },
+    /// `incr`/`decr`.
+    Arith {
+        /// Key.
+        key: Bytes,
+        /// Amount.
+        delta: u64,
+        /// `decr`.
+        decr: bool,
+        /// No reply wanted.
+        noreply: bool,
+    },
+    /// `touch key exptime [noreply]`.
+    Touch {
+        /// Key.
+        key: Bytes,
+        /// memcached exptime.
+        exptime: i64,
+        /// No reply wanted.
+        noreply: bool,
+    },
+    /// `flush_all [delay] [noreply]`.
+    FlushAll {
+        /// Seconds (or unix time) until the flush; 0 = now.
+        delay: i64,
+        /// No reply wanted.
+        noreply: bool,
+    },
+    /// `version`.
+    Version,
+    /// `verbosity level [noreply]`.
+    Verbosity {
+        /// No reply wanted.
+        noreply: bool,
+    },
+    /// `stats [group]`.
+    Stats(Option<Bytes>),
+    /// `quit`.
+    Quit,
+    /// `mn`.
+    Noop,
+    /// A meta command.
+    Meta(Meta),
+}
+
+impl Req {
+    /// Whether the client asked for no reply.
+    pub fn noreply(&self) -> bool {
+        match self {
+            Req::Store { noreply, .. }
+            | Req::Delete { noreply, .. }
+            | Req::Arith { noreply, .. }
+            | Req::Touch { noreply, .. }
+            | Req::FlushAll { noreply, .. }
+            | Req::Verbosity { noreply } => *noreply,
+            _ => false,
+        }
+    }
+}
+
+/// What [`parse`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A request.
+    Req(Req),
+    /// Malformed input, already consumed.
+    Error {
+        /// The error line without `\r\n` (`ERROR`, `CLIENT_ERROR ...`).
+        text: &'static str,
+        /// The request said `noreply`: memcached sends no error either.
+        noreply: bool,
+        /// Bytes of the data block still to discard after the buffer.
+        swallow: usize,
+        /// Close the connection after answering.
+        close: bool,
+    },
+}
+
+const BAD_FORMAT: &str = "CLIENT_ERROR bad command line format";
+
+fn error(text: &'static str) -> Frame {
+    Frame::Error { text, noreply: false, swallow: 0, close: false }
+}
+
+/// Whether a key is acceptable: 1 to 250 bytes, no control characters or
+/// spaces.
+pub fn valid_key(key: &[u8]) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY && key.iter().all(|&b| b > b' ' && b != 0x7f)
+}
+
+fn num<T: std::str::FromStr>(tok: &[u8]) -> Option<T> {
+    std::str::from_utf8(tok).ok()?.parse().ok()
+}
+
+/// Parses a number token the way the meta commands need it.
+pub fn token_num<T: std::str::FromStr>(tok: &[u8]) -> Option<T> {
+    if tok.is_empty() || tok[0] == b'+' { None } else { num(tok) }
+}
+
+/// Parses one frame off the front of `buf`; `None` when more input is needed.
+pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Option<Frame> {
+    let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+        if buf.len() > limits.max_line {
+            buf.clear();
+            return Some(Frame::Error { text: "CLIENT_ERROR line too long", noreply: false, swallow: 0, close: true });
+        }
+        return None;
+    };
+    let line_end = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+    // Storage commands need their data block before anything is consumed.
+    let head = &buf[..line_end];
+    let name_end = head.iter().position(|&b| b == b' ').unwrap_or(head.len());
+    let needs_data = matches!(&head[..name_end], b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" | b"ms");
+    if needs_data
+        && let Some(len) = data_len(head, &head[..name_end] == b"ms")
+        && len <= limits.max_item
+        && buf.len() < nl + 1 + len + 2
+    {
+        buf.reserve(nl + 1 + len + 2 - buf.len());
+        return None;
+    }
+    let line = buf.split_to(nl + 1).freeze().slice(..line_end);
+    Some(parse_line(line, buf, limits))
+}
+
+/// The data length a storage line announces, if it is readable.
+fn data_len(line: &[u8], meta: bool) -> Option<usize> {
+    let toks: Vec<&[u8]> = line.split(|&b| b == b' ').filter(|t| !t.is_empty()).collect();
+    let tok = if meta { toks.get(2)? } else { toks.get(4)? };
+    num::<i64>(tok).filter(|&n| n >= 0 && n <= i32::MAX as i64).map(|n| n as usize)
+}
+
+fn tokens(line: &Bytes) -> Vec<Bytes> {
+    let mut out = Vec::with_capacity(8);
+    let mut start = None;
+    for (i, &b) in line.iter().enumerate() {
+        match (b == b' ', start) {
+            (true, Some(s)) => {
+                out.push(line.slice(s..i));
+                start = None;
+            }
+            (false, None) => start = Some(i),
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        out.push(line.slice(s..));
+    }
+    out
+}
+
+fn parse_line(line: Bytes, buf: &mut BytesMut, limits: &Limits) -> Frame {
+    let toks = tokens(&line);
+    let Some(name) = toks.first() else {
+        return error("ERROR");
+    };
+    let noreply_last = toks.last().is_some_and(|t| &t[..] == b"noreply");
+    match &name[..] {
+        b"get" | b"gets" => {
+            if toks.len() < 2 {
+                return error("ERROR");
+            }
+            if !toks[1..].iter().all(|k| valid_key(k)) {
+                return error(BAD_FORMAT);
+            }
+            Frame::Req(Req::Get { keys: toks[1..].to_vec(), cas: &name[..] == b"gets" })
+        }
+        b"gat" | b"gats" => {
+            if toks.len() < 2 {
+                return error("ERROR");
+            }
+            let Some(exptime) = num::<i64>(&toks[1]) else {
+                return error("CLIENT_ERROR invalid exptime argument");
+            };
+            if !toks[2..].iter().all(|k| valid_key(k)) {
+                return error(BAD_FORMAT);
+            }
+            Frame::Req(Req::Gat { exptime, keys: toks[2..].to_vec(), cas: &name[..] == b"gats" })
+        }
+        b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => storage(&toks, buf, limits),
+        b"delete" => {
+            if !(2..=4).contains(&toks.len()) {
+                return error("ERROR");
+            }
+            let extra = toks.len() - 2 - usize::from(noreply_last);
+            if extra > 1 || (extra == 1 && &toks[2][..] != b"0") {
+                return Frame::Error {
+                    text: "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]",
+                    noreply: noreply_last,
+                    swallow: 0,
+                    close: false,
+                };
+            }
+            if !valid_key(&toks[1]) {
+                return Frame::Error { text: BAD_FORMAT, noreply: noreply_last, swallow: 0, close: false };
+            }
+            Frame::Req(Req::Delete { key: toks[1].clone(), noreply: noreply_last })
+        }
+        b"incr" | b"decr" => {
+            if toks.len() != 3 && !(toks.len() == 4 && noreply_last) {
+                return error("ERROR");
+            }
+            let e = |text| Frame::Error { text, noreply: noreply_last, swallow: 0, close: false };
+            if !valid_key(&toks[1]) {
+                return e(BAD_FORMAT);
+            }
+            let Some(delta) = token_num::<u64>(&toks[2]) else {
+                return e("CLIENT_ERROR invalid numeric delta argument");
+            };
+            Frame::Req(Req::Arith { key: toks[1].clone(), delta, decr: &name[..] == b"decr", noreply: noreply_last })
+        }
+        b"touch" => {
+            if toks.len() != 3 && !(toks.len() == 4 && noreply_last) {
+                return error("ERROR");
+            }
+            let e = |text| Frame::Error { text, noreply: noreply_last, swallow: 0, close: false };
+            if !valid_key(&toks[1]) {
+                return e(BAD_FORMAT);
+            }
+            let Some(exptime) = num::<i64>(&toks[2]) else {
+                return e("CLIENT_ERROR invalid exptime argument");
+            };
+            Frame::Req(Req::Touch { key: toks[1].clone(), exptime, noreply: noreply_last })
+        }
+        b"flush_all" => {
+            let args = toks.len() - 1 - usize::from(noreply_last);
+            if args > 1 {
+                return error("ERROR");
+            }
+            let delay = if args == 1 { num::<i64>(&toks[1]) } else { Some(0) };
+            match delay {
+                Some(delay) => Frame::Req(Req::FlushAll { delay, noreply: noreply_last }),
+                None => Frame::Error {
+                    text: "CLIENT_ERROR invalid exptime argument",
+                    noreply: noreply_last,
+                    swallow: 0,
+                    close: false,
+                },
+            }
+        }
+        b"version" => Frame::Req(Req::Version),
+        b"verbosity" if toks.len() >= 2 && toks.len() <= 3 => Frame::Req(Req::Verbosity { noreply: noreply_last }),
+        b"stats" => Frame::Req(Req::Stats(toks.get(1).cloned())),
+        b"quit" => Frame::Req(Req::Quit),
+        b"mn" => Frame::Req(Req::Noop),
+        b"mg" => meta(MetaCmd::Get, &toks, buf, limits),
+        b"ms" => meta(MetaCmd::Set, &toks, buf, limits),
+        b"md" => meta(MetaCmd::Delete, &toks, buf, limits),
+        b"ma" => meta(MetaCmd::Arith, &toks, buf, limits),
+        b"me" => meta(MetaCmd::Debug, &toks, buf, limits),
+        _ => error("ERROR"),
+    }
+}
+
+/// Takes a data block of `len` bytes plus its `\r\n` off `buf` (complete:
+/// [`parse`] waited for it), or reports memcached's error.
+fn take_data(len: usize, buf: &mut BytesMut) -> Option<Bytes> {
+    let block = buf.split_to(len + 2).freeze();
+    (&block[len..] == b"\r\n").then(|| block.slice(..len))
+}
+
+fn bad_chunk(noreply: bool) -> Frame {
+    Frame::Error { text: "CLIENT_ERROR bad data chunk", noreply, swallow: 0, close: false }
+}
+
+/// Discards a data block that will not be stored: what is buffered now, and
+/// the rest as it arrives.
+fn swallow(text: &'static str, len: usize, buf: &mut BytesMut, noreply: bool) -> Frame {
+    let total = len + 2;
+    let now = total.min(buf.len());
+    let _ = buf.split_to(now);
+    Frame::Error { text, noreply, swallow: total - now, close: false }
+}
+
+fn storage(toks: &[Bytes], buf: &mut BytesMut, limits: &Limits) -> Frame {
+    let op = match &toks[0][..] {
+        b"set" => StoreOp::Set,
+        b"add" => StoreOp::Add,
+        b"replace" => StoreOp::Replace,
+        b"append" => StoreOp::Append,
+        b"prepend" => StoreOp::Prepend,
+        _ => StoreOp::Cas,
+    };
+    let base = if op == StoreOp::Cas { 6 } else { 5 };
+    let noreply = toks.len() == base + 1 && &toks[base][..] == b"noreply";
+    if toks.len() != base && !noreply {
+        return error("ERROR");
+    }
+    let bad = Frame::Error { text: BAD_FORMAT, noreply, swallow: 0, close: false };
+    let (Some(flags), Some(exptime), Some(len)) = (num::<u32>(&toks[2]), num::<i64>(&toks[3]), num::<i64>(&toks[4]))
+    else {
+        return bad;
+    };
+    if len < 0 || len > i32::MAX as i64 {
+        return bad;
+    }
+    let len = len as usize;
+    let cas = if op == StoreOp::Cas {
+        match num::<u64>(&toks[5]) {
+            Some(c) => c,
+            None => return bad,
+        }
+    } else {
+        0
+    };
+    if !valid_key(&toks[1]) {
+        return bad;
+    }
+    if len > limits.max_item {
+        return swallow("SERVER_ERROR object too large for cache", len, buf, noreply);
+    }
+    match take_data(len, buf) {
+        Some(data) => Frame::Req(Req::Store { op, key: toks[1].clone(), flags, exptime, data, cas, noreply }),
+        None => bad_chunk(noreply),
+    }
+}
+
+fn meta(cmd: MetaCmd, toks: &[Bytes], buf: &mut BytesMut, limits: &Limits) -> Frame {
+    let Some(wire_key) = toks.get(1) else {
+        return error(if cmd == MetaCmd::Debug { BAD_FORMAT } else { "ERROR" });
+    };
+    // ms carries its data length before the flags.
+    let (len, flag_toks) = if cmd == MetaCmd::Set {
+        let Some(len) = toks.get(2).and_then(|t| token_num::<i64>(t)).filter(|&n| (0..=i32::MAX as i64).contains(&n))
+        else {
+            return error(BAD_FORMAT);
+        };
+        (Some(len as usize), &toks[3..])
+    } else {
+        (None, &toks[2..])
+    };
+    // After a readable ms line, any error still consumes the data block.
+    let fail = |text: &'static str, buf: &mut BytesMut| match len {
+        Some(len) => swallow(text, len, buf, false),
+        None => error(text),
+    };
+    if wire_key.len() > MAX_KEY * 2 {
+        return fail(BAD_FORMAT, buf);
+    }
+    let mut flags = Vec::with_capacity(flag_toks.len());
+    let mut seen = 0u64;
+    for t in flag_toks {
+        let flag = t[0];
+        if !flag.is_ascii_alphabetic() || !cmd.accepts(flag) {
+            return fail("CLIENT_ERROR invalid flag", buf);
+        }
+        let bit = 1u64 << (if flag.is_ascii_lowercase() { flag - b'a' } else { flag - b'A' + 26 });
+        if seen & bit != 0 {
+            return fail("CLIENT_ERROR duplicate flag", buf);
+        }
+        seen |= bit;
+        if flag == b'O' && t.len() - 1 > MAX_OPAQUE {
+            return fail("CLIENT_ERROR opaque token too long", buf);
+        }
+        flags.push(MetaFlag { flag, token: t.slice(1..) });
+    }
+    let key = if flags.iter().any(|f| f.flag == b'b') {
+        match base64::engine::general_purpose::STANDARD.decode(wire_key) {
+            Ok(k) if !k.is_empty() && k.len() <= MAX_KEY => Bytes::from(k),
+            _ => return fail("CLIENT_ERROR error decoding key", buf),
+        }
+    } else {
+        if !valid_key(wire_key) {
+            return fail(BAD_FORMAT, buf);
+        }
+        wire_key.clone()
+    };
+    let data = match len {
+        None => Bytes::new(),
+        Some(len) if len > limits.max_item => {
+            return swallow("SERVER_ERROR object too large for cache", len, buf, false);
+        }
+        Some(len) => match take_data(len, buf) {
+            Some(d) => d,
+            None => return bad_chunk(false),
+        },
+    };
+    Frame::Req(Req::Meta(Meta { cmd, key, wire_key: wire_key.clone(), flags, data }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn all(input: &[u8]) -> Vec<Frame> {
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        while let Some(f) = parse(&mut buf, &Limits::default()) {
+            out.push(f);
+        }
+        out
+    }
+
+    #[test]
+    fn storage_and_retrieval() {
+        let frames = all(b"set k 5 0 2\r\nhi\r\nget a b\r\ngets a\nincr n 7 noreply\r\n");
+        assert_eq!(frames.len(), 4);
+        assert!(matches!(&frames[0], Frame::Req(Req::Store { op: StoreOp::Set, flags: 5, data, .. }) if &data[..] == b"hi"));
+        assert!(matches!(&frames[1], Frame::Req(Req::Get { keys, cas: false }) if keys.len() == 2));
+        assert!(matches!(&frames[2], Frame::Req(Req::Get { cas: true, .. })));
+        assert!(matches!(&frames[3], Frame::Req(Req::Arith { delta: 7, noreply: true, .. })));
+    }
+
+    #[test]
+    fn bad_chunk_consumes_exactly_the_block() {
+        let frames = all(b"set a 0 0 2\r\nhello\r\nget a\r\n");
+        assert!(matches!(&frames[0], Frame::Error { text: "CLIENT_ERROR bad data chunk", .. }));
+        assert!(matches!(&frames[1], Frame::Error { text: "ERROR", .. }), "the rest of the line is a command");
+        assert!(matches!(&frames[2], Frame::Req(Req::Get { .. })));
+    }
+
+    #[test]
+    fn too_large_is_swallowed() {
+        let limits = Limits { max_item: 4, ..Limits::default() };
+        let mut buf = BytesMut::from(&b"set a 0 0 10\r\n0123"[..]);
+        let f = parse(&mut buf, &limits).unwrap();
+        assert_eq!(
+            f,
+            Frame::Error { text: "SERVER_ERROR object too large for cache", noreply: false, swallow: 8, close: false }
+        );
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn keys_are_checked() {
+        let long = format!("get {}\r\n", "k".repeat(251));
+        assert!(matches!(&all(long.as_bytes())[0], Frame::Error { text: BAD_FORMAT, .. }));
+        assert!(matches!(&all(b"get a\x01b\r\n")[0], Frame::Error { text: BAD_FORMAT, .. }));
+        assert!(matches!(&all(b"set a\x7f 0 0 1\r\nx\r\n")[0], Frame::Error { text: BAD_FORMAT, .. }));
+    }
+
+    #[test]
+    fn meta_flags() {
+        let f = all(b"mg k v t O123 N30\r\nmg k v v\r\nmg k zz\r\nms YWI= 2 b T0\r\nhi\r\n");
+        match &f[0] {
+            Frame::Req(Req::Meta(m)) => {
+                assert_eq!(m.cmd, MetaCmd::Get);
+                assert_eq!(m.token(b'O').map(|t| &t[..]), Some(&b"123"[..]));
+                assert!(m.has(b'v') && !m.has(b'c'));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(&f[1], Frame::Error { text: "CLIENT_ERROR duplicate flag", .. }));
+        assert!(matches!(&f[2], Frame::Error { text: "CLIENT_ERROR invalid flag", .. }));
+        assert!(matches!(&f[3], Frame::Req(Req::Meta(m)) if &m.key[..] == b"ab" && &m.data[..] == b"hi"));
+    }
+
+    #[test]
+    fn overlong_line_closes() {
+        let limits = Limits { max_line: 8, ..Limits::default() };
+        let mut buf = BytesMut::from(&b"get aaaaaaaaaaaa"[..]);
+        assert!(matches!(parse(&mut buf, &limits), Some(Frame::Error { close: true, .. })));
+    }
+
+    /// Renders a request back to the wire (the encoder for round trips).
+    fn encode(req: &Req) -> Vec<u8> {
+        match req {
+            Req::Get { keys, cas } => {
+                let mut v = if *cas { b"gets".to_vec() } else { b"get".to_vec() };
+                for k in keys {
+                    v.push(b' ');
+                    v.extend_from_slice(k);
+                }
+                v.extend_from_slice(b"\r\n");
+                v
+            }
+            Req::Store { key, flags, exptime, data, noreply, .. } => {
+                let mut v = format!(
+                    "set {} {flags} {exptime} {}{}\r\n",
+                    String::from_utf8_lossy(key),
+                    data.len(),
+                    if *noreply { " noreply" } else { "" }
+                )
+                .into_bytes();
+                v.extend_from_slice(data);
+                v.extend_from_slice(b"\r\n");
+                v
+            }
+            other => panic!("not generated: {other:?}"),
+        }
+    }
+
+    fn key() -> impl Strategy<Value = Bytes> {
+        "[a-zA-Z0-9:_\\-]{1,40}".prop_map(Bytes::from)
+    }
+
+    fn request() -> impl Strategy<Value = Req> {
+        prop_oneof![
+            (prop::collection::vec(key(), 1..5), any::<bool>()).prop_map(|(keys, cas)| Req::Get { keys, cas }),
+            (key(), any::<u32>(), -100i64..100_000, prop::collection::vec(any::<u8>(), 0..64), any::<bool>()).prop_map(
+                |(key, flags, exptime, data, noreply)| Req::Store {
+                    op: StoreOp::Set,
+                    key,
+                    flags,
+                    exptime,
+                    data: Bytes::from(data),
+                    cas: 0,
+                    noreply
+                }
+            ),
+        ]
+    }
+
+    proptest! {
+        /// encode → parse is the identity, and any split of the input into
+        /// two reads parses the same.
+        #[test]
+        fn round_trip_any_split(reqs in prop::collection::vec(request(), 1..6), cut in any::<prop::sample::Index>()) {
+            let wire: Vec<u8> = reqs.iter().flat_map(encode).collect();
+            let whole: Vec<Frame> = all(&wire);
+            prop_assert_eq!(&whole, &reqs.iter().cloned().map(Frame::Req).collect::<Vec<_>>());
+            let at = cut.index(wire.len() + 1);
+            let mut buf = BytesMut::from(&wire[..at]);
+            let mut got = Vec::new();
+            while let Some(f) = parse(&mut buf, &Limits::default()) { got.push(f); }
+            buf.extend_from_slice(&wire[at..]);
+            while let Some(f) = parse(&mut buf, &Limits::default()) { got.push(f); }
+            prop_assert_eq!(got, whole);
+        }
+
+        /// Any bytes: no panic, and every frame consumes input (no loop).
+        #[test]
+        fn never_panics(input in prop::collection::vec(any::<u8>(), 0..512)) {
+            let mut buf = BytesMut::from(&input[..]);
+            let mut n = 0;
+            while let Some(_f) = parse(&mut buf, &Limits { max_item: 64, max_line: 128 }) {
+                n += 1;
+                prop_assert!(n <= input.len() + 1);
+            }
+        }
+    }
+}
