@@ -121,3 +121,28 @@ async fn redis_over_tls_and_plain_refused() {
     assert!(!buf.starts_with(b"+PONG"), "plain RESP must not be served");
     s.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn memcached_over_tls_and_plain_refused() {
+    let c = certs();
+    let s = common::start(&format!(
+        "protocols = [\"mcd\"]\n[mcd]\nport = 0\n[tls]\ncert = {:?}\nkey = {:?}\n",
+        c.cert_path, c.key_path
+    ))
+    .await;
+    let addr = s.server.addr("mcd").expect("mcd listens");
+    let mut tls = tls_connect(addr, client_config(&c.cert_der, &[])).await;
+    tls.write_all(b"set k 3 0 2\r\nv1\r\nget k\r\nmn\r\n").await.unwrap();
+    let expect = b"STORED\r\nVALUE k 3 2\r\nv1\r\nEND\r\nMN\r\n";
+    let mut got = vec![0u8; expect.len()];
+    tls.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got[..], &expect[..]);
+
+    // Plain text to the TLS port is not served.
+    let mut plain = TcpStream::connect(addr).await.unwrap();
+    plain.write_all(b"version\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let _ = plain.read_to_end(&mut buf).await;
+    assert!(!buf.starts_with(b"VERSION"), "plain text must not be served");
+    s.server.shutdown().await;
+}

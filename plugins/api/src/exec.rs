@@ -518,7 +518,9 @@ pub fn apply(store: &dyn Policy, cmd: &Command, st: &mut ApplyState) -> Reply {
             Reply::Ok
         }
         Command::MetaGet(m) => meta_get(store, m, st),
-        Command::MetaDelete { key, cas, invalidate, new_cas } => meta_delete(store, key, *cas, *invalidate, *new_cas, st),
+        Command::MetaDelete { key, cas, invalidate, new_cas } => {
+            meta_delete(store, key, *cas, *invalidate, *new_cas, st)
+        }
         Command::MetaArith(m) => meta_arith(store, m, st),
         Command::Evict { keys } => {
             for k in keys {

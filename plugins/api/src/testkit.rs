@@ -470,15 +470,8 @@ fn memcached_meta(build: Builder<'_>) {
         "meta: T updates the ttl"
     );
     // Arithmetic.
-    let ma = |decr, delta, vivify| MetaArith {
-        key: key("n"),
-        decr,
-        delta,
-        cas: None,
-        new_cas: None,
-        vivify,
-        touch: None,
-    };
+    let ma =
+        |decr, delta, vivify| MetaArith { key: key("n"), decr, delta, cas: None, new_cas: None, vivify, touch: None };
     assert_eq!(h.w(Command::MetaArith(ma(false, 1, None))), Reply::NotFound, "meta: ma miss");
     let value = |r: Reply| match r {
         Reply::Value(Some(i)) => String::from_utf8(i.value.to_vec()).unwrap(),

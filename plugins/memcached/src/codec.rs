@@ -275,7 +275,8 @@ pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Option<Frame> {
     // Storage commands need their data block before anything is consumed.
     let head = &buf[..line_end];
     let name_end = head.iter().position(|&b| b == b' ').unwrap_or(head.len());
-    let needs_data = matches!(&head[..name_end], b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" | b"ms");
+    let needs_data =
+        matches!(&head[..name_end], b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" | b"ms");
     if needs_data
         && let Some(len) = data_len(head, &head[..name_end] == b"ms")
         && len <= limits.max_item
@@ -561,7 +562,9 @@ mod tests {
     fn storage_and_retrieval() {
         let frames = all(b"set k 5 0 2\r\nhi\r\nget a b\r\ngets a\nincr n 7 noreply\r\n");
         assert_eq!(frames.len(), 4);
-        assert!(matches!(&frames[0], Frame::Req(Req::Store { op: StoreOp::Set, flags: 5, data, .. }) if &data[..] == b"hi"));
+        assert!(
+            matches!(&frames[0], Frame::Req(Req::Store { op: StoreOp::Set, flags: 5, data, .. }) if &data[..] == b"hi")
+        );
         assert!(matches!(&frames[1], Frame::Req(Req::Get { keys, cas: false }) if keys.len() == 2));
         assert!(matches!(&frames[2], Frame::Req(Req::Get { cas: true, .. })));
         assert!(matches!(&frames[3], Frame::Req(Req::Arith { delta: 7, noreply: true, .. })));

@@ -104,7 +104,8 @@ impl Local {
     /// Counts what a reply says about its command.
     pub fn count(&mut self, render: &Render, reply: &Reply) {
         match (render, reply) {
-            (Render::Text(TextRender::Values { .. }), Reply::Values(v)) | (Render::Text(TextRender::Touch), Reply::Values(v)) => {
+            (Render::Text(TextRender::Values { .. }), Reply::Values(v))
+            | (Render::Text(TextRender::Touch), Reply::Values(v)) => {
                 let hits = v.iter().filter(|i| i.is_some()).count() as u64;
                 let touch = matches!(render, Render::Text(TextRender::Touch));
                 let (all, h, m) = if touch {

@@ -83,10 +83,9 @@ pub enum TextRender {
 pub fn translate(req: Req, now_ms: u64) -> (Command, TextRender) {
     match req {
         Req::Get { keys, cas } => (Command::Get { keys: keys.clone() }, TextRender::Values { keys, cas }),
-        Req::Gat { exptime, keys, cas } => (
-            Command::GetAndTouch { keys: keys.clone(), expiry: expiry(exptime) },
-            TextRender::Values { keys, cas },
-        ),
+        Req::Gat { exptime, keys, cas } => {
+            (Command::GetAndTouch { keys: keys.clone(), expiry: expiry(exptime) }, TextRender::Values { keys, cas })
+        }
         Req::Store { op: op @ (StoreOp::Append | StoreOp::Prepend), key, data, .. } => (
             Command::Append { key, value: data, prepend: op == StoreOp::Prepend, create: None, cas: None },
             TextRender::Store { cas: false },

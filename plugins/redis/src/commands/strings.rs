@@ -171,7 +171,13 @@ pub fn dispatch(name: &str, args: Vec<Bytes>, out: &mut Out<'_>) -> Action {
             }
         }
         "append" => Action::Remote(
-            vec![Command::Append { key, value: args[2].clone(), prepend: false, create: Some(Expiry::Never), cas: None }],
+            vec![Command::Append {
+                key,
+                value: args[2].clone(),
+                prepend: false,
+                create: Some(Expiry::Never),
+                cas: None,
+            }],
             Render::Int,
         ),
         "strlen" => Action::Remote(vec![Command::Get { keys: vec![key] }], Render::Strlen),
