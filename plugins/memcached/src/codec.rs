@@ -273,7 +273,9 @@ pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Option<Frame> {
     };
     let line_end = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
     // Storage commands need their data block before anything is consumed.
-    let head = &buf[..line_end];
+    // The command name is the first token (leading spaces are skipped).
+    let start = buf[..line_end].iter().position(|&b| b != b' ').unwrap_or(line_end);
+    let head = &buf[start..line_end];
     let name_end = head.iter().position(|&b| b == b' ').unwrap_or(head.len());
     let needs_data =
         matches!(&head[..name_end], b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" | b"ms");
@@ -612,6 +614,17 @@ mod tests {
         assert!(matches!(&f[1], Frame::Error { text: "CLIENT_ERROR duplicate flag", .. }));
         assert!(matches!(&f[2], Frame::Error { text: "CLIENT_ERROR invalid flag", .. }));
         assert!(matches!(&f[3], Frame::Req(Req::Meta(m)) if &m.key[..] == b"ab" && &m.data[..] == b"hi"));
+    }
+
+    #[test]
+    fn leading_spaces_still_wait_for_the_data_block() {
+        // Found by fuzzing: the data wait must see the same command name as the parser.
+        let mut buf = BytesMut::from(&b"  ms k 5\r\nab"[..]);
+        assert_eq!(parse(&mut buf, &Limits::default()), None);
+        buf.extend_from_slice(b"cde\r\n");
+        assert!(
+            matches!(parse(&mut buf, &Limits::default()), Some(Frame::Req(Req::Meta(m))) if &m.data[..] == b"abcde")
+        );
     }
 
     #[test]
