@@ -127,3 +127,16 @@ pub async fn call(pipeline: &Pipeline, request: Request) -> Result<Response, Pip
     use tower::ServiceExt;
     pipeline.clone().oneshot(request).await
 }
+
+/// Asks the pipeline whether `credentials` are accepted, with an empty
+/// request (the auth middleware judges it; nothing else runs). Protocols call
+/// this for their login commands (`AUTH`, memcached's ascii auth).
+pub async fn check_credentials(
+    pipeline: &Pipeline,
+    mut ctx: RequestContext,
+    credentials: Arc<Credentials>,
+) -> Result<(), PipelineError> {
+    ctx.credentials = Some(credentials);
+    ctx.consistency = Some(ReadConsistency::Local);
+    call(pipeline, Request { ctx, commands: Vec::new() }).await.map(|_| ())
+}

@@ -124,6 +124,18 @@ pub struct ProtocolContext {
     pub clock: Arc<dyn Clock>,
 }
 
+/// The value of counter `name` in `registry` (0 when it is absent), for
+/// protocols that report server counters in their own stats (`INFO`,
+/// memcached `stats`).
+pub fn counter_value(registry: &prometheus::Registry, name: &str) -> u64 {
+    registry
+        .gather()
+        .iter()
+        .find(|f| f.name() == name)
+        .and_then(|f| f.get_metric().first().map(|m| m.get_counter().get_value() as u64))
+        .unwrap_or(0)
+}
+
 /// A protocol that is listening.
 pub struct Running {
     /// The bound address (port 0 resolved).

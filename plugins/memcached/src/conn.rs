@@ -200,11 +200,8 @@ async fn authenticate(conn: &mut Conn, data: &Bytes, out: &mut BytesMut) {
         return line(out, "CLIENT_ERROR authentication failure");
     };
     let creds = Arc::new(Credentials::Password { user: Some(user.into()), password: password.into() });
-    let mut ctx = conn.context();
-    ctx.credentials = Some(creds.clone());
-    ctx.consistency = Some(gerdu_api::ReadConsistency::Local);
-    match gerdu_api::pipeline::call(&conn.shared.pipeline, Request { ctx, commands: Vec::new() }).await {
-        Ok(_) => {
+    match gerdu_api::pipeline::check_credentials(&conn.shared.pipeline, conn.context(), creds.clone()).await {
+        Ok(()) => {
             conn.credentials = Some(creds);
             conn.authenticated = true;
             line(out, "STORED");

@@ -179,13 +179,7 @@ fn store_stat(stats: &[(String, String)], name: &str) -> String {
 }
 
 fn metric(shared: &Shared, name: &str) -> u64 {
-    shared
-        .metrics
-        .gather()
-        .iter()
-        .find(|f| f.name() == name)
-        .and_then(|f| f.get_metric().first().map(|m| m.get_counter().get_value() as u64))
-        .unwrap_or(0)
+    gerdu_api::plugin::counter_value(&shared.metrics, name)
 }
 
 /// Renders `stats [group]` from the store's `Stats` reply.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
-use gerdu_api::{Credentials, PipelineError, Request};
+use gerdu_api::{Credentials, PipelineError};
 
 use super::{Action, arity_error, int_arg, is, not_integer, syntax_error};
 use crate::codec::Out;
@@ -171,11 +171,8 @@ async fn authenticate(conn: &mut ConnState, creds: Credentials) -> Result<(), St
             .into());
     }
     let creds = Arc::new(creds);
-    let mut ctx = conn.context();
-    ctx.credentials = Some(creds.clone());
-    ctx.consistency = Some(gerdu_api::ReadConsistency::Local);
-    match gerdu_api::pipeline::call(&conn.shared.pipeline, Request { ctx, commands: Vec::new() }).await {
-        Ok(_) => {
+    match gerdu_api::pipeline::check_credentials(&conn.shared.pipeline, conn.context(), creds.clone()).await {
+        Ok(()) => {
             conn.credentials = Some(creds);
             conn.authenticated = true;
             Ok(())

@@ -173,14 +173,7 @@ pub fn dispatch(name: &str, args: Vec<Bytes>, conn: &mut ConnState, out: &mut Ou
     Action::Local
 }
 
-fn counter(registry: &gerdu_api::prometheus::Registry, name: &str) -> u64 {
-    registry
-        .gather()
-        .iter()
-        .find(|f| f.name() == name)
-        .and_then(|f| f.get_metric().first().map(|m| m.get_counter().get_value() as u64))
-        .unwrap_or(0)
-}
+use gerdu_api::plugin::counter_value as counter;
 
 /// Renders `INFO [section ...]` from the store's statistics.
 pub fn render_info(out: &mut Out<'_>, sections: &[String], reply: &Reply, conn: &ConnState) {
