@@ -17,10 +17,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::TaskTracker;
 
 use crate::plugin::PluginError;
@@ -165,4 +166,34 @@ pub fn acceptor(base: &Arc<rustls::ServerConfig>, alpn: &[&[u8]]) -> tokio_rustl
     let mut config = (**base).clone();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// Reads more of a connection's input into `buf`. `None` when the peer
+/// closed or failed, the server is shutting down (`cancelled`, the pinned
+/// `shutdown.cancelled()` of the connection, registered once), or nothing
+/// arrived for `idle` (the protocol's idle timeout; `None` = never).
+pub async fn read_more(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
+    idle: Option<Duration>,
+) -> Option<usize> {
+    let idle = async {
+        match idle {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = stream.read_buf(buf) => r.ok().filter(|&n| n > 0),
+        _ = cancelled => None,
+        _ = idle => None,
+    }
+}
+
+/// Answers a connection over the limit with the protocol's `reply` and
+/// closes it (the `reject` handler of [`serve`]).
+pub async fn refuse(mut stream: TcpStream, reply: &'static [u8]) {
+    let _ = stream.write_all(reply).await;
+    let _ = stream.shutdown().await;
 }

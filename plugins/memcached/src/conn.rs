@@ -25,7 +25,7 @@ use bytes::{Bytes, BytesMut};
 use gerdu_api::net::Stream;
 use gerdu_api::tokio_util::sync::CancellationToken;
 use gerdu_api::{Clock, Command, Credentials, Pipeline, PipelineError, Reply, Request, RequestContext};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::McdConfig;
 use crate::codec::{self, Frame, Limits, Req, StoreOp};
@@ -314,15 +314,10 @@ pub async fn serve(mut stream: Stream, _peer: SocketAddr, shared: Arc<Shared>, s
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
     loop {
-        let read = tokio::select! {
-            r = stream.read_buf(&mut input) => r,
-            _ = &mut cancelled => break,
-            _ = async { match idle { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => break,
+        let Some(n) = gerdu_api::net::read_more(&mut stream, &mut input, cancelled.as_mut(), idle).await else {
+            break;
         };
-        match read {
-            Ok(0) | Err(_) => break,
-            Ok(n) => conn.stats.inc(Stat::BytesRead, n as u64),
-        }
+        conn.stats.inc(Stat::BytesRead, n as u64);
         let close = process(&mut input, &mut conn, &mut out).await;
         if !out.is_empty() {
             conn.stats.inc(Stat::BytesWritten, out.len() as u64);

@@ -46,7 +46,6 @@ use gerdu_api::net::{self, ServeOptions};
 use gerdu_api::size::ByteSize;
 use gerdu_api::{Config, PluginError, Protocol, ProtocolContext, ProtocolPlugin, Running, register_protocol};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 
 /// The memcached version gerdu reports (`version`, `stats`): the commands
 /// and replies follow memcached 1.6.
@@ -125,12 +124,9 @@ impl Protocol for Mcd {
                 listener,
                 opts,
                 move |stream, peer| conn::serve(stream, peer, shared.clone(), shutdown.clone()),
-                move |mut stream| {
+                move |stream| {
                     rejected.rejected_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    async move {
-                        let _ = stream.write_all(b"SERVER_ERROR Too many open connections\r\n").await;
-                        let _ = stream.shutdown().await;
-                    }
+                    net::refuse(stream, b"SERVER_ERROR Too many open connections\r\n")
                 },
             );
             Ok(Running { local_addr, served: Box::pin(served) })

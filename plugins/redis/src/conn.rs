@@ -25,7 +25,7 @@ use gerdu_api::net::Stream;
 use gerdu_api::tokio_util::sync::CancellationToken;
 use gerdu_api::{Admin, Command, Credentials, Pipeline, Reply, Request, RequestContext};
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::RedisConfig;
 use crate::codec::{self, Limits, Out};
@@ -291,14 +291,8 @@ pub async fn serve(mut stream: Stream, peer: SocketAddr, shared: Arc<Shared>, sh
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
     loop {
-        let read = tokio::select! {
-            r = stream.read_buf(&mut input) => r,
-            _ = &mut cancelled => break,
-            _ = async { match idle { Some(d) => tokio::time::sleep(d).await, None => std::future::pending().await } } => break,
-        };
-        match read {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
+        if gerdu_api::net::read_more(&mut stream, &mut input, cancelled.as_mut(), idle).await.is_none() {
+            break;
         }
         conn.info.last_active_ms.store(conn.info.created.elapsed().as_millis() as u64, Ordering::Relaxed);
         let close = process(&mut input, &mut conn, &mut out).await;

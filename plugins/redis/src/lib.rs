@@ -31,7 +31,6 @@ use gerdu_api::net::{self, ServeOptions};
 use gerdu_api::size::ByteSize;
 use gerdu_api::{Config, PluginError, Protocol, ProtocolContext, ProtocolPlugin, Running, register_protocol};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 
 /// The Redis version gerdu reports (`INFO`, `HELLO`): the command set and
 /// replies follow Redis 7.2.
@@ -103,12 +102,9 @@ impl Protocol for Redis {
                 listener,
                 opts,
                 move |stream, peer| conn::serve(stream, peer, shared.clone(), shutdown.clone()),
-                move |mut stream| {
+                move |stream| {
                     rejected.rejected_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    async move {
-                        let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
-                        let _ = stream.shutdown().await;
-                    }
+                    net::refuse(stream, b"-ERR max number of clients reached\r\n")
                 },
             );
             Ok(Running { local_addr, served: Box::pin(served) })
