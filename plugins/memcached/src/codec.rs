@@ -293,8 +293,7 @@ pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Option<Frame> {
 
 /// The data length a storage line announces, if it is readable.
 fn data_len(line: &[u8], meta: bool) -> Option<usize> {
-    let toks: Vec<&[u8]> = line.split(|&b| b == b' ').filter(|t| !t.is_empty()).collect();
-    let tok = if meta { toks.get(2)? } else { toks.get(4)? };
+    let tok = line.split(|&b| b == b' ').filter(|t| !t.is_empty()).nth(if meta { 2 } else { 4 })?;
     num::<i64>(tok).filter(|&n| n >= 0 && n <= i32::MAX as i64).map(|n| n as usize)
 }
 

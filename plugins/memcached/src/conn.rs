@@ -28,8 +28,8 @@ use gerdu_api::{Clock, Command, Credentials, Pipeline, PipelineError, Reply, Req
 use tokio::io::AsyncWriteExt;
 
 use crate::McdConfig;
-use crate::codec::{self, Frame, Limits, Req, StoreOp};
-use crate::meta::{self, MetaRender};
+use crate::codec::{self, Frame, Limits, Meta, Req, StoreOp};
+use crate::meta;
 use crate::stats::{Counters, Local, Stat};
 use crate::text::{self, TextRender, line};
 
@@ -75,8 +75,8 @@ pub struct Shared {
 pub enum Render {
     /// A classic command.
     Text(TextRender),
-    /// A meta command.
-    Meta(Box<MetaRender>),
+    /// A meta command (the request, its data block dropped).
+    Meta(Meta),
     /// `stats [group]`.
     Stats(Option<Bytes>),
 }
@@ -161,9 +161,11 @@ async fn execute(conn: &mut Conn, out: &mut BytesMut) {
         }
     }
     let now_ms = conn.shared.clock.now_ms();
-    for step in std::mem::take(&mut conn.steps) {
+    // Drained, not taken: the step list keeps its capacity across batches.
+    let Conn { steps, local, stats, shared, .. } = conn;
+    for step in steps.drain(..) {
         match step {
-            Step::Local(range) => out.extend_from_slice(&conn.local[range]),
+            Step::Local(range) => out.extend_from_slice(&local[range]),
             Step::Remote { index, render, noreply } => {
                 let reply = match &result {
                     Ok(replies) => &replies[index],
@@ -174,19 +176,19 @@ async fn execute(conn: &mut Conn, out: &mut BytesMut) {
                         continue;
                     }
                 };
-                conn.stats.count(&render, reply);
+                stats.count(&render, reply);
                 if noreply {
                     continue;
                 }
                 match &render {
                     Render::Text(r) => text::render(r, reply, out),
                     Render::Meta(m) => meta::render(m, reply, now_ms, out),
-                    Render::Stats(group) => crate::stats::render(group.as_deref(), reply, &conn.shared, now_ms, out),
+                    Render::Stats(group) => crate::stats::render(group.as_deref(), reply, shared, now_ms, out),
                 }
             }
         }
     }
-    conn.local.clear();
+    local.clear();
     conn.shared.counters.add(&mut conn.stats);
 }
 
@@ -280,7 +282,7 @@ async fn process(input: &mut BytesMut, conn: &mut Conn, out: &mut BytesMut) -> b
             Req::Meta(mut m) => match meta::translate(&m) {
                 Ok(command) => {
                     m.data = Bytes::new();
-                    conn.remote(command, Render::Meta(Box::new(MetaRender { req: m })), false);
+                    conn.remote(command, Render::Meta(m), false);
                 }
                 Err(text) => conn.local(text),
             },

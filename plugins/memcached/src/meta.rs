@@ -18,34 +18,14 @@ use gerdu_api::{Command, Condition, Expiry, Item, MetaArith, MetaGet, Reply, Set
 use crate::codec::{Meta, MetaCmd, token_num};
 use crate::text::{expiry, line};
 
-/// How to answer a meta command once its reply is known.
-#[derive(Debug)]
-pub struct MetaRender {
-    /// The request (its data block dropped).
-    pub req: Meta,
+/// The number after `flag`, if the flag is given.
+fn tok<T: std::str::FromStr>(m: &Meta, flag: u8) -> Result<Option<T>, &'static str> {
+    m.token(flag).map(|t| token_num::<T>(t).ok_or("CLIENT_ERROR bad token in command line format")).transpose()
 }
 
-fn bad_token() -> Result<Command, &'static str> {
-    Err("CLIENT_ERROR bad token in command line format")
-}
-
-fn tok_u64(m: &Meta, flag: u8) -> Result<Option<u64>, &'static str> {
-    match m.token(flag) {
-        None => Ok(None),
-        Some(t) => token_num::<u64>(t).map(Some).ok_or("CLIENT_ERROR bad token in command line format"),
-    }
-}
-
+/// An expiry token (`T`, `N`), with memcached's exptime rules.
 fn tok_exp(m: &Meta, flag: u8) -> Result<Option<Expiry>, &'static str> {
-    match m.token(flag) {
-        None => Ok(None),
-        Some(t) => t
-            .first()
-            .filter(|&&b| b != b'+')
-            .and_then(|_| std::str::from_utf8(t).ok()?.parse::<i64>().ok())
-            .map(|e| Some(expiry(e)))
-            .ok_or("CLIENT_ERROR bad token in command line format"),
-    }
+    Ok(tok::<i64>(m, flag)?.map(expiry))
 }
 
 /// Translates a meta command. `Err` is the error line to answer.
@@ -55,8 +35,8 @@ pub fn translate(m: &Meta) -> Result<Command, &'static str> {
         MetaCmd::Get => {
             let vivify = tok_exp(m, b'N')?;
             let touch = tok_exp(m, b'T')?;
-            let recache_ms = tok_u64(m, b'R')?.map(|s| s.saturating_mul(1000));
-            let new_cas = tok_u64(m, b'E')?;
+            let recache_ms = tok::<u64>(m, b'R')?.map(|s| s.saturating_mul(1000));
+            let new_cas = tok::<u64>(m, b'E')?;
             if vivify.is_some() || touch.is_some() || recache_ms.is_some() {
                 Ok(Command::MetaGet(MetaGet { key, vivify, recache_ms, touch, new_cas }))
             } else if m.has(b'u') {
@@ -67,15 +47,9 @@ pub fn translate(m: &Meta) -> Result<Command, &'static str> {
         }
         MetaCmd::Debug => Ok(Command::Inspect { key }),
         MetaCmd::Set => {
-            let cas = tok_u64(m, b'C')?;
-            let new_cas = tok_u64(m, b'E')?;
-            let flags = match m.token(b'F') {
-                None => 0,
-                Some(t) => match token_num::<u32>(t) {
-                    Some(f) => f,
-                    None => return bad_token(),
-                },
-            };
+            let cas = tok::<u64>(m, b'C')?;
+            let new_cas = tok::<u64>(m, b'E')?;
+            let flags = tok::<u32>(m, b'F')?.unwrap_or(0);
             let ttl = tok_exp(m, b'T')?.unwrap_or(Expiry::Never);
             let vivify = tok_exp(m, b'N')?;
             let mode = m.token(b'M').map_or(Some(b'S'), |t| (t.len() == 1).then(|| t[0].to_ascii_uppercase()));
@@ -100,8 +74,8 @@ pub fn translate(m: &Meta) -> Result<Command, &'static str> {
             }
         }
         MetaCmd::Delete => {
-            let cas = tok_u64(m, b'C')?;
-            let new_cas = tok_u64(m, b'E')?;
+            let cas = tok::<u64>(m, b'C')?;
+            let new_cas = tok::<u64>(m, b'E')?;
             let invalidate = m.has(b'I').then(|| tok_exp(m, b'T')).transpose()?.map(|t| t.unwrap_or(Expiry::Keep));
             if cas.is_none() && new_cas.is_none() && invalidate.is_none() {
                 Ok(Command::Delete { keys: vec![key] })
@@ -119,14 +93,14 @@ pub fn translate(m: &Meta) -> Result<Command, &'static str> {
                 None => 1,
                 Some(t) => token_num::<u64>(t).ok_or("CLIENT_ERROR invalid numeric delta argument")?,
             };
-            let initial = tok_u64(m, b'J')?.unwrap_or(0);
+            let initial = tok::<u64>(m, b'J')?.unwrap_or(0);
             let vivify = tok_exp(m, b'N')?.map(|e| (e, initial));
             Ok(Command::MetaArith(MetaArith {
                 key,
                 decr,
                 delta,
-                cas: tok_u64(m, b'C')?,
-                new_cas: tok_u64(m, b'E')?,
+                cas: tok::<u64>(m, b'C')?,
+                new_cas: tok::<u64>(m, b'E')?,
                 vivify,
                 touch: tok_exp(m, b'T')?,
             }))
@@ -225,14 +199,14 @@ fn hit(m: &Meta, item: &Item, won: bool, now_ms: u64, out: &mut BytesMut) {
 
 /// Whether a plain `mg` reply found a stale item nobody holds the token
 /// for: the connection then asks again through the log.
-pub fn needs_claim(r: &MetaRender, reply: &Reply) -> Option<Command> {
-    if r.req.cmd != MetaCmd::Get {
+pub fn needs_claim(m: &Meta, reply: &Reply) -> Option<Command> {
+    if m.cmd != MetaCmd::Get {
         return None;
     }
     match reply {
         Reply::Values(v) if v.first().and_then(|i| i.as_ref()).is_some_and(|i| i.meta.stale() && !i.meta.won()) => {
             Some(Command::MetaGet(MetaGet {
-                key: r.req.key.clone(),
+                key: m.key.clone(),
                 vivify: None,
                 recache_ms: None,
                 touch: None,
@@ -244,22 +218,23 @@ pub fn needs_claim(r: &MetaRender, reply: &Reply) -> Option<Command> {
 }
 
 /// Renders the reply to a meta command.
-pub fn render(r: &MetaRender, reply: &Reply, now_ms: u64, out: &mut BytesMut) {
-    let m = &r.req;
+pub fn render(m: &Meta, reply: &Reply, now_ms: u64, out: &mut BytesMut) {
     let quiet = m.has(b'q');
     match (m.cmd, reply) {
-        (MetaCmd::Get, Reply::Values(v)) => match v.first().and_then(|i| i.as_ref()) {
-            Some(item) => hit(m, item, false, now_ms, out),
-            None if quiet => {}
-            None => status(b"EN", m, None, now_ms, out),
-        },
-        (MetaCmd::Get, Reply::Value(found) | Reply::Meta { item: found, won: false }) => match found {
-            Some(item) => hit(m, item, false, now_ms, out),
-            None if quiet => {}
-            None => status(b"EN", m, None, now_ms, out),
-        },
-        (MetaCmd::Get, Reply::Meta { item: Some(item), won: true }) => hit(m, item, true, now_ms, out),
-        (MetaCmd::Get, Reply::Meta { item: None, won: true }) => status(b"EN", m, None, now_ms, out),
+        (MetaCmd::Get, Reply::Values(_) | Reply::Value(_) | Reply::Meta { .. }) => {
+            // A plain mg reads (`Values`), `u` inspects (`Value`), the rest may write (`Meta`).
+            let (found, won) = match reply {
+                Reply::Values(v) => (v.first().and_then(Option::as_ref), false),
+                Reply::Value(found) => (found.as_ref(), false),
+                Reply::Meta { item, won } => (item.as_ref(), *won),
+                _ => unreachable!(),
+            };
+            match found {
+                Some(item) => hit(m, item, won, now_ms, out),
+                None if quiet => {}
+                None => status(b"EN", m, None, now_ms, out),
+            }
+        }
         (MetaCmd::Debug, Reply::Value(Some(i))) => {
             let exp = ttl_secs(i, now_ms);
             let la = i.meta.idle_secs(now_ms);

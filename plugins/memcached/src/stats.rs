@@ -140,7 +140,7 @@ impl Local {
                 self.inc(stat, 1);
             }
             (Render::Text(TextRender::Flush), _) => self.inc(Stat::CmdFlush, 1),
-            (Render::Meta(m), r) => match m.req.cmd {
+            (Render::Meta(m), r) => match m.cmd {
                 MetaCmd::Get => {
                     let hit = match r {
                         Reply::Values(v) => v.first().is_some_and(|i| i.is_some()),
