@@ -317,8 +317,10 @@ fn tokens(line: &Bytes) -> Vec<Bytes> {
 }
 
 fn parse_line(line: Bytes, buf: &mut BytesMut, limits: &Limits) -> Frame {
-    let toks = tokens(&line);
-    let Some(name) = toks.first() else {
+    let mut toks = tokens(&line);
+    // A handle on the name, so that multi-key commands can hand `toks` on as
+    // their key list without copying it.
+    let Some(name) = toks.first().cloned() else {
         return error("ERROR");
     };
     let noreply_last = toks.last().is_some_and(|t| &t[..] == b"noreply");
@@ -330,7 +332,8 @@ fn parse_line(line: Bytes, buf: &mut BytesMut, limits: &Limits) -> Frame {
             if !toks[1..].iter().all(|k| valid_key(k)) {
                 return error(BAD_FORMAT);
             }
-            Frame::Req(Req::Get { keys: toks[1..].to_vec(), cas: &name[..] == b"gets" })
+            toks.remove(0);
+            Frame::Req(Req::Get { keys: toks, cas: &name[..] == b"gets" })
         }
         b"gat" | b"gats" => {
             if toks.len() < 2 {
@@ -342,7 +345,8 @@ fn parse_line(line: Bytes, buf: &mut BytesMut, limits: &Limits) -> Frame {
             if !toks[2..].iter().all(|k| valid_key(k)) {
                 return error(BAD_FORMAT);
             }
-            Frame::Req(Req::Gat { exptime, keys: toks[2..].to_vec(), cas: &name[..] == b"gats" })
+            toks.drain(..2);
+            Frame::Req(Req::Gat { exptime, keys: toks, cas: &name[..] == b"gats" })
         }
         b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => storage(&toks, buf, limits),
         b"delete" => {
