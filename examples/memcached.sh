@@ -7,11 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/release/gerdu}
-free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source examples/lib.sh
 http=$(free); mcd=$(free); raft=$(free)
-"$bin" -httpport "$http" -mcdport "$mcd" -raft "127.0.0.1:$raft" -protocols mcd -log warn &
-pid=$!
-trap 'kill "$pid" 2>/dev/null || true' EXIT
+start_gerdu -httpport "$http" -mcdport "$mcd" -raft "127.0.0.1:$raft" -protocols mcd
 raw() { python3 -c '
 import socket, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
@@ -24,13 +22,9 @@ for _ in $(seq 100); do raw 'version\r\n' >/dev/null 2>&1 && break; sleep 0.1; d
 
 python3 examples/python/pymemcache_example.py "$mcd"
 
-check() { if [ "$2" != "$3" ]; then echo "FAIL $1: got '$2', want '$3'"; exit 1; fi; echo "ok   $1"; }
 check "meta set + get"  "$(raw 'ms m 2 T60 F5\r\nhi\r\nmg m v f t\r\n')" 'HD|VA 2 f5 t60|hi|'
 check "unknown command" "$(raw 'nosuch\r\n')" 'ERROR|'
 check "key too long"    "$(raw "get $(printf 'k%.0s' $(seq 251))\r\n")" 'CLIENT_ERROR bad command line format|'
 
-kill -TERM "$pid"
-rc=0; wait "$pid" || rc=$?
-check "exit code after SIGTERM ($rc)" "$rc" 0
-trap - EXIT
+stop_gerdu
 echo "memcached example: all checks passed"

@@ -7,15 +7,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/release/gerdu}
-free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source examples/lib.sh
 http=$(free); redis=$(free); raft=$(free)
-"$bin" -httpport "$http" -redisport "$redis" -raft "127.0.0.1:$raft" -protocols redis -log warn &
-pid=$!
-trap 'kill "$pid" 2>/dev/null || true' EXIT
+start_gerdu -httpport "$http" -redisport "$redis" -raft "127.0.0.1:$raft" -protocols redis
 for _ in $(seq 100); do redis-cli -p "$redis" PING >/dev/null 2>&1 && break; sleep 0.1; done
 
 cli() { redis-cli -h 127.0.0.1 -p "$redis" "$@"; }
-check() { if [ "$2" != "$3" ]; then echo "FAIL $1: got '$2', want '$3'"; exit 1; fi; echo "ok   $1 -> $2"; }
 check "PING"              "$(cli PING)" PONG
 check "SET Hello World"   "$(cli SET Hello World)" OK
 check "GET Hello"         "$(cli GET Hello)" World
@@ -37,8 +34,5 @@ check "GET k777"          "$(cli GET k777)" 777
 check "DEL Hello"         "$(cli DEL Hello)" 1
 check "GET Hello again"   "$(cli GET Hello)" ""
 
-kill -TERM "$pid"
-rc=0; wait "$pid" || rc=$?
-check "exit code after SIGTERM" "$rc" 0
-trap - EXIT
+stop_gerdu
 echo "redis-cli example: all checks passed"
