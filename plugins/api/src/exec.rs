@@ -382,7 +382,10 @@ fn meta_get(store: &dyn Policy, m: &MetaGet, st: &mut ApplyState) -> Reply {
     let expiring_soon = |r: u64| c.expires_at != 0 && c.expires_at.saturating_sub(now) < r;
     let won = !c.meta.won() && (c.meta.stale() || m.recache_ms.is_some_and(expiring_soon));
     next.meta = next.meta.with_won(c.meta.won() || won);
-    restore(store, &m.key, next.clone(), st);
+    if won || m.touch.is_some() {
+        // Only a new deadline or a handed-out token is worth a store.
+        restore(store, &m.key, next.clone(), st);
+    }
     // The reader sees the state before this command (h, l, Z) and the new deadline.
     Reply::Meta { item: Some(Item { meta: c.meta, ..next }), won }
 }
