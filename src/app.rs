@@ -111,8 +111,11 @@ fn runtime_builder(workers: usize) -> tokio::runtime::Builder {
 fn init_logging(core: &CoreConfig) {
     use tracing_subscriber::EnvFilter;
     let level = core.log.directive();
-    // openraft logs every election and snapshot at info; keep it at warn unless debugging.
-    let default = if matches!(level, "debug" | "trace") { level.to_string() } else { format!("{level},openraft=warn") };
+    // openraft logs every election and snapshot at info, and benign races of
+    // membership changes and elections at warn; gerdu logs the role changes
+    // and membership itself. Keep openraft at error unless debugging.
+    let default =
+        if matches!(level, "debug" | "trace") { level.to_string() } else { format!("{level},openraft=error") };
     let filter = EnvFilter::try_from_env("GERDU_LOG_FILTER").unwrap_or_else(|_| EnvFilter::new(default));
     use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()

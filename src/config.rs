@@ -79,6 +79,24 @@ impl std::str::FromStr for LogLevel {
     }
 }
 
+/// `[raft.tls]`: mutual TLS between peers. Every node presents `cert`
+/// (signed by `ca`) and accepts only peers whose certificates `ca` signed;
+/// a node's certificate must name the host of its raft address (IP or DNS
+/// subject alternative name).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeerTlsConfig {
+    /// PEM certificate chain of this node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of this node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// PEM certificate(s) of the CA that signs every node's certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+}
+
 /// `[tls]`: certificate and key for every listener (`-cert`, `-key`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -103,11 +121,19 @@ pub struct RaftConfig {
     /// Directory for the log, vote and snapshots (`-storage`); none keeps them in memory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage: Option<PathBuf>,
+    /// `[raft.tls]`: mutual TLS for peer traffic (off unless all three files are set).
+    pub tls: PeerTlsConfig,
+    /// With storage: when appended entries are made durable (`always`: before
+    /// the write is acknowledged; `never`: left to the OS).
+    pub fsync: crate::raft::journal::Fsync,
     /// Build a snapshot (and compact the log) after this many entries.
     pub snapshot_logs: u64,
     /// Also build one when the log holds more than this many bytes of
     /// commands, or more than the store's used bytes if that is larger.
     pub snapshot_log_bytes: ByteSize,
+    /// Without storage: compact when the log holds more than this many bytes
+    /// of commands (a snapshot then costs nothing until a follower needs one).
+    pub memory_log_bytes: ByteSize,
     /// Entries kept in the log after a snapshot, for lagging followers.
     pub keep_logs: u64,
     /// Most commands one log entry carries.
@@ -120,6 +146,9 @@ pub struct RaftConfig {
     pub election_timeout_max_ms: u64,
     /// How long a request waits for a leader before "unavailable", in ms.
     pub leader_wait_ms: u64,
+    /// A joining node is given up (and removed again) when its log makes no
+    /// progress for this long, in ms.
+    pub catch_up_timeout_ms: u64,
 }
 
 impl Default for RaftConfig {
@@ -128,14 +157,18 @@ impl Default for RaftConfig {
             addr: "127.0.0.1:12000".into(),
             join: None,
             storage: None,
+            fsync: crate::raft::journal::Fsync::Always,
+            tls: PeerTlsConfig::default(),
             snapshot_logs: 100_000,
             snapshot_log_bytes: ByteSize(64 << 20),
-            keep_logs: 500,
+            memory_log_bytes: ByteSize(4 << 20),
+            keep_logs: 100,
             max_batch: 4096,
-            heartbeat_ms: 50,
-            election_timeout_min_ms: 150,
-            election_timeout_max_ms: 300,
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
             leader_wait_ms: 5_000,
+            catch_up_timeout_ms: 10_000,
         }
     }
 }
@@ -144,6 +177,22 @@ impl RaftConfig {
     /// [`Self::leader_wait_ms`] as a duration.
     pub fn leader_wait(&self) -> Duration {
         Duration::from_millis(self.leader_wait_ms)
+    }
+}
+
+/// `[expiry]`: the background sweep of expired items (see `raft::sweeper`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExpiryConfig {
+    /// Milliseconds between sweeps; 0 turns the sweep off.
+    pub sweep_ms: u64,
+    /// Items examined per sweep round.
+    pub sweep_keys: usize,
+}
+
+impl Default for ExpiryConfig {
+    fn default() -> Self {
+        ExpiryConfig { sweep_ms: 100, sweep_keys: 1000 }
     }
 }
 
@@ -187,6 +236,8 @@ pub struct CoreConfig {
     pub tls: TlsConfig,
     /// `[raft]`
     pub raft: RaftConfig,
+    /// `[expiry]`
+    pub expiry: ExpiryConfig,
     /// `[pipeline]`
     pub pipeline: PipelineConfig,
 }
@@ -204,6 +255,7 @@ impl Default for CoreConfig {
             threads: 1,
             tls: TlsConfig::default(),
             raft: RaftConfig::default(),
+            expiry: ExpiryConfig::default(),
             pipeline: PipelineConfig::default(),
         }
     }
@@ -250,6 +302,10 @@ impl CoreConfig {
         if cfg.id.is_empty() {
             return Err(ConfigError("id: must not be empty".into()));
         }
+        let t = &cfg.raft.tls;
+        if !(t.cert.is_some() == t.key.is_some() && t.key.is_some() == t.ca.is_some()) {
+            return Err(ConfigError("raft.tls: cert, key and ca must be given together".into()));
+        }
         if cfg.tls.cert.is_some() != cfg.tls.key.is_some() {
             return Err(ConfigError("tls: cert and key must be given together (-cert and -key)".into()));
         }
@@ -294,8 +350,20 @@ fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
     })
 }
 
-const CORE_KEYS: &[&str] =
-    &["id", "host", "log", "capacity", "policy", "protocols", "read_consistency", "threads", "tls", "raft", "pipeline"];
+const CORE_KEYS: &[&str] = &[
+    "id",
+    "host",
+    "log",
+    "capacity",
+    "policy",
+    "protocols",
+    "read_consistency",
+    "threads",
+    "tls",
+    "raft",
+    "expiry",
+    "pipeline",
+];
 
 /// Sections the Go original's flags write to (`-redisport`, `-mcdport`,
 /// `-grpcport`); accepted even when that protocol is not built in.

@@ -8,12 +8,18 @@
 //! counters and the latency histogram.
 
 use dashmap::DashMap;
-use gerdu_api::{Op, Policy};
+use gerdu_api::{Op, Policy, PolicyStat};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 use crate::raft::RaftNode;
+
+/// A series a policy reports.
+enum PolicySeries {
+    Counter(IntCounter),
+    Gauge(IntGauge),
+}
 
 /// Every metric the server exports.
 pub struct ServerMetrics {
@@ -33,6 +39,8 @@ pub struct ServerMetrics {
     pub errors: IntCounterVec,
     protocols: Vec<ProtocolSeries>,
     other: DashMap<&'static str, &'static ProtocolSeries>,
+    /// The policy's own series ([`Policy::stats`]), registered when first reported.
+    policy_stats: DashMap<&'static str, PolicySeries>,
     /// Items held.
     pub items: IntGauge,
     /// Charged bytes in use.
@@ -43,8 +51,10 @@ pub struct ServerMetrics {
     pub entry_overhead_bytes: IntGauge,
     /// Items evicted by the policy.
     pub evictions: IntCounter,
-    /// Expired items removed.
+    /// Expired items removed (by reads' writes, writes and the sweep).
     pub expirations: IntCounter,
+    /// Expired items the leader's background sweep removed.
+    pub swept: IntCounter,
     /// Snapshots built.
     pub snapshots: IntCounter,
     /// Commands per proposed log entry.
@@ -151,12 +161,14 @@ impl ServerMetrics {
             ),
             protocols: Vec::new(),
             other: DashMap::new(),
+            policy_stats: DashMap::new(),
             items: gauge("gerdu_items", "Items held (expired ones not yet removed included)"),
             used_bytes: gauge("gerdu_used_bytes", "Charged bytes in use: key + value + entry overhead per item"),
             capacity_bytes: gauge("gerdu_capacity_bytes", "Capacity in charged bytes (0 = unlimited)"),
             entry_overhead_bytes: gauge("gerdu_entry_overhead_bytes", "Per-item overhead charged by the policy"),
             evictions: counter("gerdu_evictions_total", "Items evicted to stay within capacity"),
             expirations: counter("gerdu_expirations_total", "Expired items removed"),
+            swept: counter("gerdu_expiry_swept_total", "Expired items the background sweep removed (leader)"),
             snapshots: counter("gerdu_raft_snapshots_total", "Raft snapshots built"),
             batch_commands: reg(
                 &r,
@@ -203,6 +215,7 @@ impl ServerMetrics {
         self.used_bytes.set(policy.used_bytes() as i64);
         self.capacity_bytes.set(policy.capacity() as i64);
         self.entry_overhead_bytes.set(policy.entry_overhead() as i64);
+        policy.stats(&mut |stat| self.policy_stat(stat));
         let m = raft.raft.metrics().borrow().clone();
         self.raft_term.set(m.current_term as i64);
         self.raft_is_leader.set(i64::from(m.current_leader == Some(raft.id)));
@@ -212,6 +225,30 @@ impl ServerMetrics {
         self.raft_log_entries.set(raft.log_len() as i64);
         self.raft_log_bytes.set(raft.log_bytes() as i64);
         self.raft_members.set(m.membership_config.nodes().count() as i64);
+    }
+
+    fn policy_stat(&self, stat: PolicyStat) {
+        let series = self.policy_stats.entry(stat.name).or_insert_with(|| {
+            let made = if stat.counter {
+                IntCounter::new(stat.name, stat.help).map(PolicySeries::Counter)
+            } else {
+                IntGauge::new(stat.name, stat.help).map(PolicySeries::Gauge)
+            };
+            let series = made.expect("a policy series with a valid name");
+            let collector: Box<dyn prometheus::core::Collector> = match &series {
+                PolicySeries::Counter(c) => Box::new(c.clone()),
+                PolicySeries::Gauge(g) => Box::new(g.clone()),
+            };
+            if let Err(e) = self.registry.register(collector) {
+                tracing::warn!("policy metric {} not exported: {e}", stat.name);
+            }
+            series
+        });
+        match &*series {
+            // A counter is reported as a total: add what it grew by.
+            PolicySeries::Counter(c) => c.inc_by(stat.value.saturating_sub(c.get())),
+            PolicySeries::Gauge(g) => g.set(stat.value as i64),
+        }
     }
 
     /// The text exposition.

@@ -8,7 +8,8 @@
 //!
 //! Shutdown (SIGINT/SIGTERM or [`Server::shutdown`]): the shutdown token is
 //! cancelled, every protocol stops accepting and finishes in-flight requests,
-//! then the raft node stops.
+//! the node leaves the cluster if it has other members (a leader steps down
+//! once its removal commits), then the raft node stops.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -63,8 +64,9 @@ pub struct Validated {
 pub fn validate(figment: &Config) -> Result<Validated, StartError> {
     let core = CoreConfig::from_figment(figment)?;
     let policy_plugin = find_policy(&core.policy).map_err(|e| ConfigError(format!("policy: {e}")))?;
-    let policy = (policy_plugin.build)(figment, &PolicySettings { capacity: core.capacity.0 })?;
+    let policy = (policy_plugin.build)(figment, &PolicySettings { capacity: core.capacity.0, local_eviction: false })?;
     let tls = crate::tls::load(&core.tls)?;
+    crate::tls::load_peer(&core.raft.tls)?;
     let mut protocols = Vec::new();
     for name in &core.protocols {
         let plugin = find_protocol(name).map_err(|e| ConfigError(format!("protocols: {e}")))?;
@@ -107,20 +109,18 @@ impl Admin for CoreAdmin {
     }
 
     fn join(&self, id: String, addr: String) -> BoxFuture<'static, Result<(), AdminError>> {
-        Box::pin(async move {
-            Err(AdminError::NotImplemented(format!(
-                "cannot add node {id:?} at {addr:?}: cluster membership is not available in this build yet \
-                 (single-node only)"
-            )))
-        })
+        let raft = self.raft.clone();
+        Box::pin(async move { raft.join(id, addr, String::new()).await.map(|_| ()) })
     }
 
     fn leave(&self, id: String) -> BoxFuture<'static, Result<(), AdminError>> {
-        Box::pin(async move {
-            Err(AdminError::NotImplemented(format!(
-                "cannot remove node {id:?}: cluster membership is not available in this build yet (single-node only)"
-            )))
-        })
+        let raft = self.raft.clone();
+        Box::pin(async move { raft.leave(id).await })
+    }
+
+    fn cluster(&self) -> BoxFuture<'static, gerdu_api::ClusterView> {
+        let raft = self.raft.clone();
+        Box::pin(async move { raft.cluster().await })
     }
 }
 
@@ -151,7 +151,9 @@ impl Server {
         )
         .await
         .map_err(|e| match e {
-            crate::raft::RaftStartError::Unsupported(m) => StartError::Config(ConfigError(m)),
+            crate::raft::RaftStartError::Unsupported(m) | crate::raft::RaftStartError::Config(m) => {
+                StartError::Config(ConfigError(m))
+            }
             other => StartError::Runtime(other.to_string()),
         })?;
 
@@ -235,8 +237,20 @@ impl Server {
         &self.metrics
     }
 
-    /// Stops accepting, drains in-flight requests, stops raft.
+    /// Stops accepting, drains in-flight requests, leaves the cluster (if
+    /// there are other members), stops raft.
     pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for s in self.served {
+            let _ = s.await;
+        }
+        self.raft.leave_cluster().await;
+        self.raft.shutdown().await;
+    }
+
+    /// Stops without leaving the cluster, as a crash would (for tests of
+    /// failures): listeners close, raft stops answering its peers.
+    pub async fn kill(self) {
         self.shutdown.cancel();
         for s in self.served {
             let _ = s.await;

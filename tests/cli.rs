@@ -251,8 +251,21 @@ fn port_in_use_exits_1() {
 }
 
 #[test]
-fn join_and_storage_are_refused_clearly_until_supported() {
+fn unusable_storage_and_a_refused_join_exit_1() {
     let d = tmp();
-    let o = gerdu(&["-httpport", "0", "-raft", "127.0.0.1:0", "-join", "127.0.0.1:12000"], &[], d.path());
-    assert_config_error(&o, "-join");
+    // A file where the storage directory should be.
+    let file = d.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let o = gerdu(&["-httpport", "0", "-raft", "127.0.0.1:0", "-storage", file.to_str().unwrap()], &[], d.path());
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("-storage"), "{}", stderr(&o));
+
+    // A second node named like the first one (-id master) is refused by the
+    // cluster it asks to join (here by its HTTP address).
+    let (mut first, http) = spawn_server(&["-log", "info"]);
+    let o = gerdu(&["-httpport", "0", "-raft", "127.0.0.1:0", "-join", &http.to_string()], &[], d.path());
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("already a member"), "{}", stderr(&o));
+    signal(&first, "-TERM");
+    assert_eq!(first.wait().unwrap().code(), Some(0));
 }

@@ -18,6 +18,7 @@ fn repo_gerdu_toml_is_valid_and_equals_the_defaults() {
     plugin_section_is_documented_with_its_defaults(&f, "http", gerdu_protocol_http::HttpConfig::default());
     plugin_section_is_documented_with_its_defaults(&f, "redis", gerdu_protocol_redis::RedisConfig::default());
     plugin_section_is_documented_with_its_defaults(&f, "mcd", gerdu_protocol_memcached::McdConfig::default());
+    plugin_section_is_documented_with_its_defaults(&f, "weak", gerdu_policy_weak::WeakConfig::default());
 }
 
 /// `[name]` is in the file, with every key of `default`, and equals it.

@@ -146,3 +146,37 @@ async fn memcached_over_tls_and_plain_refused() {
     assert!(!buf.starts_with(b"VERSION"), "plain text must not be served");
     s.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn grpc_over_tls_with_h2_alpn_and_plain_refused() {
+    use gerdu_protocol_grpc::pb;
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+    let c = certs();
+    let s = common::start(&format!(
+        "protocols = [\"grpc\"]\n[grpc]\nport = 0\n[tls]\ncert = {:?}\nkey = {:?}\n",
+        c.cert_path, c.key_path
+    ))
+    .await;
+    let addr = s.server.addr("grpc").expect("grpc listens");
+    // A plain rustls handshake shows the negotiated protocol.
+    let tls = tls_connect(addr, client_config(&c.cert_der, &[b"h2"])).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    drop(tls);
+
+    let pem = std::fs::read_to_string(&c.cert_path).unwrap();
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)).domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://{addr}")).unwrap().tls_config(tls).unwrap();
+    let mut client = pb::gerdu_client::GerduClient::new(channel.connect().await.expect("TLS connect"));
+    let put = pb::PutRequest { key: "Hello".into(), value: "World".into(), ..Default::default() };
+    assert!(client.put(put).await.unwrap().into_inner().created);
+    let got = client.get(pb::GetRequest { key: "Hello".into() }).await.unwrap().into_inner();
+    assert_eq!(&got.value[..], b"World");
+
+    // Plain h2c to the TLS port is not served.
+    let plain = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await;
+    if let Ok(plain) = plain {
+        let mut client = pb::gerdu_client::GerduClient::new(plain);
+        assert!(client.get(pb::GetRequest { key: "Hello".into() }).await.is_err());
+    }
+    s.server.shutdown().await;
+}

@@ -6,16 +6,21 @@
 //! with other clients' writes into one entry) and resolves once applied, so a
 //! read run that follows sees it; each read run waits for one read barrier at
 //! the request's consistency and is then served by the inner stage.
+//!
+//! On a follower, a request that needs the leader — any write, or reads at
+//! `linearizable` or `leader` consistency — is forwarded to the leader whole
+//! ([`RaftNode::forward`]); `local` reads are served here.
 
 use std::sync::Arc;
 
 use gerdu_api::{
-    Command, Middleware, MiddlewareContext, MiddlewarePlugin, Pipeline, PluginError, Request, Response,
-    register_middleware,
+    Command, Middleware, MiddlewareContext, MiddlewarePlugin, Pipeline, PluginError, ReadConsistency, Request,
+    Response, register_middleware,
 };
 
 use super::stage;
 use crate::raft::RaftNode;
+use crate::raft::membership::FORWARDED;
 
 struct RaftMiddleware {
     node: Arc<RaftNode>,
@@ -24,11 +29,16 @@ struct RaftMiddleware {
 impl Middleware for RaftMiddleware {
     fn layer(&self, inner: Pipeline) -> Pipeline {
         let node = self.node.clone();
-        stage(move |req: Request| {
+        let raft_stage = stage(move |req: Request| {
             let node = node.clone();
             let inner = inner.clone();
             Box::pin(async move {
                 let consistency = req.ctx.consistency.unwrap_or(node.default_consistency);
+                let needs_leader = consistency != ReadConsistency::Local || req.commands.iter().any(Command::is_write);
+                if needs_leader && !req.commands.is_empty() && req.ctx.protocol != FORWARDED && !node.is_leader() {
+                    let replies = node.forward(req.commands, consistency).await?;
+                    return Ok(Response { replies });
+                }
                 let all_reads = req.commands.iter().all(|c| !c.is_write());
                 if all_reads {
                     node.read_barrier(consistency).await?;
@@ -56,7 +66,9 @@ impl Middleware for RaftMiddleware {
                 }
                 Ok(Response { replies })
             })
-        })
+        });
+        self.node.set_stage(raft_stage.clone());
+        raft_stage
     }
 }
 

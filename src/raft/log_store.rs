@@ -1,9 +1,11 @@
-//! The in-memory raft log (used when `-storage` is not given).
+//! The raft log: in memory, and with `-storage DIR` also on disk.
 //!
 //! A `BTreeMap` of entries behind a mutex that is never held across an
 //! `.await`. Snapshots purge it (openraft calls [`RaftLogStorage::purge`]
 //! after each snapshot, keeping `raft.keep_logs` entries), so its memory stays
-//! flat however many writes happen.
+//! flat however many writes happen. With storage ([`MemLog::open`]) every
+//! change is also written to the [journal](super::journal), which rebuilds
+//! the log at start; appends are reported flushed once they are durable.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -11,9 +13,10 @@ use std::ops::RangeBounds;
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{OptionalSend, RaftLogReader, Vote};
+use openraft::{OptionalSend, RaftLogReader, StorageIOError, Vote};
 use parking_lot::Mutex;
 
+use super::journal::{self, Done, Fsync, Journal, Record, RecordRef};
 use super::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
 #[derive(Default)]
@@ -24,12 +27,64 @@ struct Inner {
     bytes: u64,
     committed: Option<LogId>,
     vote: Option<Vote<NodeId>>,
+    /// Bytes in the journal file (with storage).
+    journal_bytes: u64,
 }
 
-/// The in-memory log store; clones share the same log (the reader is a clone).
+impl Inner {
+    fn insert(&mut self, e: Entry) {
+        self.bytes += entry_bytes(&e);
+        if let Some(old) = self.log.insert(e.log_id.index, e) {
+            self.bytes -= entry_bytes(&old);
+        }
+    }
+
+    fn truncate(&mut self, index: u64) {
+        let removed = self.log.split_off(&index);
+        self.bytes -= removed.values().map(entry_bytes).sum::<u64>();
+    }
+
+    fn purge(&mut self, log_id: LogId) -> BTreeMap<u64, Entry> {
+        self.last_purged = Some(log_id);
+        let keep = self.log.split_off(&(log_id.index + 1));
+        let purged = std::mem::replace(&mut self.log, keep);
+        self.bytes -= purged.values().map(entry_bytes).sum::<u64>();
+        purged
+    }
+
+    fn replay(&mut self, record: Record) {
+        match record {
+            Record::Entries(entries) => entries.into_iter().for_each(|e| self.insert(e)),
+            Record::Truncate(index) => self.truncate(index),
+            Record::Purge(log_id) => drop(self.purge(log_id)),
+            Record::Vote(v) => self.vote = Some(v),
+            Record::Committed(c) => self.committed = c,
+        }
+    }
+
+    /// The whole live state as journal frames (for a rewrite).
+    fn frames(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Some(v) = self.vote {
+            journal::frame(&RecordRef::Vote(v), &mut out);
+        }
+        journal::frame(&RecordRef::Committed(self.committed), &mut out);
+        if let Some(p) = self.last_purged {
+            journal::frame(&RecordRef::Purge(p), &mut out);
+        }
+        let entries: Vec<Entry> = self.log.values().cloned().collect();
+        for chunk in entries.chunks(1024) {
+            journal::frame(&RecordRef::Entries(chunk), &mut out);
+        }
+        out
+    }
+}
+
+/// The log store; clones share the same log (the reader is a clone).
 #[derive(Clone, Default)]
 pub struct MemLog {
     inner: Arc<Mutex<Inner>>,
+    journal: Option<Journal>,
 }
 
 /// Approximate size of an entry: keys and values of its commands plus a
@@ -49,7 +104,9 @@ fn command_bytes(c: &gerdu_api::Command) -> usize {
         C::Set(s) => s.key.len() + s.value.len(),
         C::SetMany { items, .. } => items.iter().map(|s| s.key.len() + s.value.len()).sum(),
         C::Append { key, value, .. } | C::SetRange { key, value, .. } => key.len() + value.len(),
-        C::Delete { keys } | C::Evict { keys } | C::GetAndTouch { keys, .. } => keys.iter().map(|k| k.len()).sum(),
+        C::Delete { keys } | C::Evict { keys } | C::Sweep { keys } | C::GetAndTouch { keys, .. } => {
+            keys.iter().map(|k| k.len()).sum()
+        }
         C::Incr { key, .. } | C::Touch { key, .. } | C::GetDelete { key } => key.len(),
         C::Rename { from, to, .. } | C::Copy { from, to, .. } => from.len() + to.len(),
         _ => 0,
@@ -57,6 +114,36 @@ fn command_bytes(c: &gerdu_api::Command) -> usize {
 }
 
 impl MemLog {
+    /// The log kept in `dir` too: replays the journal there (creating the
+    /// directory if needed) and appends to it from now on.
+    pub fn open(dir: &std::path::Path, fsync: Fsync) -> std::io::Result<MemLog> {
+        std::fs::create_dir_all(dir)?;
+        let (records, valid) = journal::replay(&dir.join(journal::FILE))?;
+        let mut inner = Inner::default();
+        let count = records.len();
+        records.into_iter().for_each(|r| inner.replay(r));
+        inner.journal_bytes = valid;
+        tracing::info!(
+            dir = %dir.display(),
+            records = count,
+            entries = inner.log.len(),
+            last = ?inner.log.values().next_back().map(|e| e.log_id.index),
+            "raft log loaded"
+        );
+        let journal = Journal::open(dir, valid, fsync)?;
+        Ok(MemLog { inner: Arc::new(Mutex::new(inner)), journal: Some(journal) })
+    }
+
+    /// Queues a record for the journal, if there is one.
+    fn record(&self, inner: &mut Inner, record: RecordRef<'_>, done: Done) -> Option<Done> {
+        let Some(journal) = &self.journal else { return Some(done) };
+        let mut frames = Vec::new();
+        journal::frame(&record, &mut frames);
+        inner.journal_bytes += frames.len() as u64;
+        journal.append(frames, done);
+        None
+    }
+
     /// Approximate bytes held (for the byte-based snapshot trigger and metrics).
     pub fn bytes(&self) -> u64 {
         self.inner.lock().bytes
@@ -96,8 +183,17 @@ impl RaftLogStorage<TypeConfig> for MemLog {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        self.inner.lock().vote = Some(*vote);
-        Ok(())
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        {
+            let mut inner = self.inner.lock();
+            inner.vote = Some(*vote);
+            if self.record(&mut inner, RecordRef::Vote(*vote), Done::Notify(tx)).is_some() {
+                return Ok(());
+            }
+        }
+        // The vote must be on disk before the node acts on it.
+        let result = rx.await.unwrap_or_else(|_| Err(std::io::Error::other("the raft journal writer stopped")));
+        result.map_err(|e| StorageIOError::write_vote(&e).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
@@ -105,7 +201,9 @@ impl RaftLogStorage<TypeConfig> for MemLog {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.inner.lock().committed = committed;
+        let mut inner = self.inner.lock();
+        inner.committed = committed;
+        self.record(&mut inner, RecordRef::Committed(committed), Done::Nothing);
         Ok(())
     }
 
@@ -118,33 +216,39 @@ impl RaftLogStorage<TypeConfig> for MemLog {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let pending = {
             let mut inner = self.inner.lock();
-            for e in entries {
-                inner.bytes += entry_bytes(&e);
-                if let Some(old) = inner.log.insert(e.log_id.index, e) {
-                    inner.bytes -= entry_bytes(&old);
-                }
-            }
+            let pending = self.record(&mut inner, RecordRef::Entries(&entries), Done::Flushed(callback));
+            entries.into_iter().for_each(|e| inner.insert(e));
+            pending
+        };
+        // Without a journal the entries are "flushed" once in memory.
+        if let Some(Done::Flushed(callback)) = pending {
+            callback.log_io_completed(Ok(()));
         }
-        callback.log_io_completed(Ok(()));
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let mut inner = self.inner.lock();
-        let removed = inner.log.split_off(&log_id.index);
-        inner.bytes -= removed.values().map(entry_bytes).sum::<u64>();
+        inner.truncate(log_id.index);
+        self.record(&mut inner, RecordRef::Truncate(log_id.index), Done::Nothing);
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let purged = {
             let mut inner = self.inner.lock();
-            inner.last_purged = Some(log_id);
-            let keep = inner.log.split_off(&(log_id.index + 1));
-            let purged = std::mem::replace(&mut inner.log, keep);
-            inner.bytes -= purged.values().map(entry_bytes).sum::<u64>();
+            let purged = inner.purge(log_id);
+            self.record(&mut inner, RecordRef::Purge(log_id), Done::Nothing);
+            if let Some(journal) = &self.journal
+                && inner.journal_bytes > journal::REWRITE_FLOOR.max(2 * inner.bytes)
+            {
+                let frames = inner.frames();
+                inner.journal_bytes = frames.len() as u64;
+                journal.rewrite(frames);
+            }
             purged
         };
         // Freeing thousands of entries is not free: do it off the raft task.

@@ -2,31 +2,45 @@
 //!
 //! Every change is a log entry (DESIGN §3): a node started without `-join`
 //! bootstraps a one-member cluster and commits its own entries, so a single
-//! node and a cluster run the same code path. [`RaftNode`] owns the openraft
+//! node and a cluster run the same code path; with `-join` it asks a member
+//! to add it ([`membership`]). Peers talk over [`peer`] (server) and
+//! [`network`] (client), the gRPC service of `proto/raft.proto` with the
+//! payloads of [`wire`]. [`RaftNode`] owns the openraft
 //! handle plus the two batching tasks in front of it: the
 //! [proposer](proposer) (group commit of writes) and the
 //! [read index](read_index) (one quorum round per batch of linearizable
 //! reads).
 //!
 //! Storage: the log lives in memory ([`log_store::MemLog`]); snapshots are
-//! taken every `raft.snapshot_logs` entries, or sooner when the log holds
-//! more bytes than `raft.snapshot_log_bytes` and than the store itself (the
-//! [compactor](compactor) task), and purge the log down to `raft.keep_logs`
+//! taken every `raft.snapshot_logs` entries, or sooner (the
+//! [compactor](compactor) task) when the log holds more bytes than
+//! `raft.snapshot_log_bytes` and than the store itself (with `-storage`,
+//! where a snapshot encodes the store to disk) or than
+//! `raft.memory_log_bytes` (without: a snapshot only records a log position,
+//! see [`state_machine`]), and purge the log down to `raft.keep_logs`
 //! entries, so memory stays flat.
 
+pub mod evictor;
+pub mod forwarder;
+pub mod journal;
 pub mod log_store;
+pub mod membership;
 pub mod network;
+pub mod peer;
 pub mod proposer;
 pub mod read_index;
 pub mod state_machine;
+pub mod sweeper;
 pub mod types;
+pub mod wire;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use gerdu_api::{Clock, Command, NodeStatus, PipelineError, Policy, ReadConsistency, Reply};
+use gerdu_api::tokio_util::sync::CancellationToken;
+use gerdu_api::{Clock, Command, NodeStatus, Pipeline, PipelineError, Policy, ReadConsistency, Reply};
 use openraft::{ServerState, SnapshotPolicy};
 use tokio::sync::{mpsc, oneshot};
 
@@ -46,17 +60,43 @@ pub enum RaftStartError {
     /// The asked mode is not available in this build.
     #[error("{0}")]
     Unsupported(String),
+    /// The peer address cannot be bound.
+    #[error("{0}")]
+    Bind(String),
+    /// `-join` failed.
+    #[error("{0}")]
+    Join(String),
+    /// The storage directory cannot be used.
+    #[error("{0}")]
+    Storage(String),
 }
 
-/// Triggers a snapshot when the log holds more bytes than `min_bytes` and
-/// than the store, so that compaction costs O(1) per byte written whatever the
-/// batch sizes. Ends when raft shuts down.
-async fn compactor(raft: Raft, log: log_store::MemLog, policy: Arc<dyn Policy>, min_bytes: u64) {
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+/// Triggers a snapshot when the log holds more bytes than `min_bytes` and,
+/// when `scaled` (with storage, where a snapshot encodes the store), than the
+/// store, so that compaction costs O(1) per byte written whatever the batch
+/// sizes, and holds at least twice the `keep` entries a purge leaves. Looks
+/// every 10 ms, so that a write storm does not pile up much log between
+/// looks. Ends when raft shuts down.
+async fn compactor(
+    raft: Raft,
+    log: log_store::MemLog,
+    policy: Arc<dyn Policy>,
+    (min_bytes, scaled): (u64, bool),
+    keep: u64,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        tick.tick().await;
-        if log.bytes() <= min_bytes.max(policy.used_bytes()) {
+        tokio::select! {
+            _ = tick.tick() => {}
+            // Shutting down: a trigger now would be refused (and logged as an error).
+            _ = stop.cancelled() => return,
+        }
+        let threshold = if scaled { min_bytes.max(policy.used_bytes()) } else { min_bytes };
+        // The entries a snapshot keeps can hold more than the threshold:
+        // compact only when a purge would remove at least as many.
+        if log.bytes() <= threshold || (log.len() as u64) < 2 * keep {
             continue;
         }
         let before = raft.metrics().borrow().snapshot;
@@ -78,19 +118,31 @@ async fn compactor(raft: Raft, log: log_store::MemLog, policy: Arc<dyn Policy>, 
 /// applied here before it was acknowledged, and the local state is
 /// linearizable without a quorum round (there is no quorum to ask). Reads
 /// check the flag instead of the metrics, which would take a lock per read.
-async fn watch_sole_voter(raft: Raft, id: NodeId, flag: Arc<AtomicBool>) {
+async fn watch_sole_voter(raft: Raft, id: NodeId, flag: Arc<AtomicBool>, leader: Arc<AtomicBool>) {
     let mut metrics = raft.metrics();
+    let mut last_role = None;
     loop {
-        let sole = {
+        let (sole, leads) = {
             let m = metrics.borrow_and_update();
-            m.state == ServerState::Leader && {
+            if last_role != Some(m.state) {
+                let leader = m
+                    .current_leader
+                    .and_then(|l| m.membership_config.nodes().find(|(nid, _)| **nid == l).map(|(_, n)| n.name.clone()));
+                tracing::info!(role = role_name(m.state), term = m.current_term, leader = ?leader, "raft role");
+                last_role = Some(m.state);
+            }
+            let leads = m.state == ServerState::Leader;
+            let sole = leads && {
                 let mut voters = m.membership_config.membership().voter_ids();
                 voters.next() == Some(id) && voters.next().is_none()
-            }
+            };
+            (sole, leads)
         };
         flag.store(sole, Ordering::Release);
+        leader.store(leads, Ordering::Release);
         if metrics.changed().await.is_err() {
             flag.store(false, Ordering::Release);
+            leader.store(false, Ordering::Release);
             return;
         }
     }
@@ -110,8 +162,26 @@ pub struct RaftNode {
     reads: mpsc::Sender<read_index::Waiter>,
     log: log_store::MemLog,
     leader_wait: Duration,
+    catch_up_timeout: Duration,
     /// Kept up to date by [`watch_sole_voter`]: read on every linearizable read.
     sole_voter: Arc<AtomicBool>,
+    /// Whether this node leads, kept up to date by [`watch_sole_voter`].
+    leader: Arc<AtomicBool>,
+    /// Set when [`RaftNode::shutdown`] begins.
+    stopping: AtomicBool,
+    /// The peer server, awaited on shutdown (its connections closed).
+    peer_server: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Channels to peers.
+    network: network::Network,
+    /// The raft stage of the pipeline (raft middleware + store), which runs
+    /// requests forwarded by followers; set when the pipeline is built.
+    stage: OnceLock<Pipeline>,
+    /// Stops the peer server.
+    peer_shutdown: CancellationToken,
+    /// Stops the background tasks that talk to raft (the compactor).
+    background: CancellationToken,
+    /// Requests for the leader, to the [forwarder](forwarder).
+    forwards: mpsc::Sender<forwarder::Forwarded>,
 }
 
 impl RaftNode {
@@ -124,17 +194,6 @@ impl RaftNode {
         metrics: Arc<ServerMetrics>,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, RaftStartError> {
-        if let Some(join) = &cfg.raft.join {
-            return Err(RaftStartError::Unsupported(format!(
-                "-join {join}: joining a cluster is not available in this build yet (single-node only)"
-            )));
-        }
-        if let Some(dir) = &cfg.raft.storage {
-            return Err(RaftStartError::Unsupported(format!(
-                "-storage {}: on-disk raft storage is not available in this build yet (the log is kept in memory)",
-                dir.display()
-            )));
-        }
         let r = &cfg.raft;
         let config = openraft::Config {
             cluster_name: "gerdu".into(),
@@ -143,58 +202,131 @@ impl RaftNode {
             election_timeout_max: r.election_timeout_max_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_logs),
             max_in_snapshot_log_to_keep: r.keep_logs,
+            // Per snapshot chunk (3MB by default): the 200ms default is too
+            // tight for a loaded machine.
+            install_snapshot_timeout: 10_000,
             ..Default::default()
         }
         .validate()
         .map_err(|e| RaftStartError::Config(e.to_string()))?;
 
-        let node = Node { name: cfg.id.clone(), raft_addr: r.addr.clone(), http_addr };
+        // The peer listener comes first: its bound address is what peers dial.
+        let listener = tokio::net::TcpListener::bind(&r.addr)
+            .await
+            .map_err(|e| RaftStartError::Bind(format!("raft: cannot listen on {}: {e}", r.addr)))?;
+        let bound = listener.local_addr().map_err(|e| RaftStartError::Bind(format!("raft: {e}")))?;
+        let raft_addr = advertised(&r.addr, bound);
+        let node = Node { name: cfg.id.clone(), raft_addr, http_addr };
         let id = types::node_id(&cfg.id);
-        let log = log_store::MemLog::default();
+        let storage_err = |e: std::io::Error| {
+            let dir = r.storage.as_deref().unwrap_or(std::path::Path::new(""));
+            RaftStartError::Storage(format!("-storage {}: {e}", dir.display()))
+        };
+        let log = match &r.storage {
+            Some(dir) => log_store::MemLog::open(dir, r.fsync).map_err(storage_err)?,
+            None => log_store::MemLog::default(),
+        };
         let sm_policy = policy.clone();
-        let sm = state_machine::StateMachine::new(policy, metrics.clone());
-        let raft = Raft::new(id, Arc::new(config), network::NoNetwork, log.clone(), sm)
+        let evict_policy = policy.clone();
+        let sm = state_machine::StateMachine::new(policy, metrics.clone(), r.storage.clone()).map_err(storage_err)?;
+        let over_capacity = sm.over_capacity();
+        let peer_tls = crate::tls::load_peer(&r.tls).map_err(|e| RaftStartError::Config(e.0))?;
+        let acceptor = peer_tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(t.server.clone()));
+        let network = network::Network::new(peer_tls);
+        let raft = Raft::new(id, Arc::new(config), network.clone(), log.clone(), sm)
             .await
             .map_err(|e| RaftStartError::Raft(e.to_string()))?;
 
-        let members: BTreeMap<NodeId, Node> = [(id, node.clone())].into();
-        if let Err(e) = raft.initialize(members).await {
-            // Already initialized (restart with storage) is fine.
-            if !matches!(e, openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) {
-                return Err(RaftStartError::Raft(e.to_string()));
-            }
-        }
-        raft.wait(Some(Duration::from_secs(10)))
-            .state(ServerState::Leader, "single node becomes leader")
-            .await
-            .map_err(|e| RaftStartError::Raft(format!("bootstrap: {e}")))?;
-
         let (ptx, prx) = mpsc::channel(16 * 1024);
+        let sweep =
+            sweeper::Sweep { interval: Duration::from_millis(cfg.expiry.sweep_ms), keys: cfg.expiry.sweep_keys };
+        let (sweep_clock, sweep_metrics) = (clock.clone(), metrics.clone());
         tokio::spawn(proposer::run(raft.clone(), prx, clock, r.max_batch, r.leader_wait(), metrics));
         let (rtx, rrx) = mpsc::channel(16 * 1024);
         tokio::spawn(read_index::run(raft.clone(), rrx));
-        tokio::spawn(compactor(raft.clone(), log.clone(), sm_policy, r.snapshot_log_bytes.0));
+        let compaction = match r.storage {
+            Some(_) => (r.snapshot_log_bytes.0, true),
+            // In memory a snapshot records a position only: compacting is cheap.
+            None => (r.memory_log_bytes.0, false),
+        };
+        let background = CancellationToken::new();
+        tokio::spawn(compactor(raft.clone(), log.clone(), sm_policy, compaction, r.keep_logs, background.clone()));
         let sole_voter = Arc::new(AtomicBool::new(false));
-        tokio::spawn(watch_sole_voter(raft.clone(), id, sole_voter.clone()));
+        let leader = Arc::new(AtomicBool::new(false));
+        tokio::spawn(watch_sole_voter(raft.clone(), id, sole_voter.clone(), leader.clone()));
 
-        tracing::info!(id = %cfg.id, raft_addr = %r.addr, "raft node bootstrapped a single-member cluster");
-        Ok(Arc::new(RaftNode {
-            raft,
+        let (ftx, frx) = mpsc::channel(16 * 1024);
+        let this = Arc::new(RaftNode {
+            raft: raft.clone(),
             id,
-            node,
+            node: node.clone(),
             default_consistency: cfg.read_consistency,
             proposals: ptx,
             reads: rtx,
             log,
             leader_wait: r.leader_wait(),
+            catch_up_timeout: Duration::from_millis(r.catch_up_timeout_ms),
             sole_voter,
-        }))
+            leader,
+            stopping: AtomicBool::new(false),
+            peer_server: parking_lot::Mutex::new(None),
+            network,
+            stage: OnceLock::new(),
+            peer_shutdown: CancellationToken::new(),
+            background,
+            forwards: ftx,
+        });
+        tokio::spawn(forwarder::run(Arc::downgrade(&this), frx));
+        tokio::spawn(sweeper::run(Arc::downgrade(&this), evict_policy.clone(), sweep_clock, sweep_metrics, sweep));
+        tokio::spawn(evictor::run(Arc::downgrade(&this), evict_policy, over_capacity));
+        let server = tokio::spawn(peer::serve(listener, this.clone(), this.peer_shutdown.clone(), acceptor));
+        *this.peer_server.lock() = Some(server);
+
+        // A node restarted from storage is already a member: it neither
+        // bootstraps nor joins, it rejoins the election.
+        let restored = raft
+            .with_raft_state(move |st| st.membership_state.effective().nodes().any(|(nid, _)| *nid == id))
+            .await
+            .unwrap_or(false);
+        let started = match &r.join {
+            _ if restored => {
+                // Serve once a leader is known (a lone node elects itself at
+                // once); a cluster whose other members are still down gets
+                // requests that wait for one instead.
+                let _ = this.wait_leader(std::time::Instant::now() + this.leader_wait).await;
+                Ok(())
+            }
+            Some(target) => this.join_cluster(target).await,
+            None => bootstrap(&raft, id, node).await,
+        };
+        if let Err(e) = started {
+            this.shutdown().await;
+            return Err(e);
+        }
+        match &r.join {
+            Some(target) => {
+                tracing::info!(id = %cfg.id, raft_addr = %this.node.raft_addr, join = %target, "raft node joined")
+            }
+            None => tracing::info!(id = %cfg.id, raft_addr = %this.node.raft_addr, "raft node bootstrapped a cluster"),
+        }
+        Ok(this)
+    }
+
+    /// Whether this node leads now.
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Acquire) && !self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Records the raft stage of the pipeline, which serves forwarded
+    /// requests (the raft middleware calls this once).
+    pub fn set_stage(&self, stage: Pipeline) {
+        let _ = self.stage.set(stage);
     }
 
     /// Replicates writes; resolves with their replies once applied.
     pub async fn propose(&self, mut commands: Vec<Command>) -> Result<Vec<Reply>, PipelineError> {
         // Here, on the client's task, not on the proposer's: copies run in parallel.
-        commands.iter_mut().for_each(Command::detach);
+        gerdu_api::command::detach_all(&mut commands);
         let (tx, rx) = oneshot::channel();
         self.proposals
             .send(proposer::Proposal { commands, reply: tx })
@@ -240,13 +372,7 @@ impl RaftNode {
     /// This node's view of the cluster.
     pub fn status(&self) -> NodeStatus {
         let m = self.raft.metrics().borrow().clone();
-        let role = match m.state {
-            ServerState::Leader => "leader",
-            ServerState::Follower => "follower",
-            ServerState::Candidate => "candidate",
-            ServerState::Learner => "learner",
-            ServerState::Shutdown => "shutdown",
-        };
+        let role = role_name(m.state);
         let members: Vec<(String, String)> =
             m.membership_config.nodes().map(|(_, n)| (n.name.clone(), n.raft_addr.clone())).collect();
         let leader = m
@@ -262,10 +388,89 @@ impl RaftNode {
         }
     }
 
-    /// Stops the raft core.
+    /// The detailed cluster view (`GET /cluster`).
+    pub async fn cluster(&self) -> gerdu_api::ClusterView {
+        let committed = self.raft.with_raft_state(|st| st.committed.map_or(0, |l| l.index)).await.unwrap_or(0);
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let members: Vec<gerdu_api::MemberView> = m
+            .membership_config
+            .nodes()
+            .map(|(id, n)| gerdu_api::MemberView {
+                id: n.name.clone(),
+                role: if membership.voter_ids().any(|v| v == *id) { "voter" } else { "learner" }.into(),
+                raft_addr: n.raft_addr.clone(),
+                http_addr: n.http_addr.clone(),
+                matched_index: m.replication.as_ref().and_then(|r| r.get(id).copied().flatten()).map(|l| l.index),
+            })
+            .collect();
+        let leader_name = m
+            .current_leader
+            .and_then(|l| m.membership_config.nodes().find(|(id, _)| **id == l).map(|(_, n)| n.name.clone()));
+        gerdu_api::ClusterView {
+            id: self.node.name.clone(),
+            state: role_name(m.state).into(),
+            term: m.current_term,
+            leader: leader_name.and_then(|name| members.iter().find(|x| x.id == name).cloned()),
+            members,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            committed_index: committed,
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            snapshot_index: m.snapshot.map_or(0, |l| l.index),
+        }
+    }
+
+    /// Stops the raft core and the peer server.
     pub async fn shutdown(&self) {
+        // From now on forwarded requests are told "not the leader" (the
+        // sender retries with the next leader) instead of failing as the
+        // core stops under them.
+        self.stopping.store(true, Ordering::Release);
+        self.background.cancel();
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
+        self.peer_shutdown.cancel();
+        let server = self.peer_server.lock().take();
+        if let Some(server) = server {
+            let _ = server.await;
+        }
     }
+}
+
+/// The name of a raft role in `/health`, `/cluster` and logs.
+fn role_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+/// The raft address peers dial: the configured one, with the bound port when
+/// it asked for port 0.
+fn advertised(configured: &str, bound: std::net::SocketAddr) -> String {
+    match configured.rsplit_once(':') {
+        Some((host, "0")) => format!("{host}:{}", bound.port()),
+        _ => configured.to_string(),
+    }
+}
+
+/// Initializes a one-member cluster (a node started without `-join`) and
+/// waits until it leads.
+async fn bootstrap(raft: &Raft, id: NodeId, node: Node) -> Result<(), RaftStartError> {
+    let members: BTreeMap<NodeId, Node> = [(id, node)].into();
+    if let Err(e) = raft.initialize(members).await {
+        // Already initialized (restart with storage) is fine.
+        if !matches!(e, openraft::error::RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) {
+            return Err(RaftStartError::Raft(e.to_string()));
+        }
+    }
+    raft.wait(Some(Duration::from_secs(10)))
+        .state(ServerState::Leader, "single node becomes leader")
+        .await
+        .map_err(|e| RaftStartError::Raft(format!("bootstrap: {e}")))?;
+    Ok(())
 }

@@ -1,63 +1,204 @@
-//! Peer networking.
+//! Peer networking, client side: openraft's [`RaftNetworkFactory`] over the
+//! tonic service of `proto/raft.proto`, plus the clients the node uses to
+//! forward requests and membership changes to the leader.
 //!
-//! This build runs single-node clusters only: a node never needs to reach a
-//! peer, so every RPC answers `Unreachable`. The cluster work replaces this
-//! module with the tonic transport of `proto/raft.proto`; nothing else in the
-//! core changes, because openraft only sees [`RaftNetworkFactory`].
+//! One HTTP/2 channel per peer address, created lazily and shared by every
+//! caller (replication, votes, forwarding): tonic reconnects it after a
+//! failure. A peer that cannot be connected is reported to openraft as
+//! `Unreachable` (it backs off); other transport failures as `Network`; a
+//! raft error the peer answered as `RemoteError`.
 
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
 
 use super::types::{Node, NodeId, TypeConfig};
+use super::wire::{self, pb};
 
-/// Builds [`NoPeer`] clients.
+/// A peer's client.
+pub type PeerClient = pb::raft_peer_client::RaftPeerClient<Channel>;
+
+/// The largest peer message (log batches, snapshot chunks).
+const MAX_MESSAGE: usize = 1 << 30;
+
+/// Channels to peers by address; cheap to clone.
 #[derive(Clone, Default)]
-pub struct NoNetwork;
-
-/// A peer that cannot be reached.
-pub struct NoPeer {
-    target: Node,
+pub struct Network {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Mutual TLS (`[raft.tls]`): this node's identity and the peers' CA.
+    tls: Option<Arc<crate::tls::PeerTls>>,
+    /// Peers that could not be reached at the last attempt (logged once
+    /// when they go, once when they come back).
+    down: Arc<Mutex<std::collections::HashSet<NodeId>>>,
 }
 
-fn unreachable<E: std::error::Error>(target: &Node) -> RPCError<NodeId, Node, E> {
-    let err = std::io::Error::other(format!("peer {target} unreachable: this build runs single-node clusters"));
-    RPCError::Unreachable(Unreachable::new(&err))
+/// The host part of `host:port` (without IPv6 brackets).
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
-impl RaftNetworkFactory<TypeConfig> for NoNetwork {
-    type Network = NoPeer;
+impl Network {
+    /// Channels that speak TLS to peers when `tls` is given.
+    pub fn new(tls: Option<crate::tls::PeerTls>) -> Self {
+        Network { channels: Arc::default(), tls: tls.map(Arc::new), down: Arc::default() }
+    }
 
-    async fn new_client(&mut self, _target: NodeId, node: &Node) -> NoPeer {
-        NoPeer { target: node.clone() }
+    fn endpoint(&self, addr: &str) -> Result<Endpoint, String> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|e| format!("peer address {addr:?}: {e}"))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5));
+        if let Some(tls) = &self.tls {
+            use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+            let config = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&tls.ca_pem))
+                .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
+                .domain_name(host_of(addr));
+            endpoint = endpoint.tls_config(config).map_err(|e| format!("peer TLS for {addr}: {e}"))?;
+        }
+        Ok(endpoint)
+    }
+
+    /// The client for the peer at `addr` (`host:port`).
+    pub fn client(&self, addr: &str) -> Result<PeerClient, String> {
+        let channel = {
+            let mut channels = self.channels.lock();
+            match channels.get(addr) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = self.endpoint(addr)?.connect_lazy();
+                    channels.insert(addr.to_string(), c.clone());
+                    c
+                }
+            }
+        };
+        Ok(PeerClient::new(channel).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE))
     }
 }
 
-impl RaftNetwork<TypeConfig> for NoPeer {
+/// Whether a failed call surely never reached the peer's service (the
+/// connection could not be made), so that repeating it cannot apply
+/// anything twice.
+pub fn never_sent(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable && {
+        let text = format!("{status:?}").to_ascii_lowercase();
+        text.contains("connect") || text.contains("connection refused")
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> Peer {
+        Peer { target, node: node.clone(), client: self.client(&node.raft_addr), down: self.down.clone() }
+    }
+}
+
+/// openraft's handle on one peer.
+pub struct Peer {
+    target: NodeId,
+    node: Node,
+    client: Result<PeerClient, String>,
+    down: Arc<Mutex<std::collections::HashSet<NodeId>>>,
+}
+
+type Reply = Result<tonic::Response<pb::Blob>, tonic::Status>;
+
+impl Peer {
+    fn client(&self) -> Result<PeerClient, Unreachable> {
+        self.client.clone().map_err(|e| Unreachable::new(&std::io::Error::other(e)))
+    }
+
+    /// Logs a peer going away and coming back, once each (openraft itself
+    /// would log every retry).
+    fn note_reachable(&self, reachable: bool, reply: &Result<Reply, tokio::time::error::Elapsed>) {
+        let mut down = self.down.lock();
+        if reachable && down.remove(&self.target) {
+            tracing::info!(peer = %self.node, "peer reachable again");
+        } else if !reachable && down.insert(self.target) {
+            let why = match reply {
+                Ok(Err(status)) => status.message().to_string(),
+                _ => "timed out".into(),
+            };
+            tracing::warn!(peer = %self.node, "peer unreachable: {why}; retrying");
+        }
+    }
+
+    /// Decodes the peer's `Result<T, RaftError<E>>`. (openraft's error type
+    /// is large; the trait fixes it.)
+    #[allow(clippy::result_large_err)]
+    fn finish<T, E>(&self, reply: Result<Reply, tokio::time::error::Elapsed>) -> Result<T, RPCError<NodeId, Node, E>>
+    where
+        T: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let io = |m: String| std::io::Error::other(m);
+        let reachable = !matches!(&reply, Ok(Err(status)) if never_sent(status));
+        self.note_reachable(reachable, &reply);
+        let reply = match reply {
+            Err(_) => return Err(NetworkError::new(&io(format!("{}: timed out", self.node))).into()),
+            Ok(Err(status)) if never_sent(&status) => {
+                return Err(Unreachable::new(&io(format!("{}: {}", self.node, status.message()))).into());
+            }
+            Ok(Err(status)) => return Err(NetworkError::new(&io(format!("{}: {status}", self.node))).into()),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        match wire::decode::<Result<T, E>>(&reply.data) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(RemoteError::new_with_node(self.target, self.node.clone(), e).into()),
+            Err(m) => Err(NetworkError::new(&io(m)).into()),
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        Err(unreachable(&self.target))
+        let mut client = self.client()?;
+        let blob = pb::Blob { data: wire::encode(&rpc) };
+        let reply = tokio::time::timeout(option.hard_ttl(), client.append_entries(blob)).await;
+        self.finish(reply)
     }
 
     async fn install_snapshot(
         &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>> {
-        Err(unreachable(&self.target))
+        let mut client = self.client()?;
+        let mut rpc = rpc;
+        // The chunk's bytes go raw: serde would write a Vec<u8> byte by byte.
+        let data = bytes::Bytes::from(std::mem::take(&mut rpc.data));
+        let chunk = pb::SnapshotChunk { header: wire::encode(&rpc), data };
+        let reply = tokio::time::timeout(option.hard_ttl(), client.install_snapshot(chunk)).await;
+        self.finish(reply)
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<NodeId>,
-        _option: RPCOption,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        Err(unreachable(&self.target))
+        let mut client = self.client()?;
+        let blob = pb::Blob { data: wire::encode(&rpc) };
+        let reply = tokio::time::timeout(option.hard_ttl(), client.vote(blob)).await;
+        self.finish(reply)
     }
 }

@@ -12,6 +12,17 @@
 //! policy under the apply lock ([`Policy::begin_capture`]: copy-on-write per
 //! shard), so the image is exactly the state at `last_applied` while applying
 //! goes on during the copy and the encoding.
+//!
+//! With `-storage` every snapshot is encoded and written to disk (a restart
+//! loads it). Without, a snapshot is only what lets openraft purge the log,
+//! and the store itself is the state: taking one records its log position
+//! and nothing else (O(1), no copy of the data kept in memory). The image is
+//! encoded only when a follower needs one ([`get_current_snapshot`]), from
+//! the store as it is then, at the applied position of that moment; applying
+//! waits while it is encoded (the price of not keeping a second copy of the
+//! data set).
+//!
+//! [`get_current_snapshot`]: RaftStateMachine::get_current_snapshot
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -42,6 +53,8 @@ struct Inner {
     membership: StoredMembership<NodeId, Node>,
     meta: SmMeta,
     snapshot: Option<(SnapshotMeta<NodeId, Node>, Bytes)>,
+    /// Without storage: the last snapshot taken (only its position recorded).
+    taken: Option<SnapshotMeta<NodeId, Node>>,
     snapshots_built: u64,
 }
 
@@ -50,6 +63,61 @@ pub struct SmShared {
     policy: Arc<dyn Policy>,
     metrics: Arc<ServerMetrics>,
     inner: Mutex<Inner>,
+    /// With `-storage`: where the current snapshot is kept.
+    dir: Option<std::path::PathBuf>,
+    /// Signalled when applying left the store over capacity (the leader's
+    /// evictor then proposes the removal of victims).
+    over_capacity: Arc<tokio::sync::Notify>,
+}
+
+/// Name of the snapshot file in the storage directory.
+pub const SNAPSHOT_FILE: &str = "snapshot";
+const FILE_MAGIC: &[u8; 8] = b"GERDUSF1";
+
+/// Writes the current snapshot to `dir` (a new file renamed over the old
+/// one, synced): `magic, meta_len u32, meta (MessagePack), data, crc32 u32`.
+pub fn persist_snapshot(dir: &std::path::Path, meta: &SnapshotMeta<NodeId, Node>, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let meta = rmp_serde::to_vec_named(meta).map_err(std::io::Error::other)?;
+    let mut head = Vec::with_capacity(12 + meta.len());
+    head.extend_from_slice(FILE_MAGIC);
+    head.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    head.extend_from_slice(&meta);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head);
+    crc.update(data);
+    let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    f.write_all(&head)?;
+    f.write_all(data)?;
+    f.write_all(&crc.finalize().to_le_bytes())?;
+    f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Reads the snapshot kept in `dir`, if any.
+pub fn load_snapshot(dir: &std::path::Path) -> std::io::Result<Option<(SnapshotMeta<NodeId, Node>, Bytes)>> {
+    let data = match std::fs::read(dir.join(SNAPSHOT_FILE)) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("snapshot file: {m}"));
+    if data.len() < 16 || &data[..8] != FILE_MAGIC {
+        return Err(bad("not a gerdu snapshot file"));
+    }
+    let (body, tail) = data.split_at(data.len() - 4);
+    if crc32fast::hash(body).to_le_bytes() != tail {
+        return Err(bad("checksum mismatch"));
+    }
+    let meta_len = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes")) as usize;
+    let meta_end = 12 + meta_len;
+    if body.len() < meta_end {
+        return Err(bad("truncated"));
+    }
+    let meta = rmp_serde::from_slice(&body[12..meta_end]).map_err(|e| bad(&e.to_string()))?;
+    Ok(Some((meta, Bytes::copy_from_slice(&body[meta_end..]))))
 }
 
 /// The state machine handed to openraft.
@@ -59,9 +127,14 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    /// A state machine over `policy`.
-    pub fn new(policy: Arc<dyn Policy>, metrics: Arc<ServerMetrics>) -> Self {
-        StateMachine {
+    /// A state machine over `policy`; with `dir` (`-storage`) its snapshots
+    /// are kept there, and the one found there is loaded now.
+    pub fn new(
+        policy: Arc<dyn Policy>,
+        metrics: Arc<ServerMetrics>,
+        dir: Option<std::path::PathBuf>,
+    ) -> std::io::Result<Self> {
+        let sm = StateMachine {
             shared: Arc::new(SmShared {
                 policy,
                 metrics,
@@ -70,10 +143,25 @@ impl StateMachine {
                     membership: StoredMembership::default(),
                     meta: SmMeta::default(),
                     snapshot: None,
+                    taken: None,
                     snapshots_built: 0,
                 }),
+                dir,
+                over_capacity: Arc::default(),
             }),
+        };
+        if let Some(dir) = &sm.shared.dir
+            && let Some((meta, data)) = load_snapshot(dir)?
+        {
+            let items = sm.shared.restore(&meta, data).map_err(std::io::Error::other)?;
+            tracing::info!(dir = %dir.display(), items, last = ?meta.last_log_id, "snapshot loaded");
         }
+        Ok(sm)
+    }
+
+    /// Signalled whenever applying leaves the store over capacity.
+    pub fn over_capacity(&self) -> Arc<tokio::sync::Notify> {
+        self.shared.over_capacity.clone()
     }
 
     /// The replica-identical metadata (cas counter, time).
@@ -161,6 +249,28 @@ pub fn decode_snapshot(data: Bytes) -> Result<(SmMeta, Vec<(Bytes, Item)>), Stri
 }
 
 impl SmShared {
+    /// Replaces the store with a snapshot's items; answers how many.
+    fn restore(&self, meta: &SnapshotMeta<NodeId, Node>, data: Bytes) -> Result<usize, String> {
+        let (sm_meta, items) = decode_snapshot(data.clone())?;
+        let count = items.len();
+        let mut inner = self.inner.lock();
+        self.policy.clear();
+        let mut evicted = Vec::new();
+        for (k, item) in items {
+            self.policy.insert(k, item, &mut evicted);
+        }
+        inner.meta = sm_meta;
+        inner.last_applied = meta.last_log_id;
+        inner.membership = meta.last_membership.clone();
+        if self.dir.is_some() {
+            inner.snapshot = Some((meta.clone(), data));
+        } else {
+            // In memory the store is the snapshot (see the module docs).
+            inner.taken = Some(meta.clone());
+        }
+        Ok(count)
+    }
+
     fn apply_entry(&self, inner: &mut Inner, entry: &Entry, evicted: &mut u64, expired: &mut u64) -> BatchReply {
         inner.last_applied = Some(entry.log_id);
         match &entry.payload {
@@ -183,6 +293,29 @@ impl SmShared {
         }
     }
 
+    /// The metadata of a snapshot of the state now (the caller holds `inner`).
+    fn snapshot_meta(inner: &mut Inner) -> SnapshotMeta<NodeId, Node> {
+        inner.snapshots_built += 1;
+        let snapshot_id = match inner.last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, inner.snapshots_built),
+            None => format!("--{}", inner.snapshots_built),
+        };
+        SnapshotMeta { last_log_id: inner.last_applied, last_membership: inner.membership.clone(), snapshot_id }
+    }
+
+    /// Without storage: records that a snapshot covers the log up to the
+    /// applied position (see the module docs).
+    fn take(&self) -> Snapshot<TypeConfig> {
+        let meta = {
+            let mut inner = self.inner.lock();
+            let meta = Self::snapshot_meta(&mut inner);
+            inner.taken = Some(meta.clone());
+            meta
+        };
+        self.metrics.snapshots.inc();
+        Snapshot { meta, snapshot: Box::new(Cursor::new(Vec::new())) }
+    }
+
     fn build(&self) -> Snapshot<TypeConfig> {
         // Begin the capture under the apply lock (so the image is exactly the
         // state at last_applied); the policy copies on write, so applying goes
@@ -191,15 +324,10 @@ impl SmShared {
         let (capture, sm_meta, meta) = {
             let mut inner = self.inner.lock();
             let capture = self.policy.begin_capture();
-            inner.snapshots_built += 1;
-            let snapshot_id = match inner.last_applied {
-                Some(l) => format!("{}-{}-{}", l.leader_id, l.index, inner.snapshots_built),
-                None => format!("--{}", inner.snapshots_built),
-            };
-            let meta = SnapshotMeta {
-                last_log_id: inner.last_applied,
-                last_membership: inner.membership.clone(),
-                snapshot_id,
+            // Encoding the snapshot taken last (nothing applied since): its own meta.
+            let meta = match &inner.taken {
+                Some(t) if self.dir.is_none() && t.last_log_id == inner.last_applied => t.clone(),
+                _ => Self::snapshot_meta(&mut inner),
             };
             (capture, inner.meta.clone(), meta)
         };
@@ -209,21 +337,31 @@ impl SmShared {
         let mut writer = SnapshotWriter::new(&sm_meta, self.policy.used_bytes() as usize);
         capture.visit(&mut |k, item| writer.push(k, item));
         let items = writer.count;
-        let data = Bytes::from(writer.finish());
+        let data = writer.finish();
         tracing::debug!(items, bytes = data.len(), took = ?started.elapsed(), "snapshot built");
-        let mut inner = self.inner.lock();
-        // An installed snapshot may have overtaken this one meanwhile.
-        if inner.snapshot.as_ref().is_none_or(|(m, _)| m.last_log_id <= meta.last_log_id) {
-            inner.snapshot = Some((meta.clone(), data.clone()));
+        if let Some(dir) = &self.dir {
+            if let Err(e) = persist_snapshot(dir, &meta, &data) {
+                tracing::error!("cannot keep the snapshot in {}: {e}", dir.display());
+            }
+            let mut inner = self.inner.lock();
+            // An installed snapshot may have overtaken this one meanwhile.
+            if inner.snapshot.as_ref().is_none_or(|(m, _)| m.last_log_id <= meta.last_log_id) {
+                // A copy is kept for followers; `data` itself is handed out.
+                inner.snapshot = Some((meta.clone(), Bytes::copy_from_slice(&data)));
+            }
+            drop(inner);
+            self.metrics.snapshots.inc();
         }
-        drop(inner);
-        self.metrics.snapshots.inc();
-        Snapshot { meta, snapshot: Box::new(Cursor::new(data.to_vec())) }
+        // Without storage nothing keeps the image: hand it out as encoded.
+        Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }
     }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        if self.shared.dir.is_none() {
+            return Ok(self.shared.take());
+        }
         let shared = self.shared.clone();
         // Encoding a large store is CPU work: keep it off the async workers.
         tokio::task::spawn_blocking(move || shared.build())
@@ -253,6 +391,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let m = &self.shared.metrics;
         m.evictions.inc_by(evicted);
         m.expirations.inc_by(expired);
+        let policy = &self.shared.policy;
+        if policy.capacity() != 0 && policy.used_bytes() > policy.capacity() {
+            self.shared.over_capacity.notify_one();
+        }
         Ok(replies)
     }
 
@@ -270,23 +412,32 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = Bytes::from(snapshot.into_inner());
-        let (sm_meta, items) = decode_snapshot(data.clone())
-            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &std::io::Error::other(e)))?;
-        let mut inner = self.shared.inner.lock();
-        let policy = &self.shared.policy;
-        policy.clear();
-        let mut evicted = Vec::new();
-        for (k, item) in items {
-            policy.insert(k, item, &mut evicted);
+        if let Some(dir) = self.shared.dir.clone() {
+            let (kept, data) = (meta.clone(), data.clone());
+            tokio::task::spawn_blocking(move || persist_snapshot(&dir, &kept, &data))
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r)
+                .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         }
-        inner.meta = sm_meta;
-        inner.last_applied = meta.last_log_id;
-        inner.membership = meta.last_membership.clone();
-        inner.snapshot = Some((meta.clone(), data));
+        self.shared
+            .restore(meta, data)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &std::io::Error::other(e)))?;
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        if self.shared.dir.is_none() {
+            // Nothing kept: encode the store now (see the module docs). No
+            // snapshot taken yet means the whole log is still there.
+            if self.shared.inner.lock().taken.is_none() {
+                return Ok(None);
+            }
+            let shared = self.shared.clone();
+            return tokio::task::spawn_blocking(move || Some(shared.build()))
+                .await
+                .map_err(|e| StorageIOError::read_snapshot(None, &e).into());
+        }
         let inner = self.shared.inner.lock();
         Ok(inner
             .snapshot
@@ -302,7 +453,7 @@ mod tests {
 
     #[test]
     fn snapshot_round_trip() {
-        let lru = Lru::new(0, 4);
+        let lru = Lru::new(0, 4, true);
         let mut ev = Vec::new();
         for i in 0..100u64 {
             let meta = gerdu_api::ItemMeta::default().with_stale(i % 2 == 0);

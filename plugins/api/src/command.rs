@@ -1,7 +1,7 @@
 //! The protocol-neutral command model.
 //!
 //! Every protocol plugin (HTTP, RESP, memcached, gRPC) translates its wire
-//! requests into [`Command`]s and translates [`Reply`]s back. The model is the
+//! requests into [`Command`]s and translates [`Reply`](crate::Reply)s back. The model is the
 //! union of what the four protocols can ask *atomically*, so a read-modify-write
 //! such as `INCR`, memcached `cas` or `APPEND` is one command, executed inside
 //! the replicated state machine, and therefore atomic across protocols and
@@ -330,6 +330,13 @@ pub enum Command {
         /// Keys.
         keys: Vec<Key>,
     },
+    /// Remove those of `keys` that have expired at the entry's timestamp
+    /// (the leader's background expiry sweep; a key written again since the
+    /// sweep saw it stays).
+    Sweep {
+        /// Keys.
+        keys: Vec<Key>,
+    },
 }
 
 /// The kind of a command, for metrics labels and logs.
@@ -365,11 +372,13 @@ pub enum Op {
     Flush,
     /// [`Command::Evict`]
     Evict,
+    /// [`Command::Sweep`]
+    Sweep,
 }
 
 impl Op {
     /// All ops, for pre-registering metric series.
-    pub const ALL: [Op; 15] = [
+    pub const ALL: [Op; 16] = [
         Op::Get,
         Op::Exists,
         Op::Ttl,
@@ -385,6 +394,7 @@ impl Op {
         Op::Rename,
         Op::Flush,
         Op::Evict,
+        Op::Sweep,
     ];
 
     /// The op's position in [`Op::ALL`].
@@ -410,7 +420,42 @@ impl Op {
             Op::Rename => "rename",
             Op::Flush => "flush",
             Op::Evict => "evict",
+            Op::Sweep => "sweep",
         }
+    }
+}
+
+/// Detaches a batch of commands (see [`Command::detach`]) with one
+/// allocation for all their small keys and values: those of up to
+/// [`crate::store::PACK_LIMIT`] bytes are copied into one shared buffer
+/// (the log entry of the batch then owns one buffer instead of two
+/// allocations per write, and frees it whole when the log is compacted);
+/// larger ones get their own allocation as with [`Command::detach`].
+///
+/// Stores copy small values into their entries ([`crate::store`]); a policy
+/// that kept a small value's `Bytes` as it is would keep the whole batch's
+/// buffer alive with it.
+pub fn detach_all(commands: &mut [Command]) {
+    let small = |b: &Bytes| b.len() <= crate::store::PACK_LIMIT;
+    let mut total = 0;
+    for c in commands.iter_mut() {
+        c.each_bytes(&mut |b| {
+            if small(b) {
+                total += b.len();
+            }
+        });
+    }
+    // Each small field is split off the front of the one buffer as it is copied.
+    let mut arena = bytes::BytesMut::with_capacity(total);
+    for c in commands.iter_mut() {
+        c.each_bytes(&mut |b| {
+            if small(b) {
+                arena.extend_from_slice(b);
+                *b = arena.split().freeze();
+            } else {
+                *b = crate::exec::detach(b);
+            }
+        });
     }
 }
 
@@ -430,40 +475,36 @@ impl Command {
         )
     }
 
-    /// Gives every key and value its own allocation (see
-    /// [`crate::exec::detach`]). Protocols parse zero-copy, so a command's
-    /// bytes are slices of a whole network read; a write is detached once,
-    /// when it is proposed, so that neither the log entry that carries it nor
-    /// the item it stores pins that buffer. Reads are never kept and need not
-    /// be detached.
-    pub fn detach(&mut self) {
-        use crate::exec::detach;
-        let all = |keys: &mut Vec<Key>| keys.iter_mut().for_each(|k| *k = detach(k));
+    /// Calls `f` on every key and value the command carries.
+    fn each_bytes(&mut self, f: &mut dyn FnMut(&mut Bytes)) {
         match self {
             Command::Set(s) => {
-                s.key = detach(&s.key);
-                s.value = detach(&s.value);
+                f(&mut s.key);
+                f(&mut s.value);
             }
             Command::SetMany { items, .. } => {
                 for s in items {
-                    s.key = detach(&s.key);
-                    s.value = detach(&s.value);
+                    f(&mut s.key);
+                    f(&mut s.value);
                 }
             }
-            Command::Delete { keys } | Command::GetAndTouch { keys, .. } | Command::Evict { keys } => all(keys),
+            Command::Delete { keys }
+            | Command::GetAndTouch { keys, .. }
+            | Command::Evict { keys }
+            | Command::Sweep { keys } => keys.iter_mut().for_each(f),
             Command::GetDelete { key }
             | Command::Touch { key, .. }
             | Command::Incr { key, .. }
             | Command::MetaDelete { key, .. }
             | Command::MetaGet(MetaGet { key, .. })
-            | Command::MetaArith(MetaArith { key, .. }) => *key = detach(key),
+            | Command::MetaArith(MetaArith { key, .. }) => f(key),
             Command::Append { key, value, .. } | Command::SetRange { key, value, .. } => {
-                *key = detach(key);
-                *value = detach(value);
+                f(key);
+                f(value);
             }
             Command::Rename { from, to, .. } | Command::Copy { from, to, .. } => {
-                *from = detach(from);
-                *to = detach(to);
+                f(from);
+                f(to);
             }
             Command::Get { .. }
             | Command::Exists { .. }
@@ -476,6 +517,16 @@ impl Command {
             | Command::Flush
             | Command::FlushAfter { .. } => {}
         }
+    }
+
+    /// Gives every key and value its own allocation (see
+    /// [`crate::exec::detach`]). Protocols parse zero-copy, so a command's
+    /// bytes are slices of a whole network read; a write is detached once,
+    /// when it is proposed, so that neither the log entry that carries it nor
+    /// the item it stores pins that buffer. Reads are never kept and need not
+    /// be detached. A batch is better detached with [`detach_all`].
+    pub fn detach(&mut self) {
+        self.each_bytes(&mut |b| *b = crate::exec::detach(b));
     }
 
     /// The command's kind.
@@ -496,6 +547,7 @@ impl Command {
             Command::Rename { .. } | Command::Copy { .. } => Op::Rename,
             Command::Flush | Command::FlushAfter { .. } => Op::Flush,
             Command::Evict { .. } => Op::Evict,
+            Command::Sweep { .. } => Op::Sweep,
         }
     }
 }
@@ -523,6 +575,36 @@ mod tests {
         // The detached bytes no longer point into the read buffer.
         let range = read.as_ptr_range();
         assert!(!range.contains(&s.key.as_ptr()) && !range.contains(&s.value.as_ptr()));
+    }
+
+    #[test]
+    fn a_batch_shares_one_buffer_for_its_small_bytes() {
+        let read = Bytes::from(vec![b'x'; 16 * 1024]);
+        let big = crate::store::PACK_LIMIT + 1;
+        let mut cmds = vec![
+            Command::Set(SetCommand::new(read.slice(0..3), read.slice(3..10))),
+            Command::Get { keys: vec![read.slice(0..2)] },
+            Command::Set(SetCommand::new(read.slice(10..12), read.slice(12..12 + big))),
+            Command::Delete { keys: vec![read.slice(20..25)] },
+        ];
+        let before = cmds.clone();
+        detach_all(&mut cmds);
+        assert_eq!(cmds, before, "same contents");
+        let (Command::Set(a), Command::Set(b), Command::Delete { keys }) = (&cmds[0], &cmds[2], &cmds[3]) else {
+            unreachable!()
+        };
+        let range = read.as_ptr_range();
+        for x in [&a.key, &a.value, &b.key, &b.value, &keys[0]] {
+            assert!(!range.contains(&x.as_ptr()), "no longer in the read buffer");
+        }
+        // Small ones are consecutive in one buffer; the large value has its own.
+        assert_eq!(a.value.as_ptr(), a.key.as_ptr().wrapping_add(3));
+        assert_eq!(b.key.as_ptr(), a.value.as_ptr().wrapping_add(7));
+        assert_eq!(keys[0].as_ptr(), b.key.as_ptr().wrapping_add(2));
+        assert_ne!(b.value.as_ptr(), b.key.as_ptr().wrapping_add(2));
+        // Reads are left alone.
+        let Command::Get { keys } = &cmds[1] else { unreachable!() };
+        assert!(range.contains(&keys[0].as_ptr()));
     }
 
     #[test]

@@ -526,10 +526,27 @@ pub fn apply(store: &dyn Policy, cmd: &Command, st: &mut ApplyState) -> Reply {
         }
         Command::MetaArith(m) => meta_arith(store, m, st),
         Command::Evict { keys } => {
+            let before = st.evicted.len();
             for k in keys {
-                store.remove(k);
+                if store.remove(k).is_some() {
+                    st.evicted.push(k.clone());
+                }
             }
-            Reply::Count(keys.len() as u64)
+            Reply::Count((st.evicted.len() - before) as u64)
+        }
+        Command::Sweep { keys } => {
+            let now = st.now_ms;
+            let mut removed = 0;
+            for k in keys {
+                let mut expired = |found: Option<&Item>| match found {
+                    Some(i) if i.is_expired(now) => Update::Remove,
+                    _ => Update::Keep,
+                };
+                // `update` returns the item only when it removed it.
+                removed += u64::from(store.update(k, &mut expired, &mut st.evicted).is_some());
+            }
+            st.expired += removed;
+            Reply::Count(removed)
         }
         read => Reply::Error(CommandError::Refused(format!("{:?} is not a write", read.op()))),
     }

@@ -12,6 +12,7 @@
 //! - [`command`] / [`reply`]: the protocol-neutral command model.
 //! - [`exec`]: the single implementation of every command's semantics.
 //! - [`policy`]: the store trait (map + eviction order + byte accounting).
+//! - [`store`]: a sharded store a policy fills in with only its eviction order.
 //! - [`pipeline`]: request/response types and the erased tower service.
 //! - [`plugin`]: plugin traits, registration macros, lookup by name.
 //! - [`testkit`]: the conformance kit every policy must pass.
@@ -29,25 +30,30 @@ pub mod plugin;
 pub mod policy;
 pub mod reply;
 pub mod size;
+pub mod store;
 pub mod testkit;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::{Command, Condition, Delta, ExpireCondition, Expiry, Key, MetaArith, MetaGet, Op, SetCommand};
 pub use pipeline::{Credentials, Pipeline, PipelineError, ReadConsistency, Request, RequestContext, Response};
 pub use plugin::{
-    Admin, AdminError, Config, Extensions, Middleware, MiddlewareContext, MiddlewarePlugin, NodeStatus, PluginError,
-    PolicyPlugin, Protocol, ProtocolContext, ProtocolPlugin, Running,
+    Admin, AdminError, ClusterView, Config, Extensions, MemberView, Middleware, MiddlewareContext, MiddlewarePlugin,
+    NodeStatus, PluginError, PolicyPlugin, Protocol, ProtocolContext, ProtocolPlugin, Running,
 };
-pub use policy::{Capture, Policy, PolicySettings, Update};
+pub use policy::{Capture, Policy, PolicySettings, PolicyStat, Update};
 pub use reply::{CommandError, Item, ItemMeta, Number, Reply, Ttl};
 
 #[doc(hidden)]
 pub use inventory;
 
-// Re-exported so plugins use the same versions as the core.
+// Re-exported so plugins use the same versions as the core (and need no
+// other dependency than this crate).
+pub use bytes;
 pub use figment;
+pub use futures::future::BoxFuture;
 pub use prometheus;
 pub use rustls;
+pub use tokio;
 pub use tokio_util;
 pub use tower;
 

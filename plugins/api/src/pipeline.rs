@@ -31,6 +31,27 @@ pub enum Credentials {
     Token(String),
 }
 
+impl Credentials {
+    /// Parses an `Authorization` value (HTTP header, gRPC metadata):
+    /// `Bearer <token>` or `Basic <base64(user:password)>`, schemes
+    /// case-insensitive. `None` for anything else.
+    pub fn from_authorization(value: &str) -> Option<Credentials> {
+        use base64::Engine;
+        let (scheme, rest) = value.trim().split_once(' ')?;
+        let rest = rest.trim();
+        if scheme.eq_ignore_ascii_case("bearer") {
+            return (!rest.is_empty()).then(|| Credentials::Token(rest.to_string()));
+        }
+        if scheme.eq_ignore_ascii_case("basic") {
+            let decoded = base64::engine::general_purpose::STANDARD.decode(rest).ok()?;
+            let decoded = String::from_utf8(decoded).ok()?;
+            let (user, password) = decoded.split_once(':')?;
+            return Some(Credentials::Password { user: Some(user.to_string()), password: password.to_string() });
+        }
+        None
+    }
+}
+
 /// How fresh a read must be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -100,7 +121,9 @@ pub struct Response {
 }
 
 /// Why a whole request failed (as opposed to one command's [`Reply::Error`]).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+/// `Serialize` because it travels back from the leader to the node that
+/// forwarded a request.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum PipelineError {
     /// No or wrong credentials while auth is on.
     #[error("authentication required")]
@@ -139,4 +162,24 @@ pub async fn check_credentials(
     ctx.credentials = Some(credentials);
     ctx.consistency = Some(ReadConsistency::Local);
     call(pipeline, Request { ctx, commands: Vec::new() }).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorization_values() {
+        assert_eq!(Credentials::from_authorization("Bearer abc"), Some(Credentials::Token("abc".into())));
+        assert_eq!(Credentials::from_authorization("bearer  abc "), Some(Credentials::Token("abc".into())));
+        // base64("alice:won:der") — the password may hold colons.
+        assert_eq!(
+            Credentials::from_authorization("Basic YWxpY2U6d29uOmRlcg=="),
+            Some(Credentials::Password { user: Some("alice".into()), password: "won:der".into() })
+        );
+        assert_eq!(Credentials::from_authorization("Bearer "), None);
+        assert_eq!(Credentials::from_authorization("Basic !!!"), None);
+        assert_eq!(Credentials::from_authorization("Digest x"), None);
+        assert_eq!(Credentials::from_authorization("token"), None);
+    }
 }

@@ -73,6 +73,46 @@ pub trait Admin: Send + Sync + 'static {
     fn join(&self, id: String, addr: String) -> BoxFuture<'static, Result<(), AdminError>>;
     /// Removes a node (`POST /leave`).
     fn leave(&self, id: String) -> BoxFuture<'static, Result<(), AdminError>>;
+    /// The detailed cluster view (`GET /cluster`).
+    fn cluster(&self) -> BoxFuture<'static, ClusterView>;
+}
+
+/// One member as [`ClusterView`] shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct MemberView {
+    /// Node id (`-id`).
+    pub id: String,
+    /// `voter` or `learner`.
+    pub role: String,
+    /// Raft (peer) address.
+    pub raft_addr: String,
+    /// HTTP address, when known.
+    pub http_addr: String,
+    /// On the leader: the last log index replicated to this member.
+    pub matched_index: Option<u64>,
+}
+
+/// A node's detailed view of the cluster (`GET /cluster`).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ClusterView {
+    /// This node's id.
+    pub id: String,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub state: String,
+    /// Current term.
+    pub term: u64,
+    /// The leader, if known, with its addresses.
+    pub leader: Option<MemberView>,
+    /// Every member.
+    pub members: Vec<MemberView>,
+    /// Last index in this node's log.
+    pub last_log_index: u64,
+    /// Last index known committed.
+    pub committed_index: u64,
+    /// Last index applied to the store.
+    pub applied_index: u64,
+    /// Last index covered by a snapshot.
+    pub snapshot_index: u64,
 }
 
 /// A node's view of itself and the cluster.
@@ -98,9 +138,15 @@ pub enum AdminError {
     /// Not available in this build or mode.
     #[error("{0}")]
     NotImplemented(String),
-    /// The request is malformed or conflicts with the membership.
+    /// The request is malformed.
     #[error("{0}")]
     BadRequest(String),
+    /// The request conflicts with the membership (an id or address taken).
+    #[error("{0}")]
+    Conflict(String),
+    /// No such node.
+    #[error("{0}")]
+    NotFound(String),
     /// No leader, or the cluster cannot decide now.
     #[error("{0}")]
     Unavailable(String),

@@ -7,9 +7,18 @@
 //!
 //! Policies do **not** judge expiry: they store the deadline in [`Item`] and
 //! the executor ([`crate::exec`]) hides expired items and removes them on
-//! writes. Policies **do** enforce capacity: [`Policy::insert`] evicts in
-//! policy order until the charged bytes fit, and reports what it evicted so
-//! that the core can count it (and, in a cluster, replicate the decision).
+//! writes.
+//!
+//! Capacity is enforced one of two ways, chosen by
+//! [`PolicySettings::local_eviction`]:
+//!
+//! - `true` (standalone use, the conformance kit): [`Policy::insert`] evicts
+//!   in policy order until the charged bytes fit and reports what it evicted;
+//! - `false` (the server, always): the policy never evicts by itself — its
+//!   order depends on reads, which differ from node to node, so replicas
+//!   would drift apart. The leader asks [`Policy::victims`] which keys its
+//!   order would evict and proposes their removal as a log entry; every
+//!   replica applies the same removal (DESIGN §3).
 //!
 //! # Capacity accounting
 //!
@@ -33,6 +42,9 @@ pub fn charge(key_len: usize, value_len: usize, overhead: usize) -> usize {
 pub struct PolicySettings {
     /// Capacity in charged bytes (0 = unlimited).
     pub capacity: u64,
+    /// Whether the policy evicts by itself when a write takes it over
+    /// capacity (see the module docs).
+    pub local_eviction: bool,
 }
 
 /// What [`Policy::update`] does with the entry it found.
@@ -44,6 +56,20 @@ pub enum Update {
     Store(Item),
     /// Remove the entry.
     Remove,
+}
+
+/// A number of a policy's own, exported on `/metrics` beside the core's
+/// store series ([`Policy::stats`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PolicyStat {
+    /// Full series name (`gerdu_weak_limit_bytes`).
+    pub name: &'static str,
+    /// Help text.
+    pub help: &'static str,
+    /// Current value.
+    pub value: u64,
+    /// A counter (only ever grows) rather than a gauge.
+    pub counter: bool,
 }
 
 /// A store with an eviction policy. See the module docs.
@@ -58,8 +84,11 @@ pub trait Policy: Send + Sync + 'static {
     fn peek(&self, key: &[u8]) -> Option<Item>;
 
     /// Stores an item, returning the one it replaced. Keys and values come
-    /// from [detached](crate::Command::detach) commands, so they may be kept
-    /// as they are. If the store is over
+    /// from [detached](crate::command::detach_all) commands: they pin no
+    /// network buffer, but keys and values of up to
+    /// [`PACK_LIMIT`](crate::store::PACK_LIMIT) bytes share one buffer with
+    /// the rest of their batch, so a policy that keeps them should copy them
+    /// (the SDK's store packs them into its entries). If the store is over
     /// capacity afterwards, evicts in policy order and pushes the evicted keys
     /// to `evicted` (never the key just inserted unless it alone exceeds the
     /// capacity share it is stored in).
@@ -116,11 +145,42 @@ pub trait Policy: Send + Sync + 'static {
     /// Per-entry overhead in bytes used in the capacity formula.
     fn entry_overhead(&self) -> usize;
 
+    /// The keys this policy would evict, in its order, to free at least
+    /// `bytes` charged bytes (fewer if the store holds less). Nothing is
+    /// removed: the caller replicates the removal. A sharded policy frees
+    /// each shard's excess over its share first, as its own eviction would.
+    fn victims(&self, bytes: u64, out: &mut Vec<Bytes>);
+
     /// Visits items for scans and snapshots, starting at position `cursor` of
     /// an iteration order that is stable while the store does not change much.
     /// `f` returns `false` to stop. Returns the cursor to continue from, 0 when
     /// the iteration is complete.
     fn scan(&self, cursor: u64, f: &mut dyn FnMut(&Bytes, &Item) -> bool) -> u64;
+
+    /// The background expiry sweep's step: examines up to `budget` items
+    /// from `cursor` (a [`Policy::scan`] cursor), pushes the keys of those
+    /// expired at `now_ms` to `out`, and returns the cursor to go on from
+    /// (0 once the whole store was seen) and how many items it examined.
+    /// Nothing is removed: the caller replicates the removal
+    /// ([`crate::Command::Sweep`]). The default walks [`Policy::scan`].
+    fn expired(&self, cursor: u64, now_ms: u64, budget: usize, out: &mut Vec<Bytes>) -> (u64, usize) {
+        let budget = budget.max(1);
+        let mut seen = 0;
+        let next = self.scan(cursor, &mut |k, i| {
+            seen += 1;
+            if i.is_expired(now_ms) {
+                out.push(k.clone());
+            }
+            seen < budget
+        });
+        (next, seen)
+    }
+
+    /// Reports the policy's own numbers ([`PolicyStat`]), read on every
+    /// scrape of `/metrics`. The default has none.
+    fn stats(&self, f: &mut dyn FnMut(PolicyStat)) {
+        let _ = f;
+    }
 
     /// Picks one key at random, if any.
     fn random_key(&self, seed: u64) -> Option<Bytes>;

@@ -8,8 +8,9 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-/// A stored item as the store keeps it and as reads return it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A stored item as the store keeps it and as reads return it. The default
+/// is an empty value with no flags, cas, deadline or access record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Item {
     /// The value.
     pub value: Bytes,

@@ -56,11 +56,13 @@ pub fn check_policy(build: Builder<'_>) {
     basic_crud(build);
     conditions_and_cas(build);
     expiry(build);
+    sweep(build);
     counters(build);
     append_and_ranges(build);
     rename_copy(build);
     accounting(build);
     eviction_by_bytes(build);
+    victims_free_enough_and_remove_nothing(build);
     shrinking_capacity(build);
     scan_and_random(build);
     flush(build);
@@ -189,6 +191,60 @@ fn expiry(build: Builder<'_>) {
     assert_eq!(h.st.expired, expired + 2, "expiry: and counted");
 }
 
+/// The background sweep's part: `Policy::expired` names exactly the expired
+/// items over one pass of cursors, and `Sweep` removes only those still
+/// expired when it applies.
+fn sweep(build: Builder<'_>) {
+    let mut h = Harness::new(build, 0);
+    let t0 = h.st.now_ms;
+    for i in 0..300 {
+        let mut s = SetCommand::new(format!("s{i}"), "v");
+        // Every third key lives 10 ms, every third 10 s, the rest forever.
+        s.expiry = match i % 3 {
+            0 => Expiry::In(10),
+            1 => Expiry::In(10_000),
+            _ => Expiry::Never,
+        };
+        h.w(Command::Set(s));
+    }
+    let names = |h: &Harness, budget| {
+        let (mut cursor, mut keys, mut rounds) = (0, Vec::new(), 0);
+        loop {
+            let (next, seen) = h.store.expired(cursor, t0 + 10, budget, &mut keys);
+            assert!(seen <= budget.max(1), "sweep: examines at most its budget");
+            rounds += 1;
+            assert!(rounds <= 1000, "sweep: the cursor comes back to 0");
+            if next == 0 {
+                return keys;
+            }
+            cursor = next;
+        }
+    };
+    let want: HashSet<Bytes> = (0..300).step_by(3).map(|i| key(&format!("s{i}"))).collect();
+    for budget in [1, 7, 1000] {
+        let got = names(&h, budget);
+        assert_eq!(got.len(), want.len(), "sweep: each expired key named once (budget {budget})");
+        assert_eq!(got.iter().cloned().collect::<HashSet<_>>(), want, "sweep: exactly the expired keys");
+    }
+    assert!(h.store.expired(0, t0 + 9, 1000, &mut Vec::new()).1 > 0, "sweep: sees items");
+    let mut found = Vec::new();
+    h.store.expired(0, t0 + 9, 1000, &mut found);
+    assert!(found.is_empty(), "sweep: nothing is expired before the deadline");
+    // s0 is written again (no ttl) after the sweep named it: it stays.
+    let keys = names(&h, 64);
+    h.st.now_ms = t0 + 10;
+    h.set("s0", "again");
+    let (len, expired) = (h.store.len(), h.st.expired);
+    let mut sweep_keys = keys.clone();
+    sweep_keys.push(key("s1"));
+    assert_eq!(h.w(Command::Sweep { keys: sweep_keys }), Reply::Count(99), "sweep: removes the still-expired keys");
+    assert_eq!(h.store.len(), len - 99, "sweep: removed");
+    assert_eq!(h.st.expired, expired + 99, "sweep: counted as expirations");
+    assert_eq!(h.value("s0").as_deref(), Some("again"), "sweep: a rewritten key stays");
+    assert!(h.get("s1").is_some() && h.get("s2").is_some(), "sweep: live keys stay");
+    assert_eq!(h.w(Command::Sweep { keys }), Reply::Count(0), "sweep: twice removes nothing");
+}
+
 fn counters(build: Builder<'_>) {
     let mut h = Harness::new(build, 0);
     let incr = |k: &str, d| Command::Incr { key: key(k), delta: d };
@@ -280,6 +336,65 @@ fn accounting(build: Builder<'_>) {
     assert_eq!(h.store.used_bytes(), 4 + 1 + 2 + 2 + 2 * overhead, "accounting: two items");
     h.w(Command::Delete { keys: vec![key("key1")] });
     assert_eq!(h.store.used_bytes(), 2 + 2 + overhead, "accounting: delete uncharges");
+}
+
+fn victims_free_enough_and_remove_nothing(build: Builder<'_>) {
+    let mut h = Harness::new(build, 0);
+    let value = "v".repeat(100);
+    for i in 0..500 {
+        h.set(&format!("key{i:05}"), &value);
+    }
+    let charge = (100 + 8 + h.store.entry_overhead()) as u64;
+    let (len, used) = (h.store.len(), h.store.used_bytes());
+    let mut out = Vec::new();
+    h.store.victims(0, &mut out);
+    assert!(out.is_empty(), "victims: nothing to free, nothing named");
+    h.store.victims(50 * charge, &mut out);
+    let unique: HashSet<_> = out.iter().cloned().collect();
+    assert_eq!(unique.len(), out.len(), "victims: each key once");
+    assert!(out.len() >= 50, "victims: enough keys to free the bytes asked ({})", out.len());
+    assert!(out.iter().all(|k| h.store.peek(k).is_some()), "victims: only keys that exist");
+    assert_eq!((h.store.len(), h.store.used_bytes()), (len, used), "victims: nothing removed");
+    out.clear();
+    h.store.victims(u64::MAX, &mut out);
+    assert_eq!(out.len(), 500, "victims: at most every key");
+}
+
+/// Both kits for a store-based policy ([`crate::store::Sharded`] over
+/// order `O`), with one shard (an exact global order) and with eight, each
+/// evicting by itself and in the server's mode.
+pub fn check_order<O: crate::store::Order>() {
+    use crate::store::Sharded;
+    for shards in [8, 1] {
+        check_policy(&|cap| Arc::new(Sharded::<O>::new(cap, shards, true)));
+        check_replicated_eviction(&|cap| Arc::new(Sharded::<O>::new(cap, shards, false)));
+    }
+}
+
+/// The server's mode, for policies built with `local_eviction = false`: no
+/// eviction on writes; the caller removes the victims (as a replicated
+/// `Evict` command) and the store fits again. Every policy must pass it
+/// too.
+pub fn check_replicated_eviction(build: Builder<'_>) {
+    let probe = build(0);
+    let charge = (100 + 8 + probe.entry_overhead()) as u64;
+    let capacity = charge * 100;
+    let mut h = Harness::new(build, capacity);
+    let value = "v".repeat(100);
+    for i in 0..300 {
+        h.set(&format!("key{i:05}"), &value);
+        let used = h.store.used_bytes();
+        if used > capacity {
+            let mut keys = Vec::new();
+            h.store.victims(used - capacity, &mut keys);
+            let n = keys.len() as u64;
+            assert_eq!(h.w(Command::Evict { keys }), Reply::Count(n), "evict: every victim removed");
+        }
+        assert!(h.store.used_bytes() <= capacity, "evict: fits again after the victims go ({i})");
+        assert!(h.st.evicted.len() as u64 <= i, "evict: the count is of removed keys");
+    }
+    assert!(h.store.len() < 300, "evict: some keys went");
+    assert!(h.get("key00299").is_some(), "evict: the newest key stays");
 }
 
 fn eviction_by_bytes(build: Builder<'_>) {

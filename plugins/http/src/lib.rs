@@ -10,8 +10,9 @@
 //! | `/cache/{key}` | `DELETE` | 200 deleted, 404 missing |
 //! | `/metrics` | `GET` | Prometheus text |
 //! | `/health` | `GET` | 200 JSON: id, role, leader, term, applied index, members |
-//! | `/join` | `POST {"id","addr"}` | adds a node (cluster builds) |
-//! | `/leave` | `POST` node id | removes a node (cluster builds) |
+//! | `/cluster` | `GET` | 200 JSON: state, term, leader and members with roles and addresses, log / committed / applied / snapshot index |
+//! | `/join` | `POST {"id","addr"}` | adds a node: 200, 409 id or address taken, 503 cannot catch up |
+//! | `/leave` | `POST` node id | removes a node: 200, 404 not a member |
 //!
 //! Keys are the percent-decoded rest of the path. `PUT ...?ttl=30` (seconds,
 //! or with a unit: `500ms`, `30s`, `5m`, `2h`, `1d`) sets an expiry. The
@@ -84,6 +85,6 @@ fn build(config: &Config) -> Result<Box<dyn Protocol>, PluginError> {
 
 register_protocol!(ProtocolPlugin {
     name: "http",
-    description: "HTTP/1.1 and HTTP/2: /cache/{key}, /metrics, /health, /join, /leave (always on)",
+    description: "HTTP/1.1 and HTTP/2: /cache/{key}, /metrics, /health, /cluster, /join, /leave (always on)",
     build,
 });

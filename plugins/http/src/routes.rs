@@ -4,7 +4,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-use base64::Engine;
 use bytes::Bytes;
 use gerdu_api::{
     Admin, AdminError, Command, Condition, Credentials, Expiry, Pipeline, PipelineError, ReadConsistency, Reply,
@@ -73,18 +72,7 @@ fn pipeline_error(e: PipelineError) -> Resp {
 /// Credentials from `Authorization: Bearer t` or `Basic base64(user:pass)`.
 fn credentials(req: &hyper::Request<Incoming>) -> Option<Arc<Credentials>> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, rest) = value.split_once(' ')?;
-    let rest = rest.trim();
-    if scheme.eq_ignore_ascii_case("bearer") {
-        return Some(Arc::new(Credentials::Token(rest.to_string())));
-    }
-    if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = base64::engine::general_purpose::STANDARD.decode(rest).ok()?;
-        let decoded = String::from_utf8(decoded).ok()?;
-        let (user, password) = decoded.split_once(':')?;
-        return Some(Arc::new(Credentials::Password { user: Some(user.to_string()), password: password.to_string() }));
-    }
-    None
+    Credentials::from_authorization(value).map(Arc::new)
 }
 
 fn consistency(req: &hyper::Request<Incoming>) -> Result<Option<ReadConsistency>, String> {
@@ -224,6 +212,8 @@ fn admin_error(e: AdminError) -> Resp {
     match e {
         AdminError::NotImplemented(m) => text(StatusCode::NOT_IMPLEMENTED, format!("{m}\n")),
         AdminError::BadRequest(m) => text(StatusCode::BAD_REQUEST, format!("{m}\n")),
+        AdminError::Conflict(m) => text(StatusCode::CONFLICT, format!("{m}\n")),
+        AdminError::NotFound(m) => text(StatusCode::NOT_FOUND, format!("{m}\n")),
         AdminError::Unavailable(m) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{m}\n")),
     }
 }
@@ -279,6 +269,15 @@ pub(crate) async fn handle(state: Arc<State>, req: hyper::Request<Incoming>) -> 
             Method::GET => {
                 let status = state.admin.status();
                 let mut r = text(StatusCode::OK, serde_json::to_vec(&status).unwrap_or_default());
+                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                Ok(r)
+            }
+            _ => Ok(method_not_allowed("GET")),
+        },
+        "/cluster" => match *req.method() {
+            Method::GET => {
+                let view = state.admin.cluster().await;
+                let mut r = text(StatusCode::OK, serde_json::to_vec_pretty(&view).unwrap_or_default());
                 r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 Ok(r)
             }

@@ -264,13 +264,14 @@ pub fn token_num<T: std::str::FromStr>(tok: &[u8]) -> Option<T> {
 
 /// Parses one frame off the front of `buf`; `None` when more input is needed.
 pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Option<Frame> {
-    let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
-        if buf.len() > limits.max_line {
-            buf.clear();
-            return Some(Frame::Error { text: "CLIENT_ERROR line too long", noreply: false, swallow: 0, close: true });
-        }
-        return None;
-    };
+    // A line over the limit closes the connection whether or not its
+    // newline has arrived yet, so the outcome never depends on read sizes.
+    let nl = buf.iter().position(|&b| b == b'\n');
+    if nl.unwrap_or(buf.len()) > limits.max_line {
+        buf.clear();
+        return Some(Frame::Error { text: "CLIENT_ERROR line too long", noreply: false, swallow: 0, close: true });
+    }
+    let nl = nl?;
     let line_end = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
     // Storage commands need their data block before anything is consumed.
     // The command name is the first token (leading spaces are skipped).
@@ -635,6 +636,11 @@ mod tests {
         let limits = Limits { max_line: 8, ..Limits::default() };
         let mut buf = BytesMut::from(&b"get aaaaaaaaaaaa"[..]);
         assert!(matches!(parse(&mut buf, &limits), Some(Frame::Error { close: true, .. })));
+        // The same line with its newline already read closes too.
+        let mut buf = BytesMut::from(&b"get aaaaaaaaaaaa\r\n"[..]);
+        assert!(matches!(parse(&mut buf, &limits), Some(Frame::Error { close: true, .. })));
+        let mut buf = BytesMut::from(&b"get a\r\n"[..]);
+        assert!(matches!(parse(&mut buf, &limits), Some(Frame::Req(_))));
     }
 
     /// Renders a request back to the wire (the encoder for round trips).

@@ -12,7 +12,7 @@
 //! Quiet mode (`q`) hides the uninteresting answer as memcached does: `EN`
 //! for `mg`, `HD` for `ms` and `md`, success (`HD` or `VA`) for `ma`.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use gerdu_api::{Command, Condition, Expiry, Item, MetaArith, MetaGet, Reply, SetCommand};
 
 use crate::codec::{Meta, MetaCmd, token_num};
@@ -247,7 +247,7 @@ pub fn render(m: &Meta, reply: &Reply, now_ms: u64, out: &mut BytesMut) {
         (MetaCmd::Debug, _) => out.put_slice(b"EN\r\n"),
         (MetaCmd::Set, Reply::Stored { cas, .. }) if !quiet => {
             // ms returns only `c` of the item flags.
-            let item = Item { value: Bytes::new(), flags: 0, meta: Default::default(), cas: *cas, expires_at: 0 };
+            let item = Item { cas: *cas, ..Item::default() };
             status(b"HD", m, Some(&item), now_ms, out);
         }
         (MetaCmd::Set, Reply::Count(_)) if !quiet => status(b"HD", m, None, now_ms, out),

@@ -53,9 +53,21 @@ fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
     hay.iter().position(|&b| b == needle)
 }
 
+/// Parses a count like Redis' `string2ll`: an optional `-`, then digits
+/// without leading zeros (`0` alone is fine), no `+`, no spaces. So a valid
+/// count is at most 20 bytes long, which keeps the "count string too big"
+/// checks from depending on how the input was split into reads.
 fn parse_len(digits: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(digits).ok()?;
-    s.parse().ok()
+    let unsigned = digits.strip_prefix(b"-").unwrap_or(digits);
+    let canonical = match unsigned {
+        [b'0'] => digits.len() == 1,
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    if !canonical {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// Parses one request off the front of `buf`.
@@ -158,12 +170,14 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
         loop {
             if in_dq {
                 let &c = line.get(i)?;
-                if c == b'\\' && i + 3 < line.len() && line[i + 1] == b'x' {
-                    if let (Some(h), Some(l)) = (hex(line[i + 2]), hex(line[i + 3])) {
-                        cur.push(h * 16 + l);
-                        i += 4;
-                        continue;
-                    }
+                if c == b'\\'
+                    && i + 3 < line.len()
+                    && line[i + 1] == b'x'
+                    && let (Some(h), Some(l)) = (hex(line[i + 2]), hex(line[i + 3]))
+                {
+                    cur.push(h * 16 + l);
+                    i += 4;
+                    continue;
                 }
                 if c == b'\\' && i + 1 < line.len() {
                     cur.push(match line[i + 1] {
@@ -406,6 +420,32 @@ mod tests {
         let limits = Limits { max_bulk: usize::MAX, max_args: usize::MAX, max_inline: 1024 };
         let mut buf = BytesMut::from(&encode_request(&[vec![252u8]])[..]);
         assert_eq!(parse(&mut buf, &limits).unwrap(), Some(vec![Bytes::from_static(&[252])]));
+    }
+
+    #[test]
+    fn counts_are_strict_like_string2ll() {
+        assert_eq!(parse_len(b"0"), Some(0));
+        assert_eq!(parse_len(b"-1"), Some(-1));
+        assert_eq!(parse_len(b"9223372036854775807"), Some(i64::MAX));
+        for bad in [&b"03"[..], b"+3", b"-0", b" 3", b"3 ", b"", b"-", b"9223372036854775808"] {
+            assert_eq!(parse_len(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn a_long_count_string_fails_the_same_however_it_arrives() {
+        // Found by the fuzz target: `$` + 40 zero-padded digits used to parse
+        // when it arrived whole but was "too big" when cut before its CRLF.
+        let wire = format!("*1\r\n${:0>40}\r\nabc\r\n", 3).into_bytes();
+        assert!(parse_all(&wire).is_err());
+        for cut in [20, 40] {
+            let mut buf = BytesMut::from(&wire[..cut]);
+            let chunked = parse(&mut buf, &Limits::default()).and_then(|first| {
+                buf.extend_from_slice(&wire[cut..]);
+                first.map_or_else(|| parse(&mut buf, &Limits::default()), |r| Ok(Some(r)))
+            });
+            assert!(chunked.is_err(), "cut at {cut}: {chunked:?}");
+        }
     }
 
     #[test]

@@ -138,7 +138,7 @@ pub fn dispatch(name: &str, args: Vec<Bytes>, out: &mut Out<'_>) -> Action {
         }
         "mget" => Action::Remote(vec![Command::Get { keys: args[1..].to_vec() }], Render::Array),
         "mset" | "msetnx" => {
-            if args.len() % 2 == 0 {
+            if args.len().is_multiple_of(2) {
                 arity_error(out, name);
                 return Action::Local;
             }

@@ -1,0 +1,803 @@
+//! A sharded, byte-weighted store that a policy plugin fills in with only
+//! its eviction order.
+//!
+//! Every built-in policy has the same store underneath and differs only in
+//! the order it keeps: [`Sharded<O>`] implements [`Policy`] for any
+//! [`Order`]. Custom policies can use it the same way.
+//!
+//! **Layout.** The key space is split over N shards by key hash; each shard
+//! is a `parking_lot::Mutex` around a hash index (`hashbrown::HashTable<u32>`
+//! of slot numbers), a slab of nodes ([`Node`]: the item's metadata, one
+//! allocation holding `key ++ value`, and the order's per-entry
+//! [`Order::Link`]), a free list, and the order's own state. Get, insert and
+//! remove are one lookup under one lock.
+//!
+//! **Memory.** An entry costs its node (48 bytes plus the link), 5 to 10
+//! bytes of index, and one allocation of `key + value` bytes, which is about
+//! what Redis spends (its dict entry, object header and two strings). Values
+//! over [`PACK_LIMIT`] bytes are kept as shared `Bytes` beside the slab
+//! instead, so reads share them rather than copy them. Writes copy the value
+//! into the entry (the log entry that carried it is dropped when the log is
+//! compacted); reads copy a packed value out (they would copy it into the
+//! reply anyway).
+//!
+//! **Orders.** An [`Order`] hears about every entry that is inserted, read,
+//! rewritten or removed, and answers [`Order::select`]: which entries to
+//! evict, in its order, to free some bytes. Selecting removes nothing; it
+//! may reorganise the order's own queues (S3-FIFO moves a small-queue entry
+//! that was read to the main queue on the way). The store removes what was
+//! selected (local eviction), or the caller does by replicating the removal
+//! ([`Policy::victims`], DESIGN §3). Intrusive doubly-linked lists over slot
+//! numbers ([`List`]) are what most orders are made of.
+//!
+//! **Capacity.** The capacity is split evenly over the shards; with local
+//! eviction a shard over its share evicts before it stores (as a simulator
+//! does: evict, then insert), so the entry just written is never the
+//! victim unless it alone is larger than the share. With many keys this
+//! behaves as one global order; for small caches and hit-ratio studies use
+//! one shard.
+//!
+//! **Charge per item** = `key.len() + value.len() + overhead`, where the
+//! overhead is the node's size, plus 8 bytes of index slot and control
+//! byte, plus 16 bytes for the rounding of the entry's allocation to the
+//! allocator's size classes, plus what the order adds per entry
+//! ([`Order::EXTRA`], e.g. a ghost entry).
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hashbrown::HashTable;
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::cow::{CowCoordinator, ShardedCapture};
+use crate::policy::{Capture, Captured, Policy, Update, charge};
+use crate::reply::{Item, ItemMeta};
+
+/// The "no slot" link value.
+pub const NIL: u32 = u32::MAX;
+
+/// Values up to this many bytes are packed into one allocation with their
+/// key; longer ones are kept as shared [`Bytes`] beside the slab (a read
+/// shares them instead of copying; see [`crate::reply::READ_COPY_LIMIT`]).
+pub const PACK_LIMIT: usize = crate::reply::READ_COPY_LIMIT;
+
+/// One slab slot: an entry and the order's link for it.
+///
+/// The key and (up to [`PACK_LIMIT`] bytes) the value share one heap
+/// allocation, `key ++ value`; the item's metadata sits in the node. That is
+/// 48 bytes besides the order's link, where a key, an [`Item`] and their
+/// `Bytes` headers would take 88 and a separate allocation for the key.
+#[derive(Default)]
+pub struct Node<L> {
+    /// `key ++ value`, or the key alone for a large value.
+    data: Box<[u8]>,
+    klen: u32,
+    vlen: u32,
+    flags: u32,
+    meta: ItemMeta,
+    cas: u64,
+    expires_at: u64,
+    /// The order's per-entry state.
+    pub link: L,
+}
+
+impl<L> Node<L> {
+    #[inline]
+    fn key(&self) -> &[u8] {
+        &self.data[..self.klen as usize]
+    }
+
+    #[inline]
+    fn packed(&self) -> bool {
+        self.vlen as usize <= PACK_LIMIT
+    }
+
+    #[inline]
+    fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_at != 0 && self.expires_at <= now_ms
+    }
+}
+
+/// The hasher every store uses: foldhash with a per-store seed.
+pub type Hasher = foldhash::fast::FixedState;
+
+/// A shard's slab as an [`Order`] sees it: links by slot, and what each
+/// entry is charged.
+pub struct Slots<L> {
+    nodes: Vec<Node<L>>,
+    /// The values over [`PACK_LIMIT`] bytes, by slot.
+    large: std::collections::HashMap<u32, Bytes>,
+    /// One bit per slot: occupied.
+    live: Vec<u64>,
+    free: Vec<u32>,
+    hasher: Hasher,
+    overhead: u64,
+}
+
+impl<L> Slots<L> {
+    /// The link of slot `i`.
+    #[inline]
+    pub fn link(&self, i: u32) -> &L {
+        &self.nodes[i as usize].link
+    }
+
+    /// The link of slot `i`, to change.
+    #[inline]
+    pub fn link_mut(&mut self, i: u32) -> &mut L {
+        &mut self.nodes[i as usize].link
+    }
+
+    /// The bytes slot `i`'s entry is charged.
+    #[inline]
+    pub fn charge(&self, i: u32) -> u64 {
+        let n = &self.nodes[i as usize];
+        charge(n.klen as usize, n.vlen as usize, 0) as u64 + self.overhead
+    }
+
+    /// The hash of slot `i`'s key (for frequency sketches and ghosts).
+    #[inline]
+    pub fn hash(&self, i: u32) -> u64 {
+        self.hasher.hash_one(self.nodes[i as usize].key())
+    }
+
+    /// The key of slot `i`.
+    pub fn key(&self, i: u32) -> &[u8] {
+        self.nodes[i as usize].key()
+    }
+
+    /// The item in slot `i`, as a read hands it out: a packed value is
+    /// copied, a large one shared.
+    fn item(&self, i: u32) -> Item {
+        let n = &self.nodes[i as usize];
+        let value = if n.packed() {
+            Bytes::copy_from_slice(&n.data[n.klen as usize..])
+        } else {
+            self.large.get(&i).cloned().unwrap_or_default()
+        };
+        Item { value, flags: n.flags, meta: n.meta, cas: n.cas, expires_at: n.expires_at }
+    }
+
+    /// Puts `item` in slot `i` under `key`.
+    fn put(&mut self, i: u32, key: &[u8], item: Item) {
+        let Item { value, flags, meta, cas, expires_at } = item;
+        let packed = value.len() <= PACK_LIMIT;
+        let n = &mut self.nodes[i as usize];
+        let (klen, vlen) = (key.len() as u32, value.len() as u32);
+        let data_len = key.len() + if packed { value.len() } else { 0 };
+        // A rewrite that keeps the size reuses the allocation.
+        if n.data.len() != data_len || n.key() != key {
+            let mut data = Vec::with_capacity(data_len);
+            data.extend_from_slice(key);
+            if packed {
+                data.extend_from_slice(&value);
+            }
+            n.data = data.into_boxed_slice();
+        } else if packed {
+            n.data[key.len()..].copy_from_slice(&value);
+        }
+        (n.klen, n.vlen, n.flags, n.meta, n.cas, n.expires_at) = (klen, vlen, flags, meta, cas, expires_at);
+        if packed {
+            self.large.remove(&i);
+        } else {
+            self.large.insert(i, value);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.nodes.len() - self.free.len()
+    }
+
+    fn is_live(&self, i: usize) -> bool {
+        self.live.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    fn set_live(&mut self, i: usize, live: bool) {
+        if self.live.len() <= i / 64 {
+            self.live.resize(i / 64 + 1, 0);
+        }
+        if live { self.live[i / 64] |= 1 << (i % 64) } else { self.live[i / 64] &= !(1 << (i % 64)) }
+    }
+}
+
+impl<L: Default> Slots<L> {
+    fn new(hasher: Hasher, overhead: u64) -> Self {
+        Slots { nodes: Vec::new(), large: Default::default(), live: Vec::new(), free: Vec::new(), hasher, overhead }
+    }
+
+    fn alloc(&mut self, key: &[u8], item: Item) -> u32 {
+        let i = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.nodes.push(Node::default());
+                (self.nodes.len() - 1) as u32
+            }
+        };
+        self.put(i, key, item);
+        self.set_live(i as usize, true);
+        i
+    }
+
+    /// Empties slot `i` (callers that need its item read it first).
+    fn release(&mut self, i: u32) {
+        if !self.nodes[i as usize].packed() {
+            self.large.remove(&i);
+        }
+        self.nodes[i as usize] = Node::default();
+        self.set_live(i as usize, false);
+        self.free.push(i);
+    }
+}
+
+/// What an eviction order needs per entry for a doubly-linked list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Links {
+    /// Towards the head (more recent).
+    pub prev: u32,
+    /// Towards the tail (older).
+    pub next: u32,
+}
+
+impl Default for Links {
+    fn default() -> Self {
+        Links { prev: NIL, next: NIL }
+    }
+}
+
+/// A link type that holds [`Links`] for one list at a time.
+pub trait Linked {
+    /// The list links.
+    fn links(&self) -> &Links;
+    /// The list links, to change.
+    fn links_mut(&mut self) -> &mut Links;
+}
+
+/// Implements [`Linked`] for a link struct through its `links: Links` field.
+#[macro_export]
+macro_rules! linked {
+    ($t:ty) => {
+        impl $crate::store::Linked for $t {
+            fn links(&self) -> &$crate::store::Links {
+                &self.links
+            }
+            fn links_mut(&mut self) -> &mut $crate::store::Links {
+                &mut self.links
+            }
+        }
+    };
+}
+
+impl Linked for Links {
+    fn links(&self) -> &Links {
+        self
+    }
+    fn links_mut(&mut self) -> &mut Links {
+        self
+    }
+}
+
+/// An intrusive doubly-linked list of slots (head = newest), with the
+/// number and charged bytes of its entries.
+#[derive(Clone, Copy, Debug)]
+pub struct List {
+    /// The newest slot.
+    pub head: u32,
+    /// The oldest slot.
+    pub tail: u32,
+    /// Entries in the list.
+    pub len: usize,
+    /// Their charged bytes.
+    pub bytes: u64,
+}
+
+impl Default for List {
+    fn default() -> Self {
+        List { head: NIL, tail: NIL, len: 0, bytes: 0 }
+    }
+}
+
+impl List {
+    /// Puts slot `i` (in no list) at the head.
+    pub fn push_front<L: Linked>(&mut self, s: &mut Slots<L>, i: u32) {
+        self.attach(s, i);
+        self.len += 1;
+        self.bytes += s.charge(i);
+    }
+
+    /// Takes slot `i` out of this list.
+    pub fn unlink<L: Linked>(&mut self, s: &mut Slots<L>, i: u32) {
+        self.detach(s, i);
+        self.len -= 1;
+        self.bytes -= s.charge(i);
+    }
+
+    /// Moves slot `i` (in this list) to the head: pointers only, the
+    /// counts stay (the read path of every recency order).
+    pub fn move_front<L: Linked>(&mut self, s: &mut Slots<L>, i: u32) {
+        if self.head != i {
+            self.detach(s, i);
+            self.attach(s, i);
+        }
+    }
+
+    fn attach<L: Linked>(&mut self, s: &mut Slots<L>, i: u32) {
+        let old = self.head;
+        *s.link_mut(i).links_mut() = Links { prev: NIL, next: old };
+        if old != NIL {
+            s.link_mut(old).links_mut().prev = i;
+        } else {
+            self.tail = i;
+        }
+        self.head = i;
+    }
+
+    fn detach<L: Linked>(&mut self, s: &mut Slots<L>, i: u32) {
+        let Links { prev, next } = *s.link(i).links();
+        if prev == NIL {
+            self.head = next
+        } else {
+            s.link_mut(prev).links_mut().next = next
+        }
+        if next == NIL {
+            self.tail = prev
+        } else {
+            s.link_mut(next).links_mut().prev = prev
+        }
+        *s.link_mut(i).links_mut() = Links::default();
+    }
+
+    /// The slot before `i` (towards the head), walking from the tail.
+    #[inline]
+    pub fn newer<L: Linked>(s: &Slots<L>, i: u32) -> u32 {
+        s.link(i).links().prev
+    }
+
+    /// Call when slot `i` (in this list) changed its charge from `old`.
+    pub fn recharge<L>(&mut self, s: &Slots<L>, i: u32, old: u64) {
+        self.bytes = self.bytes - old + s.charge(i);
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.head == NIL
+    }
+}
+
+/// An eviction order: per-shard state plus a per-entry [`Order::Link`].
+/// See the module docs.
+pub trait Order: Send + 'static {
+    /// Per-entry state (list links, a frequency counter, a queue tag).
+    type Link: Default + Send + 'static;
+
+    /// Bytes the order adds to each entry's charge beyond its node (ghost
+    /// entries, sketch counters).
+    const EXTRA: usize = 0;
+
+    /// A fresh order for a shard whose eviction limit is `capacity` charged
+    /// bytes (0 = no limit).
+    fn new(capacity: u64) -> Self;
+
+    /// The shard's limit changed.
+    fn set_capacity(&mut self, capacity: u64);
+
+    /// Slot `i` holds a new entry; `hash` is its key's hash (the store's
+    /// own, already computed for the lookup: sketches and ghosts use it).
+    fn inserted(&mut self, s: &mut Slots<Self::Link>, i: u32, hash: u64);
+
+    /// Slot `i`'s entry (key hash `hash`) was read.
+    fn accessed(&mut self, s: &mut Slots<Self::Link>, i: u32, hash: u64);
+
+    /// Slot `i`'s entry (key hash `hash`) was written again; it was charged
+    /// `old` before.
+    fn rewritten(&mut self, s: &mut Slots<Self::Link>, i: u32, hash: u64, old: u64);
+
+    /// Slot `i`'s entry is about to be removed (its charge still reads).
+    fn removed(&mut self, s: &mut Slots<Self::Link>, i: u32);
+
+    /// Pushes slots to evict, in order, until their charges add up to
+    /// `bytes` or every entry was named once. Removes nothing; the order may
+    /// rearrange its own state, and must name each slot at most once per call.
+    fn select(&mut self, s: &mut Slots<Self::Link>, bytes: u64, out: &mut Vec<u32>);
+}
+
+/// One shard: index, slab, order, accounting.
+pub struct Shard<O: Order> {
+    table: HashTable<u32>,
+    slots: Slots<O::Link>,
+    order: O,
+    used: u64,
+    /// Eviction limit (0 = never evicts).
+    limit: u64,
+    scratch: Vec<u32>,
+}
+
+impl<O: Order> Shard<O> {
+    fn new(hasher: Hasher, overhead: u64, limit: u64, order_capacity: u64) -> Self {
+        Shard {
+            table: HashTable::new(),
+            slots: Slots::new(hasher, overhead),
+            order: O::new(order_capacity),
+            used: 0,
+            limit,
+            scratch: Vec::new(),
+        }
+    }
+
+    fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
+        self.table.find(hash, |&i| self.slots.nodes[i as usize].key() == key).copied()
+    }
+
+    /// Removes slot `i`.
+    fn take(&mut self, hash: u64, i: u32) {
+        self.order.removed(&mut self.slots, i);
+        if let Ok(e) = self.table.find_entry(hash, |&j| j == i) {
+            e.remove();
+        }
+        self.used -= self.slots.charge(i);
+        self.slots.release(i)
+    }
+
+    /// Stores `item` under `key` in slot `found` (or a new slot), evicting
+    /// first what it takes to fit. Callers that answer with the replaced item
+    /// read it before.
+    fn store(&mut self, hash: u64, found: Option<u32>, key: &Bytes, item: Item, evicted: &mut Vec<Bytes>) {
+        let charge = charge(key.len(), item.value.len(), 0) as u64 + self.slots.overhead;
+        let grows = charge.saturating_sub(found.map_or(0, |i| self.slots.charge(i)));
+        if self.limit != 0 && self.used + grows > self.limit {
+            self.evict(self.used + grows - self.limit, found, evicted);
+        }
+        if let Some(i) = found {
+            let old_charge = self.slots.charge(i);
+            self.slots.put(i, key, item);
+            self.used = self.used - old_charge + charge;
+            self.order.rewritten(&mut self.slots, i, hash, old_charge);
+        } else {
+            let i = self.slots.alloc(key, item);
+            let Shard { table, slots, .. } = self;
+            table.insert_unique(hash, i, |&j| slots.hasher.hash_one(slots.nodes[j as usize].key()));
+            self.used += charge;
+            self.order.inserted(&mut self.slots, i, hash);
+        }
+        // Only an entry larger than the whole share is still over.
+        if self.limit != 0 && self.used > self.limit {
+            self.evict(self.used - self.limit, None, evicted);
+        }
+    }
+
+    /// Evicts at least `bytes` (or everything but `keep`, the entry being
+    /// rewritten).
+    fn evict(&mut self, bytes: u64, keep: Option<u32>, evicted: &mut Vec<Bytes>) {
+        let mut chosen = std::mem::take(&mut self.scratch);
+        let mut freed = 0;
+        while freed < bytes {
+            chosen.clear();
+            self.order.select(&mut self.slots, bytes - freed, &mut chosen);
+            let before = freed;
+            for &i in chosen.iter().filter(|&&i| Some(i) != keep) {
+                freed += self.slots.charge(i);
+                let hash = self.slots.hash(i);
+                evicted.push(Bytes::copy_from_slice(self.slots.key(i)));
+                self.take(hash, i);
+            }
+            if freed == before {
+                break;
+            }
+        }
+        chosen.clear();
+        self.scratch = chosen;
+    }
+
+    fn items(&self) -> Vec<(Bytes, Item)> {
+        (0..self.slots.nodes.len() as u32)
+            .filter(|&i| self.slots.is_live(i as usize))
+            .map(|i| (Bytes::copy_from_slice(self.slots.key(i)), self.slots.item(i)))
+            .collect()
+    }
+}
+
+/// The byte overhead charged per entry of a store with order `O`.
+pub const fn overhead<O: Order>() -> usize {
+    std::mem::size_of::<Node<O::Link>>() + 8 + 16 + O::EXTRA
+}
+
+/// A sharded store with eviction order `O`; implements [`Policy`].
+pub struct Sharded<O: Order> {
+    shards: Arc<[Mutex<Shard<O>>]>,
+    hasher: Hasher,
+    capacity: Mutex<u64>,
+    cow: Arc<CowCoordinator<Bytes>>,
+    /// Evict on writes (else only `victims` + a replicated removal).
+    local: bool,
+}
+
+impl<O: Order> Sharded<O> {
+    /// A store of `capacity` charged bytes (0 = unlimited) over `shards`
+    /// shards that evicts on writes (`local`), or only reports
+    /// [`Policy::victims`].
+    pub fn new(capacity: u64, shards: usize, local: bool) -> Self {
+        // A random seed per store, so keys cannot be chosen to collide.
+        let seed = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u64);
+        Self::with_seed(capacity, shards, local, seed)
+    }
+
+    /// [`Sharded::new`] with a fixed hash seed: the same keys land in the
+    /// same shards and sketch counters on every run (benchmarks, tests).
+    pub fn with_seed(capacity: u64, shards: usize, local: bool, seed: u64) -> Self {
+        let shards = shards.clamp(1, 1024);
+        let (per, order) = (Self::share(capacity, shards, local), Self::order_share(capacity, shards));
+        let hasher = Hasher::with_seed(seed);
+        let overhead = overhead::<O>() as u64;
+        Sharded {
+            shards: (0..shards).map(|_| Mutex::new(Shard::new(hasher, overhead, per, order))).collect(),
+            hasher,
+            capacity: Mutex::new(capacity),
+            cow: Arc::default(),
+            local,
+        }
+    }
+
+    /// A shard's eviction limit (0 = never evicts): its share, with local
+    /// eviction only.
+    fn share(capacity: u64, shards: usize, local: bool) -> u64 {
+        if local { Self::order_share(capacity, shards) } else { 0 }
+    }
+
+    /// Calls `f` on each live slot from `cursor` (shard in the high 32 bits,
+    /// slot in the low), one shard lock at a time, until `f` returns false;
+    /// returns the cursor of the slot after the last one `f` saw, or 0 once
+    /// every shard was walked ([`Policy::scan`]'s contract).
+    fn walk(&self, cursor: u64, f: &mut dyn FnMut(&Slots<O::Link>, u32) -> bool) -> u64 {
+        let mut shard = (cursor >> 32) as usize;
+        let mut slot = (cursor & 0xffff_ffff) as usize;
+        while shard < self.shards.len() {
+            let s = self.shards[shard].lock();
+            while slot < s.slots.nodes.len() {
+                slot += 1;
+                if s.slots.is_live(slot - 1) && !f(&s.slots, (slot - 1) as u32) {
+                    // Continue after this slot; wrap to the next shard at its end.
+                    if slot < s.slots.nodes.len() {
+                        return ((shard as u64) << 32) | slot as u64;
+                    }
+                    return if shard + 1 < self.shards.len() { ((shard as u64 + 1) << 32).max(1) } else { 0 };
+                }
+            }
+            drop(s);
+            shard += 1;
+            slot = 0;
+        }
+        0
+    }
+
+    /// Runs `f` on each shard's order, under its lock (for tests and metrics).
+    pub fn with_orders(&self, mut f: impl FnMut(&O, &Slots<O::Link>)) {
+        for s in self.shards.iter() {
+            let s = s.lock();
+            f(&s.order, &s.slots);
+        }
+    }
+
+    /// Number of slab slots (live and free) over all shards.
+    pub fn slots(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().slots.nodes.len()).sum()
+    }
+
+    #[inline]
+    fn locate(&self, key: &[u8]) -> (u64, usize) {
+        let hash = self.hasher.hash_one(key);
+        // hashbrown uses the low bits for position and the top 7 for tags; shard on the middle.
+        (hash, ((hash >> 32) as usize) % self.shards.len())
+    }
+
+    /// Locks the shard of `key` for a mutation (copy-on-write for a running capture).
+    #[inline]
+    fn lock_for_write(&self, key: &[u8]) -> (u64, MutexGuard<'_, Shard<O>>) {
+        let (hash, idx) = self.locate(key);
+        let guard = self.shards[idx].lock();
+        self.cow.before_write(idx, || guard.items());
+        (hash, guard)
+    }
+
+    /// The capacity a shard's order sizes its queues by: the share, also
+    /// without local eviction.
+    fn order_share(capacity: u64, shards: usize) -> u64 {
+        if capacity == 0 { 0 } else { (capacity / shards as u64).max(1) }
+    }
+}
+
+impl<O: Order> Policy for Sharded<O> {
+    fn get(&self, key: &[u8], now_ms: u64) -> Option<Item> {
+        let (hash, idx) = self.locate(key);
+        let mut guard = self.shards[idx].lock();
+        let s = &mut *guard;
+        let i = s.find(hash, key)?;
+        s.order.accessed(&mut s.slots, i, hash);
+        let before = s.slots.item(i);
+        // Local access bookkeeping only; a capture in progress may see it,
+        // snapshots keep just the replicated meta bits.
+        s.slots.nodes[i as usize].meta.note_fetch(now_ms);
+        Some(before)
+    }
+
+    fn peek(&self, key: &[u8]) -> Option<Item> {
+        let (hash, idx) = self.locate(key);
+        let s = self.shards[idx].lock();
+        s.find(hash, key).map(|i| s.slots.item(i))
+    }
+
+    fn insert(&self, key: Bytes, item: Item, evicted: &mut Vec<Bytes>) -> Option<Item> {
+        let (hash, mut s) = self.lock_for_write(&key);
+        let found = s.find(hash, &key);
+        let old = found.map(|i| s.slots.item(i));
+        s.store(hash, found, &key, item, evicted);
+        old
+    }
+
+    fn update(
+        &self,
+        key: &Bytes,
+        f: &mut dyn FnMut(Option<&Item>) -> Update,
+        evicted: &mut Vec<Bytes>,
+    ) -> Option<Item> {
+        let (hash, mut s) = self.lock_for_write(key);
+        let found = s.find(hash, key);
+        // Read once: `f` judges it, and it is the answer when replaced or removed.
+        let current = found.map(|i| s.slots.item(i));
+        match (f(current.as_ref()), found) {
+            (Update::Keep, _) | (Update::Remove, None) => None,
+            (Update::Store(item), _) => {
+                s.store(hash, found, key, item, evicted);
+                current
+            }
+            (Update::Remove, Some(i)) => {
+                s.take(hash, i);
+                current
+            }
+        }
+    }
+
+    fn remove(&self, key: &[u8]) -> Option<Item> {
+        let (hash, mut s) = self.lock_for_write(key);
+        let i = s.find(hash, key)?;
+        let item = s.slots.item(i);
+        s.take(hash, i);
+        Some(item)
+    }
+
+    fn clear(&self) {
+        let capacity = *self.capacity.lock();
+        for (idx, shard) in self.shards.iter().enumerate() {
+            let mut s = shard.lock();
+            self.cow.before_write(idx, || s.items());
+            let (overhead, limit) = (s.slots.overhead, s.limit);
+            *s = Shard::new(self.hasher, overhead, limit, Self::order_share(capacity, self.shards.len()));
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().slots.len()).sum()
+    }
+
+    fn used_bytes(&self) -> u64 {
+        self.shards.iter().map(|s| s.lock().used).sum()
+    }
+
+    fn capacity(&self) -> u64 {
+        *self.capacity.lock()
+    }
+
+    fn set_capacity(&self, bytes: u64, evicted: &mut Vec<Bytes>) {
+        *self.capacity.lock() = bytes;
+        let n = self.shards.len();
+        let per = Self::share(bytes, n, self.local);
+        for (idx, shard) in self.shards.iter().enumerate() {
+            let mut s = shard.lock();
+            self.cow.before_write(idx, || s.items());
+            s.limit = per;
+            s.order.set_capacity(Self::order_share(bytes, n));
+            if per != 0 && s.used > per {
+                let over = s.used - per;
+                s.evict(over, None, evicted);
+            }
+        }
+    }
+
+    fn entry_overhead(&self) -> usize {
+        overhead::<O>()
+    }
+
+    fn victims(&self, bytes: u64, out: &mut Vec<Bytes>) {
+        if bytes == 0 {
+            return;
+        }
+        let n = self.shards.len() as u64;
+        let capacity = *self.capacity.lock();
+        let over: Vec<u64> = match capacity {
+            0 => vec![0; self.shards.len()],
+            c => self.shards.iter().map(|s| s.lock().used.saturating_sub(c / n)).collect(),
+        };
+        // Each shard's excess first (what its own eviction would free), the
+        // rest spread evenly.
+        let rest = bytes.saturating_sub(over.iter().sum()).div_ceil(n);
+        let mut chosen = Vec::new();
+        for (shard, over) in self.shards.iter().zip(over) {
+            let mut guard = shard.lock();
+            let s = &mut *guard;
+            chosen.clear();
+            s.order.select(&mut s.slots, over + rest, &mut chosen);
+            out.extend(chosen.iter().map(|&i| Bytes::copy_from_slice(s.slots.key(i))));
+        }
+    }
+
+    fn scan(&self, cursor: u64, f: &mut dyn FnMut(&Bytes, &Item) -> bool) -> u64 {
+        self.walk(cursor, &mut |s, i| f(&Bytes::copy_from_slice(s.key(i)), &s.item(i)))
+    }
+
+    fn expired(&self, cursor: u64, now_ms: u64, budget: usize, out: &mut Vec<Bytes>) -> (u64, usize) {
+        // Like `scan`, without making an item (or `Bytes` of a key) of the entries that stay.
+        let (budget, mut seen) = (budget.max(1), 0);
+        let next = self.walk(cursor, &mut |s, i| {
+            seen += 1;
+            let node = &s.nodes[i as usize];
+            if node.is_expired(now_ms) {
+                out.push(Bytes::copy_from_slice(node.key()));
+            }
+            seen < budget
+        });
+        (next, seen)
+    }
+
+    fn begin_capture(&self) -> Box<dyn Capture> {
+        match self.cow.arm(self.shards.len()) {
+            Some(state) => Box::new(ShardedCapture::new(self.shards.clone(), self.cow.clone(), state, Shard::items)),
+            // A capture is already running: copy eagerly (callers hold off writes meanwhile).
+            None => Box::new(Captured(self.shards.iter().flat_map(|s| s.lock().items()).collect())),
+        }
+    }
+
+    fn random_key(&self, seed: u64) -> Option<Bytes> {
+        let n = self.shards.len();
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        for probe in 0..n {
+            let s = self.shards[(x as usize + probe) % n].lock();
+            if s.slots.len() == 0 {
+                continue;
+            }
+            for _ in 0..8 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let i = (x as usize) % s.slots.nodes.len();
+                if s.slots.is_live(i) {
+                    return Some(Bytes::copy_from_slice(s.slots.nodes[i].key()));
+                }
+            }
+            let first = (0..s.slots.nodes.len()).find(|&i| s.slots.is_live(i))?;
+            return Some(Bytes::copy_from_slice(s.slots.nodes[first].key()));
+        }
+        None
+    }
+}
+
+/// Shard count for a `shards` config value: 0 picks 16 × available cores.
+pub fn shard_count(configured: usize) -> usize {
+    if configured == 0 { 16 * std::thread::available_parallelism().map_or(1, |n| n.get()) } else { configured }
+}
+
+/// The config section every store-based policy has: `shards`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ShardsConfig {
+    /// Number of shards; 0 picks 16 × available cores.
+    shards: usize,
+}
+
+/// Builds a [`Sharded<O>`] policy from the `[section]` config (`shards`)
+/// and the server's settings: the `build` of a store-based policy plugin.
+pub fn build<O: Order>(
+    config: &crate::Config,
+    settings: &crate::PolicySettings,
+    section: &str,
+) -> Result<Arc<dyn Policy>, crate::PluginError> {
+    let cfg: ShardsConfig = crate::plugin::section(config, section)?;
+    Ok(Arc::new(Sharded::<O>::new(settings.capacity, shard_count(cfg.shards), settings.local_eviction)))
+}
