@@ -96,6 +96,7 @@ struct CoreAdmin {
     metrics: Arc<ServerMetrics>,
     policy: Arc<dyn Policy>,
     raft: Arc<RaftNode>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Admin for CoreAdmin {
@@ -121,6 +122,15 @@ impl Admin for CoreAdmin {
     fn cluster(&self) -> BoxFuture<'static, gerdu_api::ClusterView> {
         let raft = self.raft.clone();
         Box::pin(async move { raft.cluster().await })
+    }
+
+    fn backup(
+        &self,
+        consistency: Option<gerdu_api::ReadConsistency>,
+    ) -> BoxFuture<'static, Result<gerdu_api::BackupFile, AdminError>> {
+        let raft = self.raft.clone();
+        let now = self.clock.now_ms();
+        Box::pin(async move { raft.backup(consistency.unwrap_or(raft.default_consistency), now).await })
     }
 }
 
@@ -176,8 +186,12 @@ impl Server {
         }
 
         let shutdown = CancellationToken::new();
-        let admin: Arc<dyn Admin> =
-            Arc::new(CoreAdmin { metrics: metrics.clone(), policy: policy.clone(), raft: raft.clone() });
+        let admin: Arc<dyn Admin> = Arc::new(CoreAdmin {
+            metrics: metrics.clone(),
+            policy: policy.clone(),
+            raft: raft.clone(),
+            clock: clock.clone(),
+        });
         let mut addrs = Vec::new();
         let mut served = Vec::new();
         for (name, protocol) in protocols {

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::contents;
+
 use std::time::Duration;
 
 use gerdu_api::Clock;
@@ -98,15 +100,8 @@ async fn three_nodes_join_replicate_and_forward() {
     assert_eq!(a.server.policy().len(), 200);
 
     // Every replica applied the same writes.
-    let leader_applied = a.server.raft().status().applied_index;
     for s in [&b, &c] {
-        s.server
-            .raft()
-            .raft
-            .wait(Some(Duration::from_secs(10)))
-            .applied_index_at_least(Some(leader_applied), "replica catches up")
-            .await
-            .unwrap();
+        caught_up(s, &a).await;
         assert_eq!(s.server.policy().len(), a.server.policy().len());
     }
     for s in [c, b, a] {
@@ -147,6 +142,59 @@ async fn join_by_http_address_and_membership_conflicts() {
     assert_eq!(common::put(a.http, "/cache/x", b"1").await.status, StatusCode::CREATED);
     b.server.kill().await;
     a.server.shutdown().await;
+}
+
+/// Waits until `s` has applied everything the leader `l` has in its log.
+async fn caught_up(s: &common::TestServer, l: &common::TestServer) {
+    let index = l.server.raft().cluster().await.last_log_index;
+    s.server
+        .raft()
+        .raft
+        .wait(Some(Duration::from_secs(10)))
+        .applied_index_at_least(Some(index), "replica catches up")
+        .await
+        .expect("replica catches up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_come_from_the_leader_and_restores_replicate() {
+    let (a, b, c) = three("", "").await;
+    for i in 0..100 {
+        assert_eq!(
+            common::put(b.http, &format!("/cache/k{i}"), format!("v{i}").as_bytes()).await.status,
+            StatusCode::CREATED
+        );
+    }
+    // A follower sends the client to the leader; the leader's backup holds
+    // every acknowledged write.
+    let r = common::get(b.http, "/backup").await;
+    assert_eq!(r.status, StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(r.headers["location"], format!("http://{}/backup", a.server.raft().node.http_addr).as_str());
+    let backup = common::get(a.http, "/backup").await;
+    assert_eq!((backup.status, &backup.headers["gerdu-items"]), (StatusCode::OK, &"100".parse().unwrap()));
+    // A follower's own state, on request, once it has applied the same.
+    caught_up(&c, &a).await;
+    let local = common::request(c.http, Method::GET, "/backup", b"", &[("gerdu-consistency", "local")]).await;
+    assert_eq!((local.status, &local.headers["gerdu-items"]), (StatusCode::OK, &"100".parse().unwrap()));
+
+    // Everything deleted, then restored through a follower: the writes are
+    // forwarded and replicated, and every node holds the same data again.
+    for i in 0..100 {
+        assert_eq!(common::delete(a.http, &format!("/cache/k{i}")).await.status, StatusCode::OK);
+    }
+    let r = common::request(c.http, Method::POST, "/restore", &local.body, &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    for s in [&a, &b, &c] {
+        caught_up(s, &a).await;
+        let data = contents(s);
+        assert_eq!(data.len(), 100);
+        assert_eq!(data[&bytes::Bytes::from("k7")].0, bytes::Bytes::from("v7"));
+    }
+    assert_eq!(contents(&a), contents(&b));
+    assert_eq!(contents(&a), contents(&c));
+    for s in [c, b, a] {
+        s.server.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,21 +272,6 @@ async fn new_and_lagging_nodes_catch_up_by_snapshot() {
     assert_eq!(common::get(b.http, "/cache/k7").await.text(), "v7");
     a.server.shutdown().await;
     b.server.kill().await;
-}
-
-/// Every item of a node, with the state that must be identical on replicas.
-fn contents(s: &common::TestServer) -> std::collections::BTreeMap<bytes::Bytes, (bytes::Bytes, u32, u64, u64, u32)> {
-    let mut all = std::collections::BTreeMap::new();
-    let mut cursor = 0;
-    loop {
-        cursor = s.server.policy().scan(cursor, &mut |k, i| {
-            all.insert(k.clone(), (i.value.clone(), i.flags, i.cas, i.expires_at, i.meta.replicated().0));
-            true
-        });
-        if cursor == 0 {
-            return all;
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::{Answer, delete, get, metric, put, request, start};
+use common::{Answer, contents, delete, get, metric, put, request, start};
+use gerdu_api::{Clock, Command, Expiry, Request, RequestContext, SetCommand};
 use http::{Method, StatusCode};
 
 #[tokio::test]
@@ -333,6 +334,11 @@ async fn auth_accepts_basic_and_bearer_only() {
     let bad_token = ("authorization", "Bearer nope");
     assert_eq!(request(a, Method::GET, "/cache/k", b"", &[bad_token]).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(request(a, Method::POST, "/join", b"{}", &[]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(get(a, "/backup").await.status, StatusCode::UNAUTHORIZED);
+    let backup = request(a, Method::GET, "/backup", b"", &[bearer]).await;
+    assert_eq!((backup.status, &backup.headers["gerdu-items"]), (StatusCode::OK, &"1".parse().unwrap()));
+    assert_eq!(request(a, Method::POST, "/restore", &backup.body, &[]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(request(a, Method::POST, "/restore", &backup.body, &[basic]).await.status, StatusCode::OK);
     assert_eq!(get(a, "/metrics").await.status, StatusCode::OK, "metrics stay open");
     assert_eq!(get(a, "/health").await.status, StatusCode::OK, "health stays open");
     s.server.shutdown().await;
@@ -362,4 +368,82 @@ async fn malformed_http_gets_400_and_server_keeps_serving() {
     assert!(buf.starts_with(b"HTTP/1.1 400"), "{}", String::from_utf8_lossy(&buf));
     assert_eq!(put(s.http, "/cache/k", b"v").await.status, StatusCode::CREATED);
     s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn backup_and_restore_round_trip() {
+    let a = start("").await;
+    // Values, flags and deadlines (a third never expire, a third in a
+    // minute, a third in a second), written through the pipeline.
+    let sets: Vec<SetCommand> = (0..300u32)
+        .map(|i| {
+            let mut set = SetCommand::new(format!("k{i}"), format!("value {i}"));
+            set.flags = i;
+            set.expiry = [Expiry::Never, Expiry::In(60_000), Expiry::In(1_000)][i as usize % 3];
+            set
+        })
+        .collect();
+    let write =
+        Request::single(RequestContext::new("test"), Command::SetMany { items: sets, only_if_none_exist: false });
+    gerdu_api::pipeline::call(&a.server.pipeline(), write).await.unwrap();
+    let binary: Vec<u8> = (0..=255u8).cycle().take(5_000).collect();
+    assert_eq!(put(a.http, "/cache/bin", &binary).await.status, StatusCode::CREATED);
+
+    let backup = get(a.http, "/backup").await;
+    assert_eq!(backup.status, StatusCode::OK);
+    assert_eq!(backup.headers["gerdu-items"], "301");
+    assert_eq!(backup.headers["gerdu-applied-index"], a.server.raft().status().applied_index.to_string().as_str());
+    let original = contents(&a);
+
+    // Restored two seconds later into another server that has a key of its
+    // own: the one-second items have expired, everything else comes back
+    // with its value, flags and deadline, and the other key stays.
+    let b = start("").await;
+    for s in [&a, &b] {
+        s.clock.advance(2_000);
+    }
+    assert_eq!(put(b.http, "/cache/other", b"stays").await.status, StatusCode::CREATED);
+    let r = request(b.http, Method::POST, "/restore", &backup.body, &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let counts: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+    assert_eq!((counts["restored"].as_u64(), counts["expired"].as_u64()), (Some(201), Some(100)), "{counts}");
+    let restored = contents(&b);
+    assert_eq!(restored.len(), 202);
+    let now = b.clock.now_ms();
+    for (key, (value, flags, _cas, expires_at, _)) in &original {
+        match restored.get(key) {
+            Some((v, f, _, e, _)) => assert_eq!((v, f, e), (value, flags, expires_at), "{key:?}"),
+            None => assert!(*expires_at != 0 && *expires_at <= now, "{key:?} missing"),
+        }
+    }
+    assert_eq!(&get(b.http, "/cache/bin").await.body[..], &binary[..]);
+    assert_eq!(get(b.http, "/cache/other").await.text(), "stays");
+
+    // A damaged file is refused whole: nothing is written.
+    let mut damaged = backup.body.to_vec();
+    damaged[40] ^= 1;
+    assert_eq!(put(b.http, "/cache/k0", b"changed").await.status, StatusCode::NO_CONTENT);
+    let r = request(b.http, Method::POST, "/restore", &damaged, &[]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.text().contains("checksum"), "{}", r.text());
+    assert_eq!(get(b.http, "/cache/k0").await.text(), "changed");
+    let r = request(b.http, Method::POST, "/restore", b"hello", &[]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(get(b.http, "/restore").await.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(request(b.http, Method::POST, "/backup", b"", &[]).await.status, StatusCode::METHOD_NOT_ALLOWED);
+    a.server.shutdown().await;
+    b.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn restore_is_bounded_by_max_restore() {
+    let a = start("").await;
+    assert_eq!(put(a.http, "/cache/k", &[b'x'; 4096]).await.status, StatusCode::CREATED);
+    let backup = get(a.http, "/backup").await;
+    let b = start("[http]\nmax_restore = \"1KB\"\n").await;
+    let r = request(b.http, Method::POST, "/restore", &backup.body, &[]).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(get(b.http, "/cache/k").await.status, StatusCode::NOT_FOUND);
+    a.server.shutdown().await;
+    b.server.shutdown().await;
 }

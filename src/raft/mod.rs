@@ -40,7 +40,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use gerdu_api::tokio_util::sync::CancellationToken;
-use gerdu_api::{Clock, Command, NodeStatus, Pipeline, PipelineError, Policy, ReadConsistency, Reply};
+use gerdu_api::{AdminError, Clock, Command, NodeStatus, Pipeline, PipelineError, Policy, ReadConsistency, Reply};
 use openraft::{ServerState, SnapshotPolicy};
 use tokio::sync::{mpsc, oneshot};
 
@@ -182,6 +182,8 @@ pub struct RaftNode {
     background: CancellationToken,
     /// Requests for the leader, to the [forwarder](forwarder).
     forwards: mpsc::Sender<forwarder::Forwarded>,
+    /// The state machine (backups read it).
+    sm: state_machine::StateMachine,
 }
 
 impl RaftNode {
@@ -230,6 +232,7 @@ impl RaftNode {
         let evict_policy = policy.clone();
         let sm = state_machine::StateMachine::new(policy, metrics.clone(), r.storage.clone()).map_err(storage_err)?;
         let over_capacity = sm.over_capacity();
+        let sm_handle = sm.clone();
         let peer_tls = crate::tls::load_peer(&r.tls).map_err(|e| RaftStartError::Config(e.0))?;
         let acceptor = peer_tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(t.server.clone()));
         let network = network::Network::new(peer_tls);
@@ -275,6 +278,7 @@ impl RaftNode {
             peer_shutdown: CancellationToken::new(),
             background,
             forwards: ftx,
+            sm: sm_handle,
         });
         tokio::spawn(forwarder::run(Arc::downgrade(&this), frx));
         tokio::spawn(sweeper::run(Arc::downgrade(&this), evict_policy.clone(), sweep_clock, sweep_metrics, sweep));
@@ -357,6 +361,30 @@ impl RaftNode {
                 }
             }
         }
+    }
+
+    /// A backup of the data ([`gerdu_api::Admin::backup`]): at `linearizable`
+    /// or `leader` consistency only the leader takes one, after the read
+    /// barrier, so it holds every write acknowledged before the call.
+    pub async fn backup(
+        &self,
+        consistency: ReadConsistency,
+        created_ms: u64,
+    ) -> Result<gerdu_api::BackupFile, AdminError> {
+        if consistency != ReadConsistency::Local {
+            if !self.is_leader() {
+                return Err(AdminError::NotLeader(self.leader_http_addr()));
+            }
+            self.read_barrier(consistency).await.map_err(|e| AdminError::Unavailable(e.to_string()))?;
+        }
+        self.sm.backup(created_ms).await.map_err(|e| AdminError::Unavailable(format!("backup: {e}")))
+    }
+
+    /// The leader's HTTP address, when a leader is known.
+    fn leader_http_addr(&self) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        m.membership_config.nodes().find(|(id, _)| **id == leader).map(|(_, n)| n.http_addr.clone())
     }
 
     /// Approximate bytes held in the in-memory log.

@@ -43,6 +43,7 @@ pub fn admin_status(e: AdminError) -> Status {
         AdminError::Conflict(m) => Status::already_exists(m),
         AdminError::NotFound(m) => Status::not_found(m),
         AdminError::Unavailable(m) => Status::unavailable(m),
+        e @ AdminError::NotLeader(_) => Status::failed_precondition(e.to_string()),
     }
 }
 

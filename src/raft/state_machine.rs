@@ -7,8 +7,7 @@
 //! deadlines and cas values. Reads do not come through here; they go to the
 //! policy directly and run in parallel with apply.
 //!
-//! Snapshots are the whole store in a small binary format (see
-//! [`SnapshotWriter`]). A snapshot begins a point-in-time capture of the
+//! Snapshots are the whole store as an image ([`gerdu_api::image`]). A snapshot begins a point-in-time capture of the
 //! policy under the apply lock ([`Policy::begin_capture`]: copy-on-write per
 //! shard), so the image is exactly the state at `last_applied` while applying
 //! goes on during the copy and the encoding.
@@ -27,9 +26,10 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
 use gerdu_api::exec::{self, ApplyState};
-use gerdu_api::{Item, Policy, Reply};
+use gerdu_api::image::{ImageMeta, ImageWriter, decode_image};
+use gerdu_api::{Policy, Reply};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership};
 use parking_lot::Mutex;
@@ -37,21 +37,10 @@ use parking_lot::Mutex;
 use super::types::{BatchReply, Entry, LogId, Node, NodeId, StorageError, TypeConfig};
 use crate::metrics::ServerMetrics;
 
-const MAGIC: &[u8; 8] = b"GERDUSN2";
-
-/// State that must be identical on every replica besides the items.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SmMeta {
-    /// Last cas unique handed out.
-    pub cas: u64,
-    /// Latest entry timestamp applied.
-    pub last_now: u64,
-}
-
 struct Inner {
     last_applied: Option<LogId>,
     membership: StoredMembership<NodeId, Node>,
-    meta: SmMeta,
+    meta: ImageMeta,
     snapshot: Option<(SnapshotMeta<NodeId, Node>, Bytes)>,
     /// Without storage: the last snapshot taken (only its position recorded).
     taken: Option<SnapshotMeta<NodeId, Node>>,
@@ -72,7 +61,7 @@ pub struct SmShared {
 
 /// Name of the snapshot file in the storage directory.
 pub const SNAPSHOT_FILE: &str = "snapshot";
-const FILE_MAGIC: &[u8; 8] = b"GERDUSF1";
+use gerdu_api::image::SNAPSHOT_FILE_MAGIC as FILE_MAGIC;
 
 /// Writes the current snapshot to `dir` (a new file renamed over the old
 /// one, synced): `magic, meta_len u32, meta (MessagePack), data, crc32 u32`.
@@ -141,7 +130,7 @@ impl StateMachine {
                 inner: Mutex::new(Inner {
                     last_applied: None,
                     membership: StoredMembership::default(),
-                    meta: SmMeta::default(),
+                    meta: ImageMeta::default(),
                     snapshot: None,
                     taken: None,
                     snapshots_built: 0,
@@ -165,93 +154,36 @@ impl StateMachine {
     }
 
     /// The replica-identical metadata (cas counter, time).
-    pub fn meta(&self) -> SmMeta {
+    pub fn meta(&self) -> ImageMeta {
         self.shared.inner.lock().meta.clone()
     }
-}
 
-/// Writes a snapshot: magic, cas, last_now, count, then per item
-/// `key_len u32, key, value_len u32, value, flags u32, meta u32, cas u64,
-/// expires_at u64` where `meta` holds only the replicated bits
-/// ([`ItemMeta::replicated`](gerdu_api::ItemMeta::replicated))
-/// (little endian). Items are written as they are visited; the count is
-/// filled in at the end.
-pub struct SnapshotWriter {
-    buf: Vec<u8>,
-    count: u64,
-}
-
-impl SnapshotWriter {
-    /// A writer with room for about `size_hint` bytes of items.
-    pub fn new(meta: &SmMeta, size_hint: usize) -> Self {
-        let mut buf = Vec::with_capacity(32 + size_hint);
-        buf.extend_from_slice(MAGIC);
-        buf.put_u64_le(meta.cas);
-        buf.put_u64_le(meta.last_now);
-        buf.put_u64_le(0);
-        SnapshotWriter { buf, count: 0 }
+    /// A backup file ([`gerdu_api::image`]) of the state as applied now,
+    /// taken at `created_ms`: the capture begins under the apply lock and is
+    /// encoded off the async workers while applying goes on.
+    pub async fn backup(&self, created_ms: u64) -> std::io::Result<gerdu_api::BackupFile> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let (capture, meta, index) = {
+                let inner = shared.inner.lock();
+                (shared.policy.begin_capture(), inner.meta.clone(), inner.last_applied.map_or(0, |l| l.index))
+            };
+            let mut writer =
+                gerdu_api::image::backup_writer(index, created_ms, &meta, shared.policy.used_bytes() as usize);
+            capture.visit(&mut |k, item| writer.push(k, item));
+            let items = writer.count();
+            let data = gerdu_api::image::finish_backup(writer);
+            gerdu_api::BackupFile { applied_index: index, items, data: data.into() }
+        })
+        .await
+        .map_err(std::io::Error::other)
     }
-
-    /// Appends one item.
-    pub fn push(&mut self, key: &[u8], item: &Item) {
-        let buf = &mut self.buf;
-        buf.put_u32_le(key.len() as u32);
-        buf.extend_from_slice(key);
-        buf.put_u32_le(item.value.len() as u32);
-        buf.extend_from_slice(&item.value);
-        buf.put_u32_le(item.flags);
-        buf.put_u32_le(item.meta.replicated().0);
-        buf.put_u64_le(item.cas);
-        buf.put_u64_le(item.expires_at);
-        self.count += 1;
-    }
-
-    /// The encoded snapshot.
-    pub fn finish(mut self) -> Vec<u8> {
-        self.buf[24..32].copy_from_slice(&self.count.to_le_bytes());
-        self.buf
-    }
-}
-
-/// Decodes a snapshot into (meta, items).
-pub fn decode_snapshot(data: Bytes) -> Result<(SmMeta, Vec<(Bytes, Item)>), String> {
-    let mut b = data;
-    let need = |b: &Bytes, n: usize| {
-        if b.remaining() < n { Err("snapshot truncated".to_string()) } else { Ok(()) }
-    };
-    need(&b, 32)?;
-    if &b[..8] != MAGIC {
-        return Err("not a gerdu snapshot".into());
-    }
-    b.advance(8);
-    let meta = SmMeta { cas: b.get_u64_le(), last_now: b.get_u64_le() };
-    let count = b.get_u64_le();
-    let mut items = Vec::with_capacity(count.min(1 << 24) as usize);
-    for _ in 0..count {
-        need(&b, 4)?;
-        let klen = b.get_u32_le() as usize;
-        need(&b, klen + 4)?;
-        // Each key and value gets its own allocation: items must not pin the
-        // whole snapshot buffer for as long as any one of them lives.
-        let key = gerdu_api::exec::detach(&b.split_to(klen));
-        let vlen = b.get_u32_le() as usize;
-        need(&b, vlen + 24)?;
-        let value = gerdu_api::exec::detach(&b.split_to(vlen));
-        let flags = b.get_u32_le();
-        let meta = gerdu_api::ItemMeta(b.get_u32_le());
-        let item = Item { value, flags, meta, cas: b.get_u64_le(), expires_at: b.get_u64_le() };
-        items.push((key, item));
-    }
-    if b.has_remaining() {
-        return Err("trailing bytes after snapshot".into());
-    }
-    Ok((meta, items))
 }
 
 impl SmShared {
     /// Replaces the store with a snapshot's items; answers how many.
     fn restore(&self, meta: &SnapshotMeta<NodeId, Node>, data: Bytes) -> Result<usize, String> {
-        let (sm_meta, items) = decode_snapshot(data.clone())?;
+        let (sm_meta, items) = decode_image(data.clone())?;
         let count = items.len();
         let mut inner = self.inner.lock();
         self.policy.clear();
@@ -334,9 +266,9 @@ impl SmShared {
         // Encode while visiting: no intermediate copy of the whole store.
         // Room for the charged bytes (key + value + overhead per item) is a
         // little more than the encoding needs (key + value + 28).
-        let mut writer = SnapshotWriter::new(&sm_meta, self.policy.used_bytes() as usize);
+        let mut writer = ImageWriter::new(&sm_meta, self.policy.used_bytes() as usize);
         capture.visit(&mut |k, item| writer.push(k, item));
-        let items = writer.count;
+        let items = writer.count();
         let data = writer.finish();
         tracing::debug!(items, bytes = data.len(), took = ?started.elapsed(), "snapshot built");
         if let Some(dir) = &self.dir {
@@ -449,6 +381,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gerdu_api::Item;
     use gerdu_policy_lru::Lru;
 
     #[test]
@@ -460,17 +393,17 @@ mod tests {
             let item = Item { value: Bytes::from(format!("v{i}")), flags: i as u32, meta, cas: i, expires_at: i * 7 };
             lru.insert(Bytes::from(format!("k{i}")), item, &mut ev);
         }
-        let meta = SmMeta { cas: 100, last_now: 12345 };
-        let mut writer = SnapshotWriter::new(&meta, 0);
+        let meta = ImageMeta { cas: 100, last_now: 12345 };
+        let mut writer = ImageWriter::new(&meta, 0);
         lru.begin_capture().visit(&mut |k, item| writer.push(k, item));
         let data = writer.finish();
-        let (m2, items) = decode_snapshot(Bytes::from(data.clone())).unwrap();
+        let (m2, items) = decode_image(Bytes::from(data.clone())).unwrap();
         assert_eq!(m2, meta);
         assert_eq!(items.len(), 100);
         for (k, item) in items {
             assert_eq!(lru.peek(&k), Some(item));
         }
-        assert!(decode_snapshot(Bytes::from(data[..data.len() - 1].to_vec())).is_err());
-        assert!(decode_snapshot(Bytes::from_static(b"garbage")).is_err());
+        assert!(decode_image(Bytes::from(data[..data.len() - 1].to_vec())).is_err());
+        assert!(decode_image(Bytes::from_static(b"garbage")).is_err());
     }
 }

@@ -92,3 +92,19 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .parse()
         .expect("metric value")
 }
+
+/// Every item of a node, with the state that must be identical on replicas:
+/// key → (value, flags, cas, expires_at, replicated meta bits).
+pub fn contents(s: &TestServer) -> std::collections::BTreeMap<Bytes, (Bytes, u32, u64, u64, u32)> {
+    let mut all = std::collections::BTreeMap::new();
+    let mut cursor = 0;
+    loop {
+        cursor = s.server.policy().scan(cursor, &mut |k, i| {
+            all.insert(k.clone(), (i.value.clone(), i.flags, i.cas, i.expires_at, i.meta.replicated().0));
+            true
+        });
+        if cursor == 0 {
+            return all;
+        }
+    }
+}

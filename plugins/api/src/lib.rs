@@ -13,6 +13,7 @@
 //! - [`exec`]: the single implementation of every command's semantics.
 //! - [`policy`]: the store trait (map + eviction order + byte accounting).
 //! - [`store`]: a sharded store a policy fills in with only its eviction order.
+//! - [`image`]: the binary image of a store (raft snapshots, backups).
 //! - [`pipeline`]: request/response types and the erased tower service.
 //! - [`plugin`]: plugin traits, registration macros, lookup by name.
 //! - [`testkit`]: the conformance kit every policy must pass.
@@ -24,6 +25,7 @@ pub mod command;
 pub mod cow;
 pub mod exec;
 pub mod glob;
+pub mod image;
 pub mod net;
 pub mod pipeline;
 pub mod plugin;
@@ -37,8 +39,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::{Command, Condition, Delta, ExpireCondition, Expiry, Key, MetaArith, MetaGet, Op, SetCommand};
 pub use pipeline::{Credentials, Pipeline, PipelineError, ReadConsistency, Request, RequestContext, Response};
 pub use plugin::{
-    Admin, AdminError, ClusterView, Config, Extensions, MemberView, Middleware, MiddlewareContext, MiddlewarePlugin,
-    NodeStatus, PluginError, PolicyPlugin, Protocol, ProtocolContext, ProtocolPlugin, Running,
+    Admin, AdminError, BackupFile, ClusterView, Config, Extensions, MemberView, Middleware, MiddlewareContext,
+    MiddlewarePlugin, NodeStatus, PluginError, PolicyPlugin, Protocol, ProtocolContext, ProtocolPlugin, Running,
 };
 pub use policy::{Capture, Policy, PolicySettings, PolicyStat, Update};
 pub use reply::{CommandError, Item, ItemMeta, Number, Reply, Ttl};

@@ -21,7 +21,7 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, ReadConsistency};
 use crate::policy::{Policy, PolicySettings};
 
 /// The merged configuration; each plugin extracts its own section.
@@ -75,6 +75,26 @@ pub trait Admin: Send + Sync + 'static {
     fn leave(&self, id: String) -> BoxFuture<'static, Result<(), AdminError>>;
     /// The detailed cluster view (`GET /cluster`).
     fn cluster(&self) -> BoxFuture<'static, ClusterView>;
+    /// A backup of every item ([`crate::image`], `GET /backup`) at
+    /// `consistency` (`None`: the node's default). With `linearizable` or
+    /// `leader` only the leader takes it, holding every write acknowledged
+    /// before the call; others answer [`AdminError::NotLeader`]. `local` takes
+    /// this node's state as applied now.
+    fn backup(&self, consistency: Option<ReadConsistency>) -> BoxFuture<'static, Result<BackupFile, AdminError>> {
+        let _ = consistency;
+        Box::pin(async { Err(AdminError::NotImplemented("backups are not available here".into())) })
+    }
+}
+
+/// A backup file as [`Admin::backup`] takes it.
+#[derive(Clone, Debug)]
+pub struct BackupFile {
+    /// The log index whose state it holds.
+    pub applied_index: u64,
+    /// How many items it holds.
+    pub items: u64,
+    /// The file ([`crate::image::decode_backup`] reads it).
+    pub data: bytes::Bytes,
 }
 
 /// One member as [`ClusterView`] shows it.
@@ -150,6 +170,9 @@ pub enum AdminError {
     /// No leader, or the cluster cannot decide now.
     #[error("{0}")]
     Unavailable(String),
+    /// Only the leader does this; its HTTP address, when known.
+    #[error("this node is not the leader{}", .0.as_ref().map(|a| format!(" (the leader serves HTTP on {a})")).unwrap_or_default())]
+    NotLeader(Option<String>),
 }
 
 /// What a protocol gets from the server when it starts.

@@ -13,13 +13,18 @@
 //! | `/cluster` | `GET` | 200 JSON: state, term, leader and members with roles and addresses, log / committed / applied / snapshot index |
 //! | `/join` | `POST {"id","addr"}` | adds a node: 200, 409 id or address taken, 503 cannot catch up |
 //! | `/leave` | `POST` node id | removes a node: 200, 404 not a member |
+//! | `/backup` | `GET` | the data as a backup file ([`gerdu_api::image`]): on the leader after a read-index round (every acknowledged write is in it); a follower answers 307 to the leader; `Gerdu-Consistency: local` takes this node's own state. Headers `Gerdu-Applied-Index`, `Gerdu-Items` |
+//! | `/restore` | `POST` backup file | writes every item not yet expired (value, flags, deadline) as ordinary replicated writes, 1024 per raft entry; other keys stay. 200 `{"restored","expired","from_index"}`, 400 damaged file, 413 over `max_restore` |
 //!
 //! Keys are the percent-decoded rest of the path. `PUT ...?ttl=30` (seconds,
 //! or with a unit: `500ms`, `30s`, `5m`, `2h`, `1d`) sets an expiry. The
 //! `Gerdu-Consistency` request header (`linearizable`, `leader`, `local`)
 //! overrides the read consistency of one request.
 //!
-//! Limits (`[http]`): `max_body` (413), `max_key` (414), `max_connections`
+//! `/join`, `/leave` and `/backup` need the credentials a write needs;
+//! `/restore`'s writes go through the pipeline as writes.
+//!
+//! Limits (`[http]`): `max_body` (413), `max_restore` (413), `max_key` (414), `max_connections`
 //! (further connections are closed at once), `header_timeout_ms` (slow
 //! clients are dropped). Wrong methods get 405 with `Allow`.
 
@@ -43,6 +48,8 @@ pub struct HttpConfig {
     pub port: u16,
     /// Largest request body.
     pub max_body: ByteSize,
+    /// Largest backup file `POST /restore` takes (it is held in memory).
+    pub max_restore: ByteSize,
     /// Longest key, in bytes after percent-decoding.
     pub max_key: usize,
     /// Most concurrent connections.
@@ -56,6 +63,7 @@ impl Default for HttpConfig {
         HttpConfig {
             port: 8080,
             max_body: ByteSize(16 << 20),
+            max_restore: ByteSize(1 << 30),
             max_key: 64 * 1024,
             max_connections: 10_000,
             header_timeout_ms: 10_000,
@@ -85,6 +93,6 @@ fn build(config: &Config) -> Result<Box<dyn Protocol>, PluginError> {
 
 register_protocol!(ProtocolPlugin {
     name: "http",
-    description: "HTTP/1.1 and HTTP/2: /cache/{key}, /metrics, /health, /cluster, /join, /leave (always on)",
+    description: "HTTP/1.1 and HTTP/2: /cache/{key}, /metrics, /health, /cluster, /join, /leave, /backup, /restore (always on)",
     build,
 });

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use gerdu_api::{
-    Admin, AdminError, Command, Condition, Credentials, Expiry, Pipeline, PipelineError, ReadConsistency, Reply,
+    Admin, AdminError, Clock, Command, Condition, Credentials, Expiry, Pipeline, PipelineError, ReadConsistency, Reply,
     Request, RequestContext, SetCommand,
 };
 use http::header::{self, HeaderValue};
@@ -24,11 +25,20 @@ pub(crate) struct State {
     pipeline: Pipeline,
     admin: Arc<dyn Admin>,
     config: Arc<HttpConfig>,
+    clock: Arc<dyn Clock>,
+    /// `http` or `https`: for redirects to the leader.
+    scheme: &'static str,
 }
 
 impl State {
-    pub(crate) fn new(pipeline: Pipeline, admin: Arc<dyn Admin>, config: Arc<HttpConfig>) -> Self {
-        State { pipeline, admin, config }
+    pub(crate) fn new(
+        pipeline: Pipeline,
+        admin: Arc<dyn Admin>,
+        config: Arc<HttpConfig>,
+        clock: Arc<dyn Clock>,
+        scheme: &'static str,
+    ) -> Self {
+        State { pipeline, admin, config, clock, scheme }
     }
 }
 
@@ -124,8 +134,15 @@ fn unexpected(reply: Reply) -> Resp {
 }
 
 async fn read_body(state: &State, body: Incoming, content_length: Option<u64>) -> Result<Bytes, Resp> {
-    let max = state.config.max_body.0;
-    let too_large = || text(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than http.max_body ({max} bytes)\n"));
+    read_limited(body, content_length, state.config.max_body.0, "max_body").await
+}
+
+fn content_length(req: &hyper::Request<Incoming>) -> Option<u64> {
+    req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+}
+
+async fn read_limited(body: Incoming, content_length: Option<u64>, max: u64, limit: &str) -> Result<Bytes, Resp> {
+    let too_large = || text(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than http.{limit} ({max} bytes)\n"));
     if content_length.is_some_and(|n| n > max) {
         return Err(too_large());
     }
@@ -185,9 +202,8 @@ async fn cache(state: &State, req: hyper::Request<Incoming>, raw_key: &str) -> R
             if req.headers().get(header::IF_NONE_MATCH).is_some_and(|v| v == "*") {
                 set.condition = Condition::IfAbsent;
             }
-            let content_length =
-                req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-            set.value = read_body(state, req.into_body(), content_length).await?;
+            let length = content_length(&req);
+            set.value = read_body(state, req.into_body(), length).await?;
             ctx.received = Instant::now();
             match run(state, ctx, Command::Set(set)).await? {
                 Reply::Stored { created: true, .. } => Ok(empty(StatusCode::CREATED)),
@@ -215,6 +231,7 @@ fn admin_error(e: AdminError) -> Resp {
         AdminError::Conflict(m) => text(StatusCode::CONFLICT, format!("{m}\n")),
         AdminError::NotFound(m) => text(StatusCode::NOT_FOUND, format!("{m}\n")),
         AdminError::Unavailable(m) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{m}\n")),
+        e @ AdminError::NotLeader(_) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
     }
 }
 
@@ -251,6 +268,102 @@ async fn leave(state: &State, req: hyper::Request<Incoming>) -> Result<Resp, Res
     }
     state.admin.leave(id).await.map_err(admin_error)?;
     Ok(empty(StatusCode::OK))
+}
+
+/// `GET /backup`: the leader's (or with `Gerdu-Consistency: local`, this
+/// node's) data as a backup file. A follower redirects to the leader (307).
+async fn backup(state: &State, req: hyper::Request<Incoming>) -> Result<Resp, Resp> {
+    authorize(state, &req).await?;
+    let consistency =
+        consistency(&req).map_err(|e| text(StatusCode::BAD_REQUEST, format!("gerdu-consistency: {e}\n")))?;
+    let file = match state.admin.backup(consistency).await {
+        Ok(file) => file,
+        Err(AdminError::NotLeader(Some(leader))) => {
+            let mut r = text(StatusCode::TEMPORARY_REDIRECT, format!("the leader takes backups: {leader}\n"));
+            let location = format!("{}://{leader}/backup", state.scheme);
+            r.headers_mut().insert(
+                header::LOCATION,
+                HeaderValue::from_str(&location).map_err(|e| {
+                    text(StatusCode::INTERNAL_SERVER_ERROR, format!("leader address {leader:?}: {e}\n"))
+                })?,
+            );
+            return Ok(r);
+        }
+        Err(e) => return Err(admin_error(e)),
+    };
+    let mut r = hyper::Response::new(Full::new(file.data));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&format!("attachment; filename=\"gerdu-{}.backup\"", file.applied_index)).expect("ascii"),
+    );
+    h.insert("gerdu-applied-index", HeaderValue::from(file.applied_index));
+    h.insert("gerdu-items", HeaderValue::from(file.items));
+    Ok(r)
+}
+
+/// Writes per restore request: one raft entry each.
+const RESTORE_BATCH_ITEMS: usize = 1024;
+const RESTORE_BATCH_BYTES: usize = 1 << 20;
+/// Restore requests in flight at once.
+const RESTORE_IN_FLIGHT: usize = 4;
+
+/// `POST /restore` with a backup file (or a `-storage` snapshot file) as the
+/// body: writes every item not yet expired, with its flags and deadline,
+/// through the pipeline (so auth, metrics and raft see ordinary writes).
+/// Keys not in the file are left as they are. Answers JSON counts.
+async fn restore(state: &State, req: hyper::Request<Incoming>) -> Result<Resp, Resp> {
+    // Refused before a large body is read; each write is checked again.
+    authorize(state, &req).await?;
+    let credentials = credentials(&req);
+    let length = content_length(&req);
+    let body = read_limited(req.into_body(), length, state.config.max_restore.0, "max_restore").await?;
+    let backup = gerdu_api::image::decode_backup(body)
+        .map_err(|e| text(StatusCode::BAD_REQUEST, format!("not a usable backup: {e}\n")))?;
+    let now = state.clock.now_ms();
+    let mut batches = Vec::new();
+    let (mut batch, mut bytes, mut expired) = (Vec::new(), 0, 0u64);
+    for (key, item) in backup.items {
+        if item.expires_at != 0 && item.expires_at <= now {
+            expired += 1;
+            continue;
+        }
+        bytes += key.len() + item.value.len();
+        let mut set = SetCommand::new(key, item.value);
+        set.flags = item.flags;
+        set.expiry = if item.expires_at == 0 { Expiry::Never } else { Expiry::At(item.expires_at) };
+        batch.push(set);
+        if batch.len() == RESTORE_BATCH_ITEMS || bytes >= RESTORE_BATCH_BYTES {
+            batches.push(std::mem::take(&mut batch));
+            bytes = 0;
+        }
+    }
+    if !batch.is_empty() {
+        batches.push(batch);
+    }
+    let write = |items: Vec<SetCommand>| {
+        let mut ctx = RequestContext::new(PROTOCOL);
+        ctx.credentials = credentials.clone();
+        let n = items.len() as u64;
+        let command = Command::SetMany { items, only_if_none_exist: false };
+        async move {
+            match run(state, ctx, command).await? {
+                Reply::Error(e) => Err(text(StatusCode::INTERNAL_SERVER_ERROR, format!("restore: {e}\n"))),
+                _ => Ok(n),
+            }
+        }
+    };
+    // Distinct keys: the batches may land in any order.
+    let mut writes = futures::stream::iter(batches.into_iter().map(write)).buffer_unordered(RESTORE_IN_FLIGHT);
+    let mut restored = 0u64;
+    while let Some(n) = writes.next().await {
+        restored += n?;
+    }
+    let body = serde_json::json!({ "restored": restored, "expired": expired, "from_index": backup.applied_index });
+    let mut r = text(StatusCode::OK, format!("{body}\n"));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(r)
 }
 
 pub(crate) async fn handle(state: Arc<State>, req: hyper::Request<Incoming>) -> Result<Resp, Infallible> {
@@ -291,7 +404,18 @@ pub(crate) async fn handle(state: Arc<State>, req: hyper::Request<Incoming>) -> 
             Method::POST => leave(&state, req).await,
             _ => Ok(method_not_allowed("POST")),
         },
-        _ => Ok(text(StatusCode::NOT_FOUND, "not found: use /cache/{key}, /metrics, /health, /join, /leave\n")),
+        "/backup" => match *req.method() {
+            Method::GET => backup(&state, req).await,
+            _ => Ok(method_not_allowed("GET")),
+        },
+        "/restore" => match *req.method() {
+            Method::POST => restore(&state, req).await,
+            _ => Ok(method_not_allowed("POST")),
+        },
+        _ => Ok(text(
+            StatusCode::NOT_FOUND,
+            "not found: use /cache/{key}, /metrics, /health, /cluster, /join, /leave, /backup, /restore\n",
+        )),
     };
     Ok(result.unwrap_or_else(|r| r))
 }

@@ -22,7 +22,9 @@ pub(crate) async fn start(host: String, config: Arc<HttpConfig>, ctx: ProtocolCo
     builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_millis(config.header_timeout_ms));
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
-    let state = Arc::new(State::new(ctx.pipeline.clone(), ctx.admin.clone(), config.clone()));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let state =
+        Arc::new(State::new(ctx.pipeline.clone(), ctx.admin.clone(), config.clone(), ctx.clock.clone(), scheme));
     let shutdown = ctx.shutdown.clone();
     let opts = ServeOptions { name: "http", tls, max_connections: config.max_connections, shutdown: ctx.shutdown };
     let served = net::serve(
