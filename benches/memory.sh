@@ -5,12 +5,16 @@
 # server's resident memory (VmRSS), its bytes per item, and the ratio to
 # redis-server; then loads N more keys and reports what each item beyond the
 # first N cost (the fixed costs, start-up and buffers, left out). The
-# capacity is large enough that nothing is evicted.
+# capacity is large enough that nothing is evicted. Each RSS is read after
+# the server has been idle for SETTLE seconds (2).
 # Usage: bash benches/memory.sh [path/to/gerdu]     (N=... to change the count)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/release/gerdu}
 n=${N:-1000000}
+# Seconds each server is left idle after a load before its RSS is read (the
+# same for every server): what stays resident, not what a burst left behind.
+settle=${SETTLE:-2}
 command -v redis-server >/dev/null && command -v redis-cli >/dev/null \
   || { echo "needs redis-server and redis-cli: apt-get install -y redis-server redis-tools" >&2; exit 2; }
 [ -x "$bin" ] || cargo build --release --quiet -p gerdu
@@ -36,10 +40,12 @@ load() {
   local before after
   before=$(rss_kb "$2")
   redis-cli -p "$1" --pipe < "$work/load.resp" >/dev/null
+  sleep "$settle"
   after=$(rss_kb "$2")
   local items
   items=$(redis-cli -p "$1" DBSIZE)
   redis-cli -p "$1" --pipe < "$work/more.resp" >/dev/null
+  sleep "$settle"
   echo "$after $items $before $(rss_kb "$2")"
 }
 printf '%-9s %10s %10s %10s %9s %14s\n' server items "RSS MB" "B/item" "xredis" "B/item beyond"

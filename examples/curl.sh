@@ -19,5 +19,14 @@ check "GET Hello again"  "$(curl -s -o /dev/null -w '%{http_code}' "$base/Hello"
 check "PUT with ttl"     "$(curl -s -o /dev/null -w '%{http_code}' -X PUT --data v "$base/session?ttl=60")" 201
 check "metrics"          "$(curl -s "http://127.0.0.1:$port/metrics" | grep -c '^gerdu_adds_total 3')" 1
 
+# Backup, lose a key, restore.
+backup=$(mktemp)
+curl -s -X PUT --data kept "$base/keep" >/dev/null
+check "GET /backup"      "$(curl -sfL -o "$backup" -w '%{http_code}' "http://127.0.0.1:$port/backup")" 200
+check "DELETE keep"      "$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "$base/keep")" 200
+check "POST /restore"    "$(curl -sf --data-binary @"$backup" "http://127.0.0.1:$port/restore" | grep -o '"restored":[0-9]*')" '"restored":2'
+check "GET keep"         "$(curl -s "$base/keep")" kept
+rm -f "$backup"
+
 stop_gerdu
 echo "curl example: all checks passed"

@@ -9,6 +9,13 @@
 //! all the time: the kernel's page zeroing was a third of the CPU of an HTTP
 //! PUT benchmark. gerdu waits a second instead, so memory still goes back
 //! when the load stops. `MIMALLOC_PURGE_DELAY` in the environment overrides it.
+//!
+//! Transparent huge pages are off for the process, as Redis turns them off
+//! for itself (`disable-thp yes`): mimalloc asks for them on its arenas, and
+//! a 2 MiB page is resident whole however little of it is used. With them a
+//! million small items took 8% more resident memory than without (and an idle
+//! server 17 MB instead of 12). `MIMALLOC_ALLOW_THP=1` in the environment
+//! keeps them.
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -19,11 +26,38 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// Milliseconds an emptied page stays committed before it goes back to the OS.
 const PURGE_DELAY_MS: std::ffi::c_long = 1000;
 
+/// mimalloc's `mi_option_allow_thp` (v2 numbering, as `MI_OPTION_PURGE_DELAY`).
+const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 37;
+
 #[allow(unsafe_code)]
 fn tune_allocator() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets an integer option; no pointers, valid at any time.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) }
+    }
+}
+
+/// Runs before `main` (an `.init_array` entry, after mimalloc's own
+/// initialiser, before the first Rust allocation reserves mimalloc's
+/// arena): with THP already off, no page of the arena is ever a huge one.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static DISABLE_THP: extern "C" fn() = disable_thp;
+
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+extern "C" fn disable_thp() {
+    // No allocation here (std::env would allocate, and reserve the arena).
+    // SAFETY: getenv with a NUL-terminated literal, before any thread exists.
+    if unsafe { libc::getenv(c"MIMALLOC_ALLOW_THP".as_ptr()) }.is_null() {
+        // SAFETY: an integer option (see `tune_allocator`).
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ALLOW_THP, 0) }
+        // SAFETY: prctl with integer arguments only; failure just leaves THP as it was.
+        unsafe {
+            libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+        }
     }
 }
 

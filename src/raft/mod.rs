@@ -76,7 +76,13 @@ pub enum RaftStartError {
 /// store, so that compaction costs O(1) per byte written whatever the batch
 /// sizes, and holds at least twice the `keep` entries a purge leaves. Looks
 /// every 10 ms, so that a write storm does not pile up much log between
-/// looks. Ends when raft shuts down.
+/// looks.
+///
+/// Without storage (where a snapshot costs nothing) it also empties the log
+/// once writes pause for [`IDLE_COMPACT`]: it purges every entry that all
+/// members already hold ([`idle_purge_point`]), the `keep` entries too, so
+/// an idle node holds no copy of the last writes besides the store. Ends
+/// when raft shuts down.
 async fn compactor(
     raft: Raft,
     log: log_store::MemLog,
@@ -87,6 +93,8 @@ async fn compactor(
 ) {
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // The last log index seen, and since when it has not moved.
+    let (mut last_index, mut still_since) = (None, tokio::time::Instant::now());
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -97,6 +105,27 @@ async fn compactor(
         // The entries a snapshot keeps can hold more than the threshold:
         // compact only when a purge would remove at least as many.
         if log.bytes() <= threshold || (log.len() as u64) < 2 * keep {
+            let index = raft.metrics().borrow().last_log_index;
+            if index != last_index {
+                (last_index, still_since) = (index, tokio::time::Instant::now());
+            } else if !scaled && !log.is_empty() && still_since.elapsed() >= IDLE_COMPACT {
+                if let Some(upto) = idle_purge_point(&raft) {
+                    if raft.metrics().borrow().snapshot.is_none_or(|s| s.index < upto) {
+                        if raft.trigger().snapshot().await.is_err() {
+                            return;
+                        }
+                        let _ = raft
+                            .wait(Some(Duration::from_secs(5)))
+                            .metrics(|m| m.snapshot.is_some_and(|s| s.index >= upto), "idle snapshot")
+                            .await;
+                    }
+                    if raft.trigger().purge_log(upto).await.is_err() {
+                        return;
+                    }
+                }
+                // Once per pause (the purge itself does not move the last index).
+                still_since = tokio::time::Instant::now() + Duration::from_secs(3600);
+            }
             continue;
         }
         let before = raft.metrics().borrow().snapshot;
@@ -109,6 +138,23 @@ async fn compactor(
             .metrics(|m| m.snapshot != before && m.purged.is_some(), "snapshot built")
             .await;
     }
+}
+
+/// How long the log must stay unchanged before an idle node empties it.
+const IDLE_COMPACT: Duration = Duration::from_secs(1);
+
+/// Up to where an idle node may purge its log: everything applied here that
+/// every other member has too (a leader knows what each one holds; a
+/// follower's own log is only for itself). `None` when nothing is applied or
+/// a member's progress is unknown.
+fn idle_purge_point(raft: &Raft) -> Option<u64> {
+    let m = raft.metrics().borrow().clone();
+    let applied = m.last_applied?.index;
+    let Some(replication) = &m.replication else { return Some(applied) };
+    replication
+        .iter()
+        .filter(|(id, _)| **id != m.id)
+        .try_fold(applied, |upto, (_, matched)| matched.map(|l| upto.min(l.index)))
 }
 
 /// Keeps `flag` equal to "this node leads a membership in which it is the
