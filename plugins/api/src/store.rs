@@ -66,14 +66,16 @@ pub const PACK_LIMIT: usize = crate::reply::READ_COPY_LIMIT;
 ///
 /// The key and (up to [`PACK_LIMIT`] bytes) the value share one heap
 /// allocation, `key ++ value`; the item's metadata sits in the node. That is
-/// 48 bytes besides the order's link, where a key, an [`Item`] and their
-/// `Bytes` headers would take 88 and a separate allocation for the key.
+/// 44 bytes besides the order's link (a 12-byte link still fits in 56), where
+/// a key, an [`Item`] and their `Bytes` headers would take 88 and a separate
+/// allocation for the key. The value's length is not kept: it is the rest of
+/// `data`, or the length of the large value.
 #[derive(Default)]
 pub struct Node<L> {
     /// `key ++ value`, or the key alone for a large value.
     data: Box<[u8]>,
+    /// The key's length, and [`LARGE`] when the value is kept beside the slab.
     klen: u32,
-    vlen: u32,
     flags: u32,
     meta: ItemMeta,
     cas: u64,
@@ -82,15 +84,24 @@ pub struct Node<L> {
     pub link: L,
 }
 
+/// The bit of [`Node::klen`] that marks a value kept beside the slab (keys
+/// are far shorter than 2 GiB).
+const LARGE: u32 = 1 << 31;
+
 impl<L> Node<L> {
     #[inline]
+    fn key_len(&self) -> usize {
+        (self.klen & !LARGE) as usize
+    }
+
+    #[inline]
     fn key(&self) -> &[u8] {
-        &self.data[..self.klen as usize]
+        &self.data[..self.key_len()]
     }
 
     #[inline]
     fn packed(&self) -> bool {
-        self.vlen as usize <= PACK_LIMIT
+        self.klen & LARGE == 0
     }
 
     #[inline]
@@ -132,7 +143,8 @@ impl<L> Slots<L> {
     #[inline]
     pub fn charge(&self, i: u32) -> u64 {
         let n = &self.nodes[i as usize];
-        charge(n.klen as usize, n.vlen as usize, 0) as u64 + self.overhead
+        let value_len = if n.packed() { n.data.len() - n.key_len() } else { self.large.get(&i).map_or(0, Bytes::len) };
+        charge(n.key_len(), value_len, 0) as u64 + self.overhead
     }
 
     /// The hash of slot `i`'s key (for frequency sketches and ghosts).
@@ -151,7 +163,7 @@ impl<L> Slots<L> {
     fn item(&self, i: u32) -> Item {
         let n = &self.nodes[i as usize];
         let value = if n.packed() {
-            Bytes::copy_from_slice(&n.data[n.klen as usize..])
+            Bytes::copy_from_slice(&n.data[n.key_len()..])
         } else {
             self.large.get(&i).cloned().unwrap_or_default()
         };
@@ -163,7 +175,7 @@ impl<L> Slots<L> {
         let Item { value, flags, meta, cas, expires_at } = item;
         let packed = value.len() <= PACK_LIMIT;
         let n = &mut self.nodes[i as usize];
-        let (klen, vlen) = (key.len() as u32, value.len() as u32);
+        let klen = key.len() as u32 | if packed { 0 } else { LARGE };
         let data_len = key.len() + if packed { value.len() } else { 0 };
         // A rewrite that keeps the size reuses the allocation.
         if n.data.len() != data_len || n.key() != key {
@@ -176,7 +188,7 @@ impl<L> Slots<L> {
         } else if packed {
             n.data[key.len()..].copy_from_slice(&value);
         }
-        (n.klen, n.vlen, n.flags, n.meta, n.cas, n.expires_at) = (klen, vlen, flags, meta, cas, expires_at);
+        (n.klen, n.flags, n.meta, n.cas, n.expires_at) = (klen, flags, meta, cas, expires_at);
         if packed {
             self.large.remove(&i);
         } else {

@@ -336,6 +336,27 @@ fn accounting(build: Builder<'_>) {
     assert_eq!(h.store.used_bytes(), 4 + 1 + 2 + 2 + 2 * overhead, "accounting: two items");
     h.w(Command::Delete { keys: vec![key("key1")] });
     assert_eq!(h.store.used_bytes(), 2 + 2 + overhead, "accounting: delete uncharges");
+    // Values of every size, the store's large-value threshold on both sides
+    // (a store may keep long values apart): charged and read back exactly.
+    let limit = crate::reply::READ_COPY_LIMIT;
+    let base = h.store.used_bytes();
+    for len in [limit + 1, 0, limit, 10 * limit, 3] {
+        let value: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+        h.set("big", &value);
+        assert_eq!(h.store.used_bytes(), base + 3 + len as u64 + overhead, "accounting: a {len}-byte value");
+        assert_eq!(
+            h.get("big").map(|i| i.value),
+            Some(Bytes::from(value)),
+            "accounting: a {len}-byte value reads back"
+        );
+    }
+    let big = "b".repeat(4 * limit);
+    h.set("big", &big);
+    let mut out = Vec::new();
+    h.store.victims(u64::MAX, &mut out);
+    assert_eq!(out.len(), 2, "accounting: victims see both entries");
+    h.w(Command::Delete { keys: vec![key("big"), key("k2")] });
+    assert_eq!(h.store.used_bytes(), 0, "accounting: nothing left charged");
 }
 
 fn victims_free_enough_and_remove_nothing(build: Builder<'_>) {
