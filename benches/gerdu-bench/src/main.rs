@@ -1,16 +1,23 @@
-//! # gerdu-bench — gerdu's load generator
+//! # gerdu-bench — gerdu's load generator, for all four protocols
 //!
 //! ```text
-//! gerdu-bench grpc --addr 127.0.0.1:8081 -c 50 -n 200000 -d 100 -r 100000 -t get
-//! gerdu-bench grpc --mode stream -P 16 -t set --duration 10
+//! gerdu-bench redis    --addr 127.0.0.1:6379  -c 50 -n 200000 -d 100 -r 100000 -t get -P 16
+//! gerdu-bench memcache --addr 127.0.0.1:11211 -c 50 -t set -P 1
+//! gerdu-bench http     --addr 127.0.0.1:8080  -c 50 -t get -P 1
+//! gerdu-bench grpc     --addr 127.0.0.1:8081  --mode stream -P 16 -t set --duration 10
 //! ```
 //!
 //! Each of `-c` clients has its own connection and runs until the shared
-//! budget (`-n` requests, or `--duration` seconds) is spent:
+//! budget (`-n` requests, or `--duration` seconds) is spent. It works
+//! against any server of the protocol (redis-server, memcached), so the same
+//! load measures gerdu and its peers:
 //!
-//! - `--mode unary`: one `Get` or `Put` call at a time per client (the
-//!   redis-benchmark `-P 1` shape);
-//! - `--mode stream`: one `Pipeline` stream per client with `-P` operations
+//! - `redis`, `memcache`: `-P` requests written at once, then their `-P`
+//!   replies read (redis-benchmark's pipelining; [`text`]);
+//! - `http`: HTTP/1.1 keep-alive with `-P 1`, one HTTP/2 connection with
+//!   `-P` streams in flight otherwise ([`http`]);
+//! - `grpc --mode unary`: one `Get` or `Put` call at a time per client;
+//!   `--mode stream`: one `Pipeline` stream per client with `-P` operations
 //!   in flight (results come back in order, so each one's latency is the
 //!   time since it was sent).
 //!
@@ -22,6 +29,8 @@
 //! stderr once a second when stderr is a terminal.
 
 mod hitratio;
+mod http;
+mod text;
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -47,6 +56,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Protocol {
+    /// Redis protocol (RESP2): GET and SET, -P pipelined per connection.
+    Redis(TextArgs),
+    /// memcached text protocol: get and set, -P pipelined per connection.
+    Memcache(TextArgs),
+    /// HTTP: GET and PUT /cache/{key}; HTTP/1.1 with -P 1, HTTP/2 streams otherwise.
+    Http(TextArgs),
     /// gRPC (proto/gerdu.proto): unary Get/Put or the Pipeline stream.
     Grpc(GrpcArgs),
     /// Miss ratios of every policy on real traces and Zipf workloads (in-process).
@@ -61,6 +76,15 @@ struct GrpcArgs {
     /// unary: one call at a time per client; stream: -P operations in flight on one Pipeline stream.
     #[arg(long, value_enum, default_value_t = Mode::Unary)]
     mode: Mode,
+    #[command(flatten)]
+    load: Load,
+}
+
+#[derive(Parser, Debug, Clone)]
+struct TextArgs {
+    /// Server address (default: the protocol's usual port on 127.0.0.1).
+    #[arg(long)]
+    addr: Option<String>,
     #[command(flatten)]
     load: Load,
 }
@@ -91,8 +115,8 @@ struct Load {
     /// Share of gets in a mixed run.
     #[arg(long, default_value_t = 0.9)]
     get_ratio: f64,
-    /// Operations in flight per client (stream mode).
-    #[arg(short = 'P', long, default_value_t = 16)]
+    /// Operations in flight per client (pipeline depth; gRPC: stream mode only).
+    #[arg(short = 'P', long, default_value_t = 1)]
     depth: usize,
     /// Skip storing every key before a get or mixed run.
     #[arg(long)]
@@ -159,6 +183,17 @@ impl Picker {
         }
     }
 
+    /// Another picker with the same settings and its own random sequence.
+    fn fork(&mut self, salt: u64) -> Picker {
+        Picker {
+            rng: SmallRng::seed_from_u64(self.rng.random::<u64>().wrapping_add(salt)),
+            zipf: self.zipf,
+            keyspace: self.keyspace,
+            test: self.test,
+            get_ratio: self.get_ratio,
+        }
+    }
+
     /// (is a get, key)
     fn next(&mut self) -> (bool, String) {
         let index = match &self.zipf {
@@ -219,6 +254,14 @@ impl Tally {
         self.errors += 1;
         if self.first_error.is_none() {
             self.first_error = Some(what());
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.latency_us.add(&other.latency_us).expect("same histogram bounds");
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
         }
     }
 }
@@ -347,16 +390,14 @@ async fn stream_client(
     tally
 }
 
-async fn run_grpc(args: GrpcArgs) -> Result<(), String> {
-    let load = args.load.clone();
+/// Runs one task per client (`run` makes it), shows progress on a
+/// terminal, and adds up what the clients measured: (tally, seconds).
+async fn drive<C, F, Fut>(load: &Load, clients: Vec<C>, run: F) -> Result<(Tally, f64), String>
+where
+    F: Fn(C, Picker, Bytes, Arc<Budget>) -> Fut,
+    Fut: std::future::Future<Output = Tally> + Send + 'static,
+{
     let value = Bytes::from(vec![b'x'; load.data_size]);
-    if load.test != Test::Set && !load.no_preload {
-        preload(&args.addr, &load, &value).await?;
-    }
-    let mut clients = Vec::with_capacity(load.clients);
-    for _ in 0..load.clients.max(1) {
-        clients.push(connect(&args.addr).await?);
-    }
     let budget = Arc::new(Budget {
         left: AtomicU64::new(load.requests),
         deadline: load.duration.map(|secs| Instant::now() + Duration::from_secs_f64(secs)),
@@ -379,41 +420,87 @@ async fn run_grpc(args: GrpcArgs) -> Result<(), String> {
     let tasks: Vec<_> = clients
         .into_iter()
         .enumerate()
-        .map(|(i, client)| {
-            let (picker, value, budget) = (Picker::new(&load, i), value.clone(), budget.clone());
-            match args.mode {
-                Mode::Unary => tokio::spawn(unary_client(client, picker, value, budget)),
-                Mode::Stream => tokio::spawn(stream_client(client, picker, value, load.depth, budget)),
-            }
-        })
+        .map(|(i, client)| tokio::spawn(run(client, Picker::new(load, i), value.clone(), budget.clone())))
         .collect();
     let mut total = Tally::new();
     for t in tasks {
-        let tally = t.await.map_err(|e| e.to_string())?;
-        total.latency_us.add(&tally.latency_us).map_err(|e| e.to_string())?;
-        total.errors += tally.errors;
-        if total.first_error.is_none() {
-            total.first_error = tally.first_error;
-        }
+        total.merge(t.await.map_err(|e| e.to_string())?);
     }
     let elapsed = started.elapsed().as_secs_f64();
     if let Some(p) = progress {
         p.abort();
         eprintln!();
     }
-    let depth = if args.mode == Mode::Stream { load.depth } else { 1 };
-    report(&args, &load, depth, &total, elapsed);
+    Ok((total, elapsed))
+}
+
+async fn run_grpc(args: GrpcArgs) -> Result<(), String> {
+    let load = args.load.clone();
+    if load.test != Test::Set && !load.no_preload {
+        preload(&args.addr, &load, &Bytes::from(vec![b'x'; load.data_size])).await?;
+    }
+    let mut clients = Vec::with_capacity(load.clients);
+    for _ in 0..load.clients.max(1) {
+        clients.push(connect(&args.addr).await?);
+    }
+    let (mode, depth) = (args.mode, load.depth.max(1));
+    let (total, elapsed) = drive(&load, clients, |client, picker, value, budget| async move {
+        match mode {
+            Mode::Unary => unary_client(client, picker, value, budget).await,
+            Mode::Stream => stream_client(client, picker, value, depth, budget).await,
+        }
+    })
+    .await?;
+    let (mode, depth) = match args.mode {
+        Mode::Unary => ("unary", 1),
+        Mode::Stream => ("stream", depth),
+    };
+    report("grpc", mode, &load, depth, &total, elapsed);
     Ok(())
 }
 
-fn report(args: &GrpcArgs, load: &Load, depth: usize, t: &Tally, elapsed: f64) {
+async fn run_text(protocol: &'static str, wire: text::Wire, args: TextArgs) -> Result<(), String> {
+    let load = args.load;
+    let default = if wire == text::Wire::Resp { "127.0.0.1:6379" } else { "127.0.0.1:11211" };
+    let addr = args.addr.unwrap_or_else(|| default.to_string());
+    if load.test != Test::Set && !load.no_preload {
+        text::preload(&addr, wire, load.keyspace, &Bytes::from(vec![b'x'; load.data_size])).await?;
+    }
+    let mut clients = Vec::with_capacity(load.clients);
+    for _ in 0..load.clients.max(1) {
+        clients.push(text::connect(&addr).await?);
+    }
+    let depth = load.depth.max(1);
+    let (total, elapsed) =
+        drive(&load, clients, |stream, picker, value, budget| text::client(stream, wire, picker, value, depth, budget))
+            .await?;
+    report(protocol, "pipeline", &load, depth, &total, elapsed);
+    Ok(())
+}
+
+async fn run_http(args: TextArgs) -> Result<(), String> {
+    let load = args.load;
+    let addr: Arc<str> = args.addr.unwrap_or_else(|| "127.0.0.1:8080".to_string()).into();
+    if load.test != Test::Set && !load.no_preload {
+        http::preload(&addr, load.keyspace, &Bytes::from(vec![b'x'; load.data_size])).await?;
+    }
+    let depth = load.depth.max(1);
+    let mut clients = Vec::with_capacity(load.clients);
+    for _ in 0..load.clients.max(1) {
+        clients.push(http::connect(&addr, depth).await?);
+    }
+    let (total, elapsed) = drive(&load, clients, |sender, picker, value, budget| {
+        http::client(sender, addr.clone(), picker, value, depth, budget)
+    })
+    .await?;
+    report("http", if depth > 1 { "h2" } else { "h1" }, &load, depth, &total, elapsed);
+    Ok(())
+}
+
+fn report(protocol: &str, mode: &str, load: &Load, depth: usize, t: &Tally, elapsed: f64) {
     let ops = t.latency_us.len();
     let rate = ops as f64 / elapsed;
     let ms = |q: f64| t.latency_us.value_at_quantile(q) as f64 / 1000.0;
-    let mode = match args.mode {
-        Mode::Unary => "unary",
-        Mode::Stream => "stream",
-    };
     let test = match load.test {
         Test::Get => "get",
         Test::Set => "set",
@@ -421,14 +508,14 @@ fn report(args: &GrpcArgs, load: &Load, depth: usize, t: &Tally, elapsed: f64) {
     };
     if load.json {
         let out = serde_json::json!({
-            "protocol": "grpc", "mode": mode, "test": test, "clients": load.clients, "depth": depth,
+            "protocol": protocol, "mode": mode, "test": test, "clients": load.clients, "depth": depth,
             "data_size": load.data_size, "keyspace": load.keyspace, "ops": ops, "seconds": elapsed,
             "ops_per_sec": rate, "p50_ms": ms(0.5), "p99_ms": ms(0.99), "p999_ms": ms(0.999), "errors": t.errors,
         });
         println!("{out}");
     } else {
         println!(
-            "grpc {mode} {test} c={} P={depth}: {rate:.0} ops/s  p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  errors {}  ({ops} ops in {elapsed:.2} s)",
+            "{protocol} {mode} {test} c={} P={depth}: {rate:.0} ops/s  p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  errors {}  ({ops} ops in {elapsed:.2} s)",
             load.clients,
             ms(0.5),
             ms(0.99),
@@ -446,6 +533,9 @@ fn main() -> std::process::ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.protocol {
+            Protocol::Redis(args) => run_text("redis", text::Wire::Resp, args).await,
+            Protocol::Memcache(args) => run_text("memcache", text::Wire::Memcache, args).await,
+            Protocol::Http(args) => run_http(args).await,
             Protocol::Grpc(args) => run_grpc(args).await,
             Protocol::Hitratio(args) => hitratio::run(args),
         }

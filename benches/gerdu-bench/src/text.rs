@@ -1,0 +1,235 @@
+//! The Redis (RESP2) and memcached text protocols: each client writes `-P`
+//! requests in one write and reads their `-P` replies, as redis-benchmark
+//! pipelines; each request's latency runs from that write to its reply.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::{Budget, Picker, Tally, key};
+
+/// Which text protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    /// Redis RESP2: `GET key`, `SET key value`.
+    Resp,
+    /// memcached text: `get key`, `set key 0 0 n`.
+    Memcache,
+}
+
+impl Wire {
+    /// Appends one request.
+    pub fn encode(self, get: bool, key: &str, value: &[u8], out: &mut Vec<u8>) {
+        use std::io::Write;
+        match (self, get) {
+            (Wire::Resp, true) => {
+                let _ = write!(out, "*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len());
+            }
+            (Wire::Resp, false) => {
+                let _ = write!(out, "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n", key.len(), value.len());
+                out.extend_from_slice(value);
+                out.extend_from_slice(b"\r\n");
+            }
+            (Wire::Memcache, true) => {
+                let _ = write!(out, "get {key}\r\n");
+            }
+            (Wire::Memcache, false) => {
+                let _ = write!(out, "set {key} 0 0 {}\r\n", value.len());
+                out.extend_from_slice(value);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+
+    /// The length of the one reply at the start of `buf` and, if it is an
+    /// error, its text; `None` while it is incomplete. A miss is an answer.
+    pub fn reply(self, buf: &[u8]) -> Option<(usize, Option<String>)> {
+        let end = buf.windows(2).position(|w| w == b"\r\n")?;
+        let line = &buf[..end];
+        let text = || String::from_utf8_lossy(line).into_owned();
+        let after = end + 2;
+        match self {
+            Wire::Resp => match line.first() {
+                Some(b'+' | b':') => Some((after, None)),
+                Some(b'$') => {
+                    let n: i64 = std::str::from_utf8(&line[1..]).ok()?.parse().ok()?;
+                    let total = if n < 0 { after } else { after + n as usize + 2 };
+                    (buf.len() >= total).then_some((total, None))
+                }
+                _ => Some((after, Some(text()))),
+            },
+            Wire::Memcache => {
+                if line == b"STORED" || line == b"END" {
+                    return Some((after, None));
+                }
+                if line.starts_with(b"VALUE ") {
+                    let n: usize = std::str::from_utf8(line.rsplit(|&b| b == b' ').next()?).ok()?.parse().ok()?;
+                    let total = after + n + 2 + b"END\r\n".len();
+                    return match buf.get(total - 5..total) {
+                        None => None,
+                        Some(b"END\r\n") => Some((total, None)),
+                        Some(_) => Some((total, Some(format!("{}: no END after the value", text())))),
+                    };
+                }
+                Some((after, Some(text())))
+            }
+        }
+    }
+}
+
+/// One connection.
+pub async fn connect(addr: &str) -> Result<TcpStream, String> {
+    let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// Writes `out` and reads `n` replies into `tally` (latency from `start`).
+/// `Err` when the connection failed (the run of this client ends).
+async fn exchange(
+    stream: &mut TcpStream,
+    wire: Wire,
+    out: &[u8],
+    n: usize,
+    inbuf: &mut BytesMut,
+    tally: &mut Tally,
+    done: &AtomicU64,
+) -> Result<(), String> {
+    let start = Instant::now();
+    stream.write_all(out).await.map_err(|e| format!("write: {e}"))?;
+    let mut got = 0;
+    while got < n {
+        match wire.reply(inbuf) {
+            Some((len, error)) => {
+                inbuf.advance(len);
+                tally.record(start);
+                if let Some(e) = error {
+                    tally.error(|| e);
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+                got += 1;
+            }
+            None => {
+                if inbuf.capacity() - inbuf.len() < 16 * 1024 {
+                    inbuf.reserve(64 * 1024);
+                }
+                match stream.read_buf(inbuf).await {
+                    Ok(0) => return Err("the server closed the connection".into()),
+                    Ok(_) => {}
+                    Err(e) => return Err(format!("read: {e}")),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One client: batches of `depth` requests until the budget is spent.
+pub async fn client(
+    mut stream: TcpStream,
+    wire: Wire,
+    mut picker: Picker,
+    value: bytes::Bytes,
+    depth: usize,
+    budget: Arc<Budget>,
+) -> Tally {
+    let mut tally = Tally::new();
+    let (mut out, mut inbuf) = (Vec::new(), BytesMut::with_capacity(64 * 1024));
+    loop {
+        out.clear();
+        let mut n = 0;
+        while n < depth.max(1) && budget.take() {
+            let (get, key) = picker.next();
+            wire.encode(get, &key, &value, &mut out);
+            n += 1;
+        }
+        if n == 0 {
+            return tally;
+        }
+        if let Err(e) = exchange(&mut stream, wire, &out, n, &mut inbuf, &mut tally, &budget.done).await {
+            tally.error(|| e);
+            return tally;
+        }
+    }
+}
+
+/// Stores every key once (untimed), 1000 pipelined sets at a time over a
+/// few connections.
+pub async fn preload(addr: &str, wire: Wire, keyspace: u64, value: &bytes::Bytes) -> Result<(), String> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (next, value) = (next.clone(), value.clone());
+        let mut stream = connect(addr).await?;
+        tasks.push(tokio::spawn(async move {
+            let (mut out, mut inbuf, mut tally, done) = (Vec::new(), BytesMut::new(), Tally::new(), AtomicU64::new(0));
+            loop {
+                let start = next.fetch_add(1000, Ordering::Relaxed);
+                if start >= keyspace {
+                    return match tally.first_error {
+                        Some(e) => Err(format!("preload: {e}")),
+                        None => Ok(()),
+                    };
+                }
+                out.clear();
+                let end = (start + 1000).min(keyspace);
+                for i in start..end {
+                    wire.encode(false, &key(i), &value, &mut out);
+                }
+                let n = (end - start) as usize;
+                exchange(&mut stream, wire, &out, n, &mut inbuf, &mut tally, &done).await?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resp_replies_are_framed_whole() {
+        let w = Wire::Resp;
+        assert_eq!(w.reply(b"+OK\r\n"), Some((5, None)));
+        assert_eq!(w.reply(b"$-1\r\n$3"), Some((5, None)));
+        assert_eq!(w.reply(b"$3\r\nabc\r\n+OK"), Some((9, None)));
+        assert_eq!(w.reply(b"$3\r\nab"), None);
+        assert_eq!(w.reply(b"+OK\r"), None);
+        assert_eq!(w.reply(b"-ERR no\r\n"), Some((9, Some("-ERR no".into()))));
+    }
+
+    #[test]
+    fn memcached_replies_are_framed_whole() {
+        let w = Wire::Memcache;
+        assert_eq!(w.reply(b"STORED\r\n"), Some((8, None)));
+        assert_eq!(w.reply(b"END\r\n"), Some((5, None)));
+        let hit = b"VALUE k 0 3\r\nabc\r\nEND\r\n";
+        assert_eq!(w.reply(hit), Some((hit.len(), None)));
+        assert_eq!(w.reply(&hit[..hit.len() - 1]), None);
+        assert!(w.reply(b"VALUE k 0 3\r\nabc\r\nXXX\r\n").unwrap().1.is_some());
+        assert_eq!(
+            w.reply(b"SERVER_ERROR out of memory\r\n").unwrap().1.as_deref(),
+            Some("SERVER_ERROR out of memory")
+        );
+    }
+
+    #[test]
+    fn requests_are_what_the_servers_expect() {
+        let mut out = Vec::new();
+        Wire::Resp.encode(false, "k", b"vv", &mut out);
+        Wire::Resp.encode(true, "k", b"", &mut out);
+        assert_eq!(out, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\nvv\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n");
+        out.clear();
+        Wire::Memcache.encode(false, "k", b"vv", &mut out);
+        Wire::Memcache.encode(true, "k", b"", &mut out);
+        assert_eq!(out, b"set k 0 0 2\r\nvv\r\nget k\r\n");
+    }
+}
