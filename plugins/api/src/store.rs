@@ -12,9 +12,10 @@
 //! [`Order::Link`]), a free list, and the order's own state. Get, insert and
 //! remove are one lookup under one lock.
 //!
-//! **Memory.** An entry costs its node (48 bytes plus the link), 5 to 10
-//! bytes of index, and one allocation of `key + value` bytes, which is about
-//! what Redis spends (its dict entry, object header and two strings). Values
+//! **Memory.** An entry costs its node (48 bytes with the order's link), 5
+//! to 10 bytes of index, and one allocation of `key + value` bytes (8 more
+//! for a deadline), which is about what Redis spends (its dict entry, object
+//! header and two strings). Values
 //! over [`PACK_LIMIT`] bytes are kept as shared `Bytes` beside the slab
 //! instead, so reads share them rather than copy them. Writes copy the value
 //! into the entry (the log entry that carried it is dropped when the log is
@@ -65,38 +66,56 @@ pub const PACK_LIMIT: usize = crate::reply::READ_COPY_LIMIT;
 /// One slab slot: an entry and the order's link for it.
 ///
 /// The key and (up to [`PACK_LIMIT`] bytes) the value share one heap
-/// allocation, `key ++ value`; the item's metadata sits in the node. That is
-/// 44 bytes besides the order's link (a 12-byte link still fits in 56), where
-/// a key, an [`Item`] and their `Bytes` headers would take 88 and a separate
-/// allocation for the key. The value's length is not kept: it is the rest of
-/// `data`, or the length of the large value.
+/// allocation, `[deadline] ++ key ++ value`; the rest of the item's metadata
+/// sits in the node: 36 bytes besides the order's link, so 48 with a link of
+/// 8 or 12 bytes, where a key, an [`Item`] and their `Bytes` headers would
+/// take 88 and a separate allocation for the key. Neither the value's length
+/// (the rest of `data`, or the large value's length) nor a deadline is kept
+/// in the node: an item with a deadline carries it as the first 8 bytes of
+/// its allocation (as Redis keeps deadlines apart, in its `expires` dict), so
+/// the many items without one do not pay for it.
 #[derive(Default)]
 pub struct Node<L> {
-    /// `key ++ value`, or the key alone for a large value.
+    /// `[deadline u64 LE] ++ key ++ value`; the value only when packed.
     data: Box<[u8]>,
-    /// The key's length, and [`LARGE`] when the value is kept beside the slab.
+    /// The key's length, [`LARGE`] when the value is kept beside the slab,
+    /// [`DEADLINE`] when `data` begins with a deadline.
     klen: u32,
     flags: u32,
     meta: ItemMeta,
     cas: u64,
-    expires_at: u64,
     /// The order's per-entry state.
     pub link: L,
 }
 
 /// The bit of [`Node::klen`] that marks a value kept beside the slab (keys
-/// are far shorter than 2 GiB).
+/// are far shorter than 1 GiB: Redis' own limit is 512 MiB).
 const LARGE: u32 = 1 << 31;
+/// The bit of [`Node::klen`] that marks a deadline at the start of `data`.
+const DEADLINE: u32 = 1 << 30;
 
 impl<L> Node<L> {
+    /// Where the key begins in `data`.
+    #[inline]
+    fn key_at(&self) -> usize {
+        if self.klen & DEADLINE != 0 { 8 } else { 0 }
+    }
+
     #[inline]
     fn key_len(&self) -> usize {
-        (self.klen & !LARGE) as usize
+        (self.klen & !(LARGE | DEADLINE)) as usize
     }
 
     #[inline]
     fn key(&self) -> &[u8] {
-        &self.data[..self.key_len()]
+        let at = self.key_at();
+        &self.data[at..at + self.key_len()]
+    }
+
+    /// Where a packed value begins in `data`.
+    #[inline]
+    fn value_at(&self) -> usize {
+        self.key_at() + self.key_len()
     }
 
     #[inline]
@@ -104,9 +123,19 @@ impl<L> Node<L> {
         self.klen & LARGE == 0
     }
 
+    /// The deadline (unix ms; 0 = none).
+    #[inline]
+    fn expires_at(&self) -> u64 {
+        match self.data.first_chunk::<8>() {
+            Some(bytes) if self.klen & DEADLINE != 0 => u64::from_le_bytes(*bytes),
+            _ => 0,
+        }
+    }
+
     #[inline]
     fn is_expired(&self, now_ms: u64) -> bool {
-        self.expires_at != 0 && self.expires_at <= now_ms
+        let deadline = self.expires_at();
+        deadline != 0 && deadline <= now_ms
     }
 }
 
@@ -143,7 +172,7 @@ impl<L> Slots<L> {
     #[inline]
     pub fn charge(&self, i: u32) -> u64 {
         let n = &self.nodes[i as usize];
-        let value_len = if n.packed() { n.data.len() - n.key_len() } else { self.large.get(&i).map_or(0, Bytes::len) };
+        let value_len = if n.packed() { n.data.len() - n.value_at() } else { self.large.get(&i).map_or(0, Bytes::len) };
         charge(n.key_len(), value_len, 0) as u64 + self.overhead
     }
 
@@ -163,11 +192,11 @@ impl<L> Slots<L> {
     fn item(&self, i: u32) -> Item {
         let n = &self.nodes[i as usize];
         let value = if n.packed() {
-            Bytes::copy_from_slice(&n.data[n.key_len()..])
+            Bytes::copy_from_slice(&n.data[n.value_at()..])
         } else {
             self.large.get(&i).cloned().unwrap_or_default()
         };
-        Item { value, flags: n.flags, meta: n.meta, cas: n.cas, expires_at: n.expires_at }
+        Item { value, flags: n.flags, meta: n.meta, cas: n.cas, expires_at: n.expires_at() }
     }
 
     /// Puts `item` in slot `i` under `key`.
@@ -175,20 +204,30 @@ impl<L> Slots<L> {
         let Item { value, flags, meta, cas, expires_at } = item;
         let packed = value.len() <= PACK_LIMIT;
         let n = &mut self.nodes[i as usize];
-        let klen = key.len() as u32 | if packed { 0 } else { LARGE };
-        let data_len = key.len() + if packed { value.len() } else { 0 };
-        // A rewrite that keeps the size reuses the allocation.
-        if n.data.len() != data_len || n.key() != key {
+        debug_assert!(key.len() < DEADLINE as usize, "keys are shorter than 1 GiB");
+        let deadline = if expires_at != 0 { 8 } else { 0 };
+        let klen = key.len() as u32 | if packed { 0 } else { LARGE } | if deadline != 0 { DEADLINE } else { 0 };
+        let data_len = deadline + key.len() + if packed { value.len() } else { 0 };
+        // A rewrite that keeps the layout and the size reuses the allocation.
+        if n.klen != klen || n.data.len() != data_len || n.key() != key {
             let mut data = Vec::with_capacity(data_len);
+            if deadline != 0 {
+                data.extend_from_slice(&expires_at.to_le_bytes());
+            }
             data.extend_from_slice(key);
             if packed {
                 data.extend_from_slice(&value);
             }
             n.data = data.into_boxed_slice();
-        } else if packed {
-            n.data[key.len()..].copy_from_slice(&value);
+        } else {
+            if deadline != 0 {
+                n.data[..8].copy_from_slice(&expires_at.to_le_bytes());
+            }
+            if packed {
+                n.data[deadline + key.len()..].copy_from_slice(&value);
+            }
         }
-        (n.klen, n.flags, n.meta, n.cas, n.expires_at) = (klen, flags, meta, cas, expires_at);
+        (n.klen, n.flags, n.meta, n.cas) = (klen, flags, meta, cas);
         if packed {
             self.large.remove(&i);
         } else {

@@ -350,6 +350,21 @@ fn accounting(build: Builder<'_>) {
             "accounting: a {len}-byte value reads back"
         );
     }
+    // Deadlines come and go on the same key, value and size (a store may
+    // keep a deadline with the value): each read back exactly, and charged
+    // the same.
+    let (now, before) = (h.st.now_ms, h.store.used_bytes());
+    for (ttl, len) in [(5_000, 10), (0, 10), (7_000, 10), (7_000, 10), (9_000, limit + 5), (0, limit + 5), (3, 0)] {
+        let value = "d".repeat(len);
+        let mut set = SetCommand::new("timed", value.clone());
+        set.expiry = if ttl == 0 { Expiry::Never } else { Expiry::In(ttl) };
+        h.w(Command::Set(set));
+        let item = h.get("timed").expect("timed is there");
+        let deadline = if ttl == 0 { 0 } else { now + ttl };
+        assert_eq!((item.value, item.expires_at), (Bytes::from(value), deadline), "accounting: ttl {ttl}, {len} bytes");
+        assert_eq!(h.store.used_bytes(), before + 5 + len as u64 + overhead, "accounting: ttl {ttl}, {len} bytes");
+    }
+    h.w(Command::Delete { keys: vec![key("timed")] });
     let big = "b".repeat(4 * limit);
     h.set("big", &big);
     let mut out = Vec::new();
