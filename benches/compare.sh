@@ -44,11 +44,11 @@ g_redis=$(free); g_mcd=$(free); g_http=$(free); g_grpc=$(free)
   -raft "127.0.0.1:$(free)" -protocols redis,mcd,grpc -capacity 4GB -log warn & pids+=($!)
 # The cluster: a leads, b and c join it.
 araft=$(free); leader=$(free)
-"$bin" -id a -redisport "$leader" -httpport "$(free)" -raft "127.0.0.1:$araft" -protocols redis -capacity 4GB -log warn & cluster+=($!)
+"$bin" -id a -redisport "$leader" -httpport "$(free)" -raft "127.0.0.1:$araft" -protocols redis -capacity 4GB -log warn & cluster+=($!); disown
 for name in b c; do
   up "$leader"
   "$bin" -id "$name" -redisport "$(free)" -httpport "$(free)" -raft "127.0.0.1:$(free)" -join "127.0.0.1:$araft" \
-    -protocols redis -capacity 4GB -log warn & cluster+=($!)
+    -protocols redis -capacity 4GB -log warn & cluster+=($!); disown
 done
 for p in "$rport" "$g_redis" "$leader"; do up "$p"; done
 for _ in $(seq 100); do "$bench" memcache --addr "127.0.0.1:$mport" -t set -n 1 -c 1 >/dev/null 2>&1 && break; sleep 0.1; done
@@ -99,24 +99,24 @@ for line in open(sys.argv[1]):
     rows[(suite, target, test, int(P))] = (float(ops), float(p99))
 secs, n = sys.argv[2], sys.argv[3]
 print(f"gerdu vs peers, one run: 50 connections, 100-byte values, 100,000 keys; gerdu-bench {secs} s per run, redis-benchmark -n {n}")
-print(f"{'suite':16} {'test':4} {'P':>3} {'peer ops/s':>12} {'gerdu ops/s':>12} {'ratio':>6} {'peer p99':>9} {'gerdu p99':>9}")
+print(f"{'suite':18} {'test':4} {'P':>3} {'peer ops/s':>12} {'gerdu ops/s':>12} {'ratio':>6} {'peer p99':>9} {'gerdu p99':>9}")
 for suite, peer in (("redis-benchmark", "redis"), ("resp", "redis"), ("memcached", "memcached")):
     for test in ("GET", "SET"):
         for P in (1, 16):
             p, g = rows.get((suite, peer, test, P)), rows.get((suite, "gerdu", test, P))
             if p and g:
                 name = suite if suite != "resp" else "resp gerdu-bench"
-                print(f"{name:16} {test:4} {P:>3} {p[0]:>12,.0f} {g[0]:>12,.0f} {g[0]/p[0]:>6.2f} {p[1]:>8.3f}ms {g[1]:>8.3f}ms")
+                print(f"{name:18} {test:4} {P:>3} {p[0]:>12,.0f} {g[0]:>12,.0f} {g[0]/p[0]:>6.2f} {p[1]:>8.3f}ms {g[1]:>8.3f}ms")
 for suite, label in (("http", "http (P16: h2)"), ("grpc", "grpc (P16: stream)")):
     for test in ("GET", "SET"):
         for P in (1, 16):
             g = rows.get((suite, "gerdu", test, P))
             if g:
-                print(f"{label:16} {test:4} {P:>3} {'-':>12} {g[0]:>12,.0f} {'-':>6} {'-':>9} {g[1]:>8.3f}ms")
+                print(f"{label:18} {test:4} {P:>3} {'-':>12} {g[0]:>12,.0f} {'-':>6} {'-':>9} {g[1]:>8.3f}ms")
 for P in (1, 16):
     s, l = rows.get(("cluster", "single", "SET", P)), rows.get(("cluster", "leader", "SET", P))
     if s and l:
-        print(f"{'3-node cluster':16} {'SET':4} {P:>3} {s[0]:>12,.0f} {l[0]:>12,.0f} {l[0]/s[0]:>6.2f} {s[1]:>8.3f}ms {l[1]:>8.3f}ms  (peer = single node)")
+        print(f"{'3-node cluster':18} {'SET':4} {P:>3} {s[0]:>12,.0f} {l[0]:>12,.0f} {l[0]/s[0]:>6.2f} {s[1]:>8.3f}ms {l[1]:>8.3f}ms  (peer = single node)")
 print(f"errors: {errors}")
 sys.exit(1 if errors else 0)
 PY
