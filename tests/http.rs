@@ -336,7 +336,7 @@ async fn auth_accepts_basic_and_bearer_only() {
     assert_eq!(request(a, Method::POST, "/join", b"{}", &[]).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(get(a, "/backup").await.status, StatusCode::UNAUTHORIZED);
     let backup = request(a, Method::GET, "/backup", b"", &[bearer]).await;
-    assert_eq!((backup.status, &backup.headers["gerdu-items"]), (StatusCode::OK, &"1".parse().unwrap()));
+    assert_eq!((backup.status, common::backup_items(&backup.body)), (StatusCode::OK, 1));
     assert_eq!(request(a, Method::POST, "/restore", &backup.body, &[]).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(request(a, Method::POST, "/restore", &backup.body, &[basic]).await.status, StatusCode::OK);
     assert_eq!(get(a, "/metrics").await.status, StatusCode::OK, "metrics stay open");
@@ -391,7 +391,7 @@ async fn backup_and_restore_round_trip() {
 
     let backup = get(a.http, "/backup").await;
     assert_eq!(backup.status, StatusCode::OK);
-    assert_eq!(backup.headers["gerdu-items"], "301");
+    assert_eq!(common::backup_items(&backup.body), 301);
     assert_eq!(backup.headers["gerdu-applied-index"], a.server.raft().status().applied_index.to_string().as_str());
     let original = contents(&a);
 
@@ -446,4 +446,25 @@ async fn restore_is_bounded_by_max_restore() {
     assert_eq!(get(b.http, "/cache/k").await.status, StatusCode::NOT_FOUND);
     a.server.shutdown().await;
     b.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_large_backup_streams_in_chunks() {
+    let a = start("").await;
+    let values: Vec<Vec<u8>> = (0..30u8).map(|i| vec![b'a' + i % 26; 100_000]).collect();
+    for (i, v) in values.iter().enumerate() {
+        assert_eq!(put(a.http, &format!("/cache/big{i}"), v).await.status, StatusCode::CREATED);
+    }
+    let backup = get(a.http, "/backup").await;
+    assert_eq!(backup.status, StatusCode::OK);
+    // Sent as encoded: no length known up front.
+    assert!(backup.headers.get("content-length").is_none(), "{:?}", backup.headers);
+    assert!(backup.body.len() > 3_000_000);
+    let file = gerdu_api::image::decode_backup(backup.body.clone()).unwrap();
+    assert_eq!(file.items.len(), 30);
+    for (key, item) in &file.items {
+        let i: usize = std::str::from_utf8(&key[3..]).unwrap().parse().unwrap();
+        assert_eq!(&item.value[..], &values[i][..]);
+    }
+    a.server.shutdown().await;
 }

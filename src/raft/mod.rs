@@ -423,7 +423,7 @@ impl RaftNode {
             }
             self.read_barrier(consistency).await.map_err(|e| AdminError::Unavailable(e.to_string()))?;
         }
-        self.sm.backup(created_ms).await.map_err(|e| AdminError::Unavailable(format!("backup: {e}")))
+        Ok(self.sm.backup(created_ms))
     }
 
     /// The leader's HTTP address, when a leader is known.

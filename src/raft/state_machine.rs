@@ -158,25 +158,34 @@ impl StateMachine {
         self.shared.inner.lock().meta.clone()
     }
 
-    /// A backup file ([`gerdu_api::image`]) of the state as applied now,
-    /// taken at `created_ms`: the capture begins under the apply lock and is
-    /// encoded off the async workers while applying goes on.
-    pub async fn backup(&self, created_ms: u64) -> std::io::Result<gerdu_api::BackupFile> {
-        let shared = self.shared.clone();
+    /// A backup ([`gerdu_api::image::BackupWriter`]) of the state as
+    /// applied now, taken at `created_ms`. The capture begins here, under the
+    /// apply lock; the items are encoded off the async workers while
+    /// applying goes on (the capture copies on write), one chunk ahead of
+    /// the reader, so the backup never holds a copy of the whole store.
+    pub fn backup(&self, created_ms: u64) -> gerdu_api::BackupFile {
+        let (capture, meta, index) = {
+            let inner = self.shared.inner.lock();
+            (self.shared.policy.begin_capture(), inner.meta.clone(), inner.last_applied.map_or(0, |l| l.index))
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
         tokio::task::spawn_blocking(move || {
-            let (capture, meta, index) = {
-                let inner = shared.inner.lock();
-                (shared.policy.begin_capture(), inner.meta.clone(), inner.last_applied.map_or(0, |l| l.index))
-            };
-            let mut writer =
-                gerdu_api::image::backup_writer(index, created_ms, &meta, shared.policy.used_bytes() as usize);
-            capture.visit(&mut |k, item| writer.push(k, item));
-            let items = writer.count();
-            let data = gerdu_api::image::finish_backup(writer);
-            gerdu_api::BackupFile { applied_index: index, items, data: data.into() }
-        })
-        .await
-        .map_err(std::io::Error::other)
+            let mut writer = gerdu_api::image::BackupWriter::new(index, created_ms, &meta);
+            let mut reading = true;
+            capture.visit(&mut |k, item| {
+                if reading {
+                    writer.push(k, item);
+                    if let Some(chunk) = writer.chunk() {
+                        // The reader went away: stop encoding.
+                        reading = tx.blocking_send(Ok(chunk)).is_ok();
+                    }
+                }
+            });
+            if reading {
+                let _ = tx.blocking_send(Ok(writer.finish()));
+            }
+        });
+        gerdu_api::BackupFile { applied_index: index, chunks: rx }
     }
 }
 

@@ -108,3 +108,8 @@ pub fn contents(s: &TestServer) -> std::collections::BTreeMap<Bytes, (Bytes, u32
         }
     }
 }
+
+/// How many items a backup file holds (it must be whole).
+pub fn backup_items(body: &Bytes) -> usize {
+    gerdu_api::image::decode_backup(body.clone()).expect("a whole backup file").items.len()
+}

@@ -7,12 +7,13 @@
 //! replicated bits ([`ItemMeta::replicated`]). [`ImageWriter`] writes one
 //! while a capture is visited; [`decode_image`] reads one back.
 //!
-//! A **backup** (`GET /backup`) is an image behind a header and a checksum:
-//! `magic "GERDUBK1", applied_index u64, created_ms u64, image, crc32 u32`
-//! where the crc covers every byte before it. [`decode_backup`] also reads
-//! the snapshot file a node keeps in its `-storage` directory (`magic
-//! "GERDUSF1", meta_len u32, meta, image, crc32 u32`), so a copy of that file
-//! is a backup too.
+//! A **backup** (`GET /backup`) is written as it is sent, so its count comes
+//! last: `magic "GERDUBK2", applied_index u64, created_ms u64, cas u64,
+//! last_now u64`, the items (encoded as in an image), then `count u64,
+//! crc32 u32`, where the crc covers every byte before it. [`BackupWriter`]
+//! hands it out in chunks. [`decode_backup`] also reads the snapshot file a
+//! node keeps in its `-storage` directory (`magic "GERDUSF1", meta_len u32,
+//! meta, image, crc32 u32`), so a copy of that file is a backup too.
 
 use bytes::{Buf, BufMut, Bytes};
 
@@ -21,7 +22,7 @@ use crate::{Item, ItemMeta};
 /// First bytes of an image.
 pub const IMAGE_MAGIC: &[u8; 8] = b"GERDUSN2";
 /// First bytes of a backup file.
-pub const BACKUP_MAGIC: &[u8; 8] = b"GERDUBK1";
+pub const BACKUP_MAGIC: &[u8; 8] = b"GERDUBK2";
 /// First bytes of the snapshot file kept in a `-storage` directory.
 pub const SNAPSHOT_FILE_MAGIC: &[u8; 8] = b"GERDUSF1";
 
@@ -34,44 +35,26 @@ pub struct ImageMeta {
     pub last_now: u64,
 }
 
-/// Writes an image (after an optional header) as items are visited; the
-/// count is filled in at the end.
+/// Writes an image as items are visited; the count is filled in at the end.
 pub struct ImageWriter {
     buf: Vec<u8>,
-    /// Where the image begins in `buf` (after the header).
-    start: usize,
     count: u64,
 }
 
 impl ImageWriter {
     /// A writer with room for about `size_hint` bytes of items.
     pub fn new(meta: &ImageMeta, size_hint: usize) -> Self {
-        Self::after(&[], meta, size_hint)
-    }
-
-    /// A writer whose output begins with `header` (written as is).
-    pub fn after(header: &[u8], meta: &ImageMeta, size_hint: usize) -> Self {
-        let mut buf = Vec::with_capacity(header.len() + 32 + size_hint + 4);
-        buf.extend_from_slice(header);
-        let start = buf.len();
+        let mut buf = Vec::with_capacity(32 + size_hint);
         buf.extend_from_slice(IMAGE_MAGIC);
         buf.put_u64_le(meta.cas);
         buf.put_u64_le(meta.last_now);
         buf.put_u64_le(0);
-        ImageWriter { buf, start, count: 0 }
+        ImageWriter { buf, count: 0 }
     }
 
     /// Appends one item.
     pub fn push(&mut self, key: &[u8], item: &Item) {
-        let buf = &mut self.buf;
-        buf.put_u32_le(key.len() as u32);
-        buf.extend_from_slice(key);
-        buf.put_u32_le(item.value.len() as u32);
-        buf.extend_from_slice(&item.value);
-        buf.put_u32_le(item.flags);
-        buf.put_u32_le(item.meta.replicated().0);
-        buf.put_u64_le(item.cas);
-        buf.put_u64_le(item.expires_at);
+        put_item(&mut self.buf, key, item);
         self.count += 1;
     }
 
@@ -80,22 +63,51 @@ impl ImageWriter {
         self.count
     }
 
-    /// The header and the image.
+    /// The image.
     pub fn finish(mut self) -> Vec<u8> {
-        let at = self.start + 24;
-        self.buf[at..at + 8].copy_from_slice(&self.count.to_le_bytes());
+        self.buf[24..32].copy_from_slice(&self.count.to_le_bytes());
         self.buf
     }
+}
+
+/// One item as images and backups hold it.
+fn put_item(buf: &mut Vec<u8>, key: &[u8], item: &Item) {
+    buf.put_u32_le(key.len() as u32);
+    buf.extend_from_slice(key);
+    buf.put_u32_le(item.value.len() as u32);
+    buf.extend_from_slice(&item.value);
+    buf.put_u32_le(item.flags);
+    buf.put_u32_le(item.meta.replicated().0);
+    buf.put_u64_le(item.cas);
+    buf.put_u64_le(item.expires_at);
+}
+
+/// Reads one item (see [`put_item`]); `detach` gives the key and value
+/// allocations of their own instead of slices of `b`.
+fn take_item(b: &mut Bytes, detach: bool) -> Result<(Bytes, Item), String> {
+    let need = |b: &Bytes, n: usize| {
+        if b.remaining() < n { Err("truncated".to_string()) } else { Ok(()) }
+    };
+    let own = |part: Bytes| if detach { crate::exec::detach(&part) } else { part };
+    need(b, 4)?;
+    let klen = b.get_u32_le() as usize;
+    need(b, klen.saturating_add(4))?;
+    let key = own(b.split_to(klen));
+    let vlen = b.get_u32_le() as usize;
+    need(b, vlen.saturating_add(24))?;
+    let value = own(b.split_to(vlen));
+    let flags = b.get_u32_le();
+    let meta = ItemMeta(b.get_u32_le());
+    Ok((key, Item { value, flags, meta, cas: b.get_u64_le(), expires_at: b.get_u64_le() }))
 }
 
 /// Decodes an image into its meta and items. Each key and value gets its own
 /// allocation: no item pins the whole buffer for as long as it lives.
 pub fn decode_image(data: Bytes) -> Result<(ImageMeta, Vec<(Bytes, Item)>), String> {
     let mut b = data;
-    let need = |b: &Bytes, n: usize| {
-        if b.remaining() < n { Err("image truncated".to_string()) } else { Ok(()) }
-    };
-    need(&b, 32)?;
+    if b.remaining() < 32 {
+        return Err("image truncated".into());
+    }
     if &b[..8] != IMAGE_MAGIC {
         return Err("not a gerdu image".into());
     }
@@ -108,17 +120,7 @@ pub fn decode_image(data: Bytes) -> Result<(ImageMeta, Vec<(Bytes, Item)>), Stri
     }
     let mut items = Vec::with_capacity(count as usize);
     for _ in 0..count {
-        need(&b, 4)?;
-        let klen = b.get_u32_le() as usize;
-        need(&b, klen.saturating_add(4))?;
-        let key = crate::exec::detach(&b.split_to(klen));
-        let vlen = b.get_u32_le() as usize;
-        need(&b, vlen.saturating_add(24))?;
-        let value = crate::exec::detach(&b.split_to(vlen));
-        let flags = b.get_u32_le();
-        let meta = ItemMeta(b.get_u32_le());
-        let item = Item { value, flags, meta, cas: b.get_u64_le(), expires_at: b.get_u64_le() };
-        items.push((key, item));
+        items.push(take_item(&mut b, true).map_err(|e| format!("image {e}"))?);
     }
     if b.has_remaining() {
         return Err("trailing bytes after the image".into());
@@ -126,39 +128,78 @@ pub fn decode_image(data: Bytes) -> Result<(ImageMeta, Vec<(Bytes, Item)>), Stri
     Ok((meta, items))
 }
 
-/// Starts a backup of the state at `applied_index`, taken at `created_ms`:
-/// push the items, then [`finish_backup`].
-pub fn backup_writer(applied_index: u64, created_ms: u64, meta: &ImageMeta, size_hint: usize) -> ImageWriter {
-    let mut header = [0u8; 24];
-    header[..8].copy_from_slice(BACKUP_MAGIC);
-    header[8..16].copy_from_slice(&applied_index.to_le_bytes());
-    header[16..].copy_from_slice(&created_ms.to_le_bytes());
-    ImageWriter::after(&header, meta, size_hint)
+/// Writes a backup as items are visited and hands it out in chunks of
+/// about [`BackupWriter::CHUNK`] bytes, so that a backup of any size takes
+/// one chunk of memory, not a copy of the store.
+pub struct BackupWriter {
+    buf: Vec<u8>,
+    crc: crc32fast::Hasher,
+    count: u64,
 }
 
-/// The backup file: the writer's bytes and their checksum.
-pub fn finish_backup(writer: ImageWriter) -> Vec<u8> {
-    let mut out = writer.finish();
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
+impl BackupWriter {
+    /// Bytes gathered before [`BackupWriter::chunk`] hands them out.
+    pub const CHUNK: usize = 1 << 20;
+
+    /// A backup of the state at `applied_index` (whose replica metadata is
+    /// `meta`), taken at `created_ms`.
+    pub fn new(applied_index: u64, created_ms: u64, meta: &ImageMeta) -> Self {
+        let mut buf = Vec::with_capacity(Self::CHUNK + 4096);
+        buf.extend_from_slice(BACKUP_MAGIC);
+        for word in [applied_index, created_ms, meta.cas, meta.last_now] {
+            buf.put_u64_le(word);
+        }
+        BackupWriter { buf, crc: crc32fast::Hasher::new(), count: 0 }
+    }
+
+    /// Appends one item.
+    pub fn push(&mut self, key: &[u8], item: &Item) {
+        put_item(&mut self.buf, key, item);
+        self.count += 1;
+    }
+
+    /// Items pushed so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The bytes gathered so far, once there are [`Self::CHUNK`] of them.
+    pub fn chunk(&mut self) -> Option<Bytes> {
+        (self.buf.len() >= Self::CHUNK).then(|| self.take())
+    }
+
+    fn take(&mut self) -> Bytes {
+        let out = std::mem::replace(&mut self.buf, Vec::with_capacity(Self::CHUNK + 4096));
+        self.crc.update(&out);
+        Bytes::from(out)
+    }
+
+    /// The last chunk: what is left, the count and the checksum.
+    pub fn finish(mut self) -> Bytes {
+        let count = self.count;
+        self.buf.put_u64_le(count);
+        let mut last = self.take().to_vec();
+        last.extend_from_slice(&self.crc.finalize().to_le_bytes());
+        Bytes::from(last)
+    }
 }
 
 /// A decoded backup.
 #[derive(Debug)]
 pub struct Backup {
-    /// The log index the image is the state at (backups only; 0 for a
-    /// storage snapshot file, whose position is in its own metadata).
+    /// The log index the data is the state at (0 for a storage snapshot
+    /// file, whose position is in its own metadata).
     pub applied_index: u64,
     /// When it was taken (unix ms; 0 for a storage snapshot file).
     pub created_ms: u64,
     /// The replica metadata at that point.
     pub meta: ImageMeta,
-    /// Every item.
+    /// Every item; keys and values are slices of the file (nothing copied).
     pub items: Vec<(Bytes, Item)>,
 }
 
-/// Reads a backup file, or a `-storage` snapshot file, checking its checksum.
+/// Reads a backup file, or a `-storage` snapshot file, checking its checksum
+/// (and, for a backup, its count) before anything else.
 pub fn decode_backup(data: Bytes) -> Result<Backup, String> {
     if data.len() < 12 {
         return Err("too short for a gerdu backup".into());
@@ -167,14 +208,25 @@ pub fn decode_backup(data: Bytes) -> Result<Backup, String> {
     let checked = || {
         if crc32fast::hash(body).to_le_bytes() == tail { Ok(()) } else { Err("checksum mismatch".to_string()) }
     };
-    let (applied_index, created_ms, image_at) = match &data[..8] {
+    match &data[..8] {
         m if m == BACKUP_MAGIC => {
-            if body.len() < 24 {
+            if body.len() < 48 {
                 return Err("backup truncated".into());
             }
             checked()?;
             let word = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
-            (word(8), word(16), 24)
+            let (applied_index, created_ms) = (word(8), word(16));
+            let meta = ImageMeta { cas: word(24), last_now: word(32) };
+            let count = word(body.len() - 8);
+            let mut b = data.slice(40..body.len() - 8);
+            let mut items = Vec::with_capacity(count.min(b.len() as u64 / 32) as usize);
+            while b.has_remaining() {
+                items.push(take_item(&mut b, false).map_err(|e| format!("backup item {e}"))?);
+            }
+            if items.len() as u64 != count {
+                return Err(format!("backup holds {} items, its trailer says {count}", items.len()));
+            }
+            Ok(Backup { applied_index, created_ms, meta, items })
         }
         m if m == SNAPSHOT_FILE_MAGIC => {
             checked()?;
@@ -183,13 +235,11 @@ pub fn decode_backup(data: Bytes) -> Result<Backup, String> {
             if body.len() < at {
                 return Err("snapshot file truncated".into());
             }
-            (0, 0, at)
+            let (meta, items) = decode_image(data.slice(at..data.len() - 4))?;
+            Ok(Backup { applied_index: 0, created_ms: 0, meta, items })
         }
-        _ => return Err("not a gerdu backup (nor a -storage snapshot file)".into()),
-    };
-    let image = data.slice(image_at..data.len() - 4);
-    let (meta, items) = decode_image(image)?;
-    Ok(Backup { applied_index, created_ms, meta, items })
+        _ => Err("not a gerdu backup (nor a -storage snapshot file)".into()),
+    }
 }
 
 #[cfg(test)]
@@ -209,17 +259,25 @@ mod tests {
     #[test]
     fn backup_round_trip_and_damage() {
         let meta = ImageMeta { cas: 9, last_now: 77 };
-        let mut w = backup_writer(42, 1_000, &meta, 0);
+        let mut w = BackupWriter::new(42, 1_000, &meta);
+        let mut file = Vec::new();
         for i in 0..50 {
-            w.push(format!("k{i}").as_bytes(), &item(i));
+            // Long values: the file comes out in several chunks.
+            let mut it = item(i);
+            it.value = Bytes::from(vec![b'a' + (i % 26) as u8; BackupWriter::CHUNK / 20]);
+            w.push(format!("k{i}").as_bytes(), &it);
+            if let Some(chunk) = w.chunk() {
+                file.extend_from_slice(&chunk);
+            }
         }
-        let file = finish_backup(w);
+        assert_eq!(w.count(), 50);
+        file.extend_from_slice(&w.finish());
         let b = decode_backup(Bytes::from(file.clone())).unwrap();
         assert_eq!((b.applied_index, b.created_ms, &b.meta), (42, 1_000, &meta));
         assert_eq!(b.items.len(), 50);
         for (i, (k, it)) in b.items.iter().enumerate() {
             assert_eq!(k, &Bytes::from(format!("k{i}")));
-            assert_eq!(it.value, item(i as u64).value);
+            assert_eq!(it.value, Bytes::from(vec![b'a' + (i % 26) as u8; BackupWriter::CHUNK / 20]));
             assert_eq!((it.flags, it.expires_at), (i as u32, i as u64 * 7));
         }
         // Any one flipped byte is caught by the checksum.

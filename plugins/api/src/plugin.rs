@@ -86,15 +86,16 @@ pub trait Admin: Send + Sync + 'static {
     }
 }
 
-/// A backup file as [`Admin::backup`] takes it.
-#[derive(Clone, Debug)]
+/// A backup as [`Admin::backup`] takes it: the file is encoded while it is
+/// sent, chunk by chunk ([`crate::image::BackupWriter`]).
+#[derive(Debug)]
 pub struct BackupFile {
     /// The log index whose state it holds.
     pub applied_index: u64,
-    /// How many items it holds.
-    pub items: u64,
-    /// The file ([`crate::image::decode_backup`] reads it).
-    pub data: bytes::Bytes,
+    /// The file's chunks in order ([`crate::image::decode_backup`] reads
+    /// them joined); an `Err` ends it unfinished. Dropping the receiver
+    /// stops the encoding.
+    pub chunks: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, String>>,
 }
 
 /// One member as [`ClusterView`] shows it.

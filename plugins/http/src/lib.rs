@@ -13,7 +13,7 @@
 //! | `/cluster` | `GET` | 200 JSON: state, term, leader and members with roles and addresses, log / committed / applied / snapshot index |
 //! | `/join` | `POST {"id","addr"}` | adds a node: 200, 409 id or address taken, 503 cannot catch up |
 //! | `/leave` | `POST` node id | removes a node: 200, 404 not a member |
-//! | `/backup` | `GET` | the data as a backup file ([`gerdu_api::image`]): on the leader after a read-index round (every acknowledged write is in it); a follower answers 307 to the leader; `Gerdu-Consistency: local` takes this node's own state. Headers `Gerdu-Applied-Index`, `Gerdu-Items` |
+//! | `/backup` | `GET` | the data as a backup file ([`gerdu_api::image`]), streamed as it is encoded: on the leader after a read-index round (every acknowledged write is in it); a follower answers 307 to the leader; `Gerdu-Consistency: local` takes this node's own state. Header `Gerdu-Applied-Index` |
 //! | `/restore` | `POST` backup file | writes every item not yet expired (value, flags, deadline) as ordinary replicated writes, 1024 per raft entry; other keys stay. 200 `{"restored","expired","from_index"}`, 400 damaged file, 413 over `max_restore` |
 //!
 //! Keys are the percent-decoded rest of the path. `PUT ...?ttl=30` (seconds,

@@ -6,18 +6,26 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use gerdu_api::{
     Admin, AdminError, Clock, Command, Condition, Credentials, Expiry, Pipeline, PipelineError, ReadConsistency, Reply,
     Request, RequestContext, SetCommand,
 };
 use http::header::{self, HeaderValue};
 use http::{Method, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 
 use crate::HttpConfig;
 
-type Resp = hyper::Response<Full<Bytes>>;
+/// A whole body, or one sent as it is produced (a backup).
+type Body = Either<Full<Bytes>, StreamBody<BoxStream<'static, Result<Frame<Bytes>, std::io::Error>>>>;
+type Resp = hyper::Response<Body>;
+
+fn full(body: Bytes) -> Body {
+    Either::Left(Full::new(body))
+}
 
 const PROTOCOL: &str = "http";
 
@@ -43,14 +51,14 @@ impl State {
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Resp {
-    let mut r = hyper::Response::new(Full::new(body.into()));
+    let mut r = hyper::Response::new(full(body.into()));
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
 }
 
 fn empty(status: StatusCode) -> Resp {
-    let mut r = hyper::Response::new(Full::new(Bytes::new()));
+    let mut r = hyper::Response::new(full(Bytes::new()));
     *r.status_mut() = status;
     r
 }
@@ -177,7 +185,7 @@ async fn cache(state: &State, req: hyper::Request<Incoming>, raw_key: &str) -> R
                 Reply::Values(mut v) => match v.pop().flatten() {
                     Some(item) => {
                         let len = item.value.len();
-                        let mut r = hyper::Response::new(Full::new(if head { Bytes::new() } else { item.value }));
+                        let mut r = hyper::Response::new(full(if head { Bytes::new() } else { item.value }));
                         let h = r.headers_mut();
                         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
                         h.insert(header::ETAG, HeaderValue::from_str(&format!("\"{}\"", item.cas)).expect("etag"));
@@ -291,7 +299,13 @@ async fn backup(state: &State, req: hyper::Request<Incoming>) -> Result<Resp, Re
         }
         Err(e) => return Err(admin_error(e)),
     };
-    let mut r = hyper::Response::new(Full::new(file.data));
+    // Chunks as the encoder hands them over; an encoding error aborts the
+    // response, so the client never takes a cut file for a whole one.
+    let chunks = futures::stream::unfold(file.chunks, |mut rx| async move {
+        let chunk = rx.recv().await?;
+        Some((chunk.map(Frame::data).map_err(std::io::Error::other), rx))
+    });
+    let mut r = hyper::Response::new(Either::Right(StreamBody::new(chunks.boxed())));
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     h.insert(
@@ -299,7 +313,6 @@ async fn backup(state: &State, req: hyper::Request<Incoming>) -> Result<Resp, Re
         HeaderValue::from_str(&format!("attachment; filename=\"gerdu-{}.backup\"", file.applied_index)).expect("ascii"),
     );
     h.insert("gerdu-applied-index", HeaderValue::from(file.applied_index));
-    h.insert("gerdu-items", HeaderValue::from(file.items));
     Ok(r)
 }
 
