@@ -147,7 +147,7 @@ pub type Hasher = foldhash::fast::FixedState;
 pub struct Slots<L> {
     nodes: Vec<Node<L>>,
     /// The values over [`PACK_LIMIT`] bytes, by slot.
-    large: std::collections::HashMap<u32, Bytes>,
+    large: hashbrown::HashMap<u32, Bytes, Hasher>,
     /// One bit per slot: occupied.
     live: Vec<u64>,
     free: Vec<u32>,
@@ -227,11 +227,12 @@ impl<L> Slots<L> {
                 n.data[deadline + key.len()..].copy_from_slice(&value);
             }
         }
+        let was_large = !n.packed();
         (n.klen, n.flags, n.meta, n.cas) = (klen, flags, meta, cas);
-        if packed {
-            self.large.remove(&i);
-        } else {
+        if !packed {
             self.large.insert(i, value);
+        } else if was_large {
+            self.large.remove(&i);
         }
     }
 
@@ -412,6 +413,18 @@ impl List {
     pub fn is_empty(&self) -> bool {
         self.head == NIL
     }
+
+    /// Names entries oldest first (from the tail) into `out`, adding their
+    /// charges to `freed`, until `freed` reaches `bytes` or the list ends:
+    /// the whole of an LRU's [`Order::select`].
+    pub fn select_oldest<L: Linked>(&self, s: &Slots<L>, bytes: u64, freed: &mut u64, out: &mut Vec<u32>) {
+        let mut i = self.tail;
+        while *freed < bytes && i != NIL {
+            *freed += s.charge(i);
+            out.push(i);
+            i = Self::newer(s, i);
+        }
+    }
 }
 
 /// An eviction order: per-shard state plus a per-entry [`Order::Link`].
@@ -478,14 +491,16 @@ impl<O: Order> Shard<O> {
         self.table.find(hash, |&i| self.slots.nodes[i as usize].key() == key).copied()
     }
 
-    /// Removes slot `i`.
-    fn take(&mut self, hash: u64, i: u32) {
+    /// Removes slot `i`; answers the charge it freed.
+    fn take(&mut self, hash: u64, i: u32) -> u64 {
         self.order.removed(&mut self.slots, i);
         if let Ok(e) = self.table.find_entry(hash, |&j| j == i) {
             e.remove();
         }
-        self.used -= self.slots.charge(i);
-        self.slots.release(i)
+        let charge = self.slots.charge(i);
+        self.used -= charge;
+        self.slots.release(i);
+        charge
     }
 
     /// Stores `item` under `key` in slot `found` (or a new slot), evicting
@@ -493,12 +508,13 @@ impl<O: Order> Shard<O> {
     /// read it before.
     fn store(&mut self, hash: u64, found: Option<u32>, key: &Bytes, item: Item, evicted: &mut Vec<Bytes>) {
         let charge = charge(key.len(), item.value.len(), 0) as u64 + self.slots.overhead;
-        let grows = charge.saturating_sub(found.map_or(0, |i| self.slots.charge(i)));
+        // Eviction keeps `found`, so its charge stays what it is now.
+        let old_charge = found.map_or(0, |i| self.slots.charge(i));
+        let grows = charge.saturating_sub(old_charge);
         if self.limit != 0 && self.used + grows > self.limit {
             self.evict(self.used + grows - self.limit, found, evicted);
         }
         if let Some(i) = found {
-            let old_charge = self.slots.charge(i);
             self.slots.put(i, key, item);
             self.used = self.used - old_charge + charge;
             self.order.rewritten(&mut self.slots, i, hash, old_charge);
@@ -525,10 +541,9 @@ impl<O: Order> Shard<O> {
             self.order.select(&mut self.slots, bytes - freed, &mut chosen);
             let before = freed;
             for &i in chosen.iter().filter(|&&i| Some(i) != keep) {
-                freed += self.slots.charge(i);
                 let hash = self.slots.hash(i);
                 evicted.push(Bytes::copy_from_slice(self.slots.key(i)));
-                self.take(hash, i);
+                freed += self.take(hash, i);
             }
             if freed == before {
                 break;

@@ -133,15 +133,10 @@ impl Order for LfuOrder {
             self.lowest += 1;
         }
         for list in &self.lists[self.lowest..] {
-            let mut i = list.tail;
-            while i != NIL {
-                if freed >= bytes {
-                    return;
-                }
-                freed += s.charge(i);
-                out.push(i);
-                i = List::newer(s, i);
+            if freed >= bytes {
+                return;
             }
+            list.select_oldest(s, bytes, &mut freed, out);
         }
     }
 }

@@ -59,12 +59,7 @@ impl Order for LruOrder {
     }
 
     fn select(&mut self, s: &mut Slots<Links>, bytes: u64, out: &mut Vec<u32>) {
-        let (mut i, mut freed) = (self.list.tail, 0);
-        while freed < bytes && i != gerdu_api::store::NIL {
-            freed += s.charge(i);
-            out.push(i);
-            i = List::newer(s, i);
-        }
+        self.list.select_oldest(s, bytes, &mut 0, out);
     }
 }
 
