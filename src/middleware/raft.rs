@@ -34,13 +34,13 @@ impl Middleware for RaftMiddleware {
             let inner = inner.clone();
             Box::pin(async move {
                 let consistency = req.ctx.consistency.unwrap_or(node.default_consistency);
-                let needs_leader = consistency != ReadConsistency::Local || req.commands.iter().any(Command::is_write);
+                let any_write = req.commands.iter().any(Command::is_write);
+                let needs_leader = consistency != ReadConsistency::Local || any_write;
                 if needs_leader && !req.commands.is_empty() && req.ctx.protocol != FORWARDED && !node.is_leader() {
                     let replies = node.forward(req.commands, consistency).await?;
                     return Ok(Response { replies });
                 }
-                let all_reads = req.commands.iter().all(|c| !c.is_write());
-                if all_reads {
+                if !any_write {
                     node.read_barrier(consistency).await?;
                     return gerdu_api::pipeline::call(&inner, req).await;
                 }

@@ -93,8 +93,9 @@ async fn compactor(
 ) {
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    // The last log index seen, and since when it has not moved.
-    let (mut last_index, mut still_since) = (None, tokio::time::Instant::now());
+    // The last log index seen, since when it has not moved, and whether the
+    // log was emptied since it last moved.
+    let (mut last_index, mut still_since, mut emptied) = (None, tokio::time::Instant::now(), false);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -107,8 +108,8 @@ async fn compactor(
         if log.bytes() <= threshold || (log.len() as u64) < 2 * keep {
             let index = raft.metrics().borrow().last_log_index;
             if index != last_index {
-                (last_index, still_since) = (index, tokio::time::Instant::now());
-            } else if !scaled && !log.is_empty() && still_since.elapsed() >= IDLE_COMPACT {
+                (last_index, still_since, emptied) = (index, tokio::time::Instant::now(), false);
+            } else if !scaled && !emptied && !log.is_empty() && still_since.elapsed() >= IDLE_COMPACT {
                 if let Some(upto) = idle_purge_point(&raft) {
                     if raft.metrics().borrow().snapshot.is_none_or(|s| s.index < upto) {
                         if raft.trigger().snapshot().await.is_err() {
@@ -124,7 +125,7 @@ async fn compactor(
                     }
                 }
                 // Once per pause (the purge itself does not move the last index).
-                still_since = tokio::time::Instant::now() + Duration::from_secs(3600);
+                emptied = true;
             }
             continue;
         }
@@ -148,7 +149,8 @@ const IDLE_COMPACT: Duration = Duration::from_secs(1);
 /// follower's own log is only for itself). `None` when nothing is applied or
 /// a member's progress is unknown.
 fn idle_purge_point(raft: &Raft) -> Option<u64> {
-    let m = raft.metrics().borrow().clone();
+    let metrics = raft.metrics();
+    let m = metrics.borrow();
     let applied = m.last_applied?.index;
     let Some(replication) = &m.replication else { return Some(applied) };
     replication

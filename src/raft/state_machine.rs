@@ -153,11 +153,6 @@ impl StateMachine {
         self.shared.over_capacity.clone()
     }
 
-    /// The replica-identical metadata (cas counter, time).
-    pub fn meta(&self) -> ImageMeta {
-        self.shared.inner.lock().meta.clone()
-    }
-
     /// A backup ([`gerdu_api::image::BackupWriter`]) of the state as
     /// applied now, taken at `created_ms`. The capture begins here, under the
     /// apply lock; the items are encoded off the async workers while
@@ -287,11 +282,13 @@ impl SmShared {
             let mut inner = self.inner.lock();
             // An installed snapshot may have overtaken this one meanwhile.
             if inner.snapshot.as_ref().is_none_or(|(m, _)| m.last_log_id <= meta.last_log_id) {
-                // A copy is kept for followers; `data` itself is handed out.
-                inner.snapshot = Some((meta.clone(), Bytes::copy_from_slice(&data)));
+                // Kept for followers, who get it from `get_current_snapshot`;
+                // openraft takes only the meta of a snapshot it had built.
+                inner.snapshot = Some((meta.clone(), Bytes::from(data)));
             }
             drop(inner);
             self.metrics.snapshots.inc();
+            return Snapshot { meta, snapshot: Box::new(Cursor::new(Vec::new())) };
         }
         // Without storage nothing keeps the image: hand it out as encoded.
         Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }

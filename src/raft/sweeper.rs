@@ -45,7 +45,6 @@ pub async fn run(
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut cursor = 0;
-    let mut keys = Vec::new();
     loop {
         tick.tick().await;
         let Some(node) = node.upgrade() else { return };
@@ -54,12 +53,12 @@ pub async fn run(
         }
         let started = Instant::now();
         loop {
-            keys.clear();
+            let mut keys = Vec::new();
             let (next, seen) = policy.expired(cursor, clock.now_ms(), cfg.keys, &mut keys);
             cursor = next;
             if !keys.is_empty() {
                 let found = keys.len();
-                match node.propose(vec![Command::Sweep { keys: std::mem::take(&mut keys) }]).await {
+                match node.propose(vec![Command::Sweep { keys }]).await {
                     Ok(replies) => {
                         if let Some(Reply::Count(n)) = replies.first() {
                             metrics.swept.inc_by(*n);
