@@ -146,14 +146,7 @@ async fn join_by_http_address_and_membership_conflicts() {
 
 /// Waits until `s` has applied everything the leader `l` has in its log.
 async fn caught_up(s: &common::TestServer, l: &common::TestServer) {
-    let index = l.server.raft().cluster().await.last_log_index;
-    s.server
-        .raft()
-        .raft
-        .wait(Some(Duration::from_secs(10)))
-        .applied_index_at_least(Some(index), "replica catches up")
-        .await
-        .expect("replica catches up");
+    common::applied(s, l.server.raft().cluster().await.last_log_index, 10).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,14 +252,7 @@ async fn new_and_lagging_nodes_catch_up_by_snapshot() {
 
     let b = start("b", Some(raft_addr(&a))).await;
     settle(&b, 2).await;
-    let applied = a.server.raft().status().applied_index;
-    b.server
-        .raft()
-        .raft
-        .wait(Some(Duration::from_secs(20)))
-        .applied_index_at_least(Some(applied), "b applies")
-        .await
-        .unwrap();
+    common::applied(&b, a.server.raft().status().applied_index, 20).await;
     assert!(b.server.raft().raft.metrics().borrow().snapshot.is_some(), "b was brought up by a snapshot");
     assert_eq!(b.server.policy().len(), 1000);
     assert_eq!(common::get(b.http, "/cache/k7").await.text(), "v7");
@@ -348,13 +334,7 @@ async fn identical_replicas(policy: &str) {
             .unwrap();
         let applied = applied_of(&a);
         for n in [&b, &c] {
-            n.server
-                .raft()
-                .raft
-                .wait(Some(Duration::from_secs(20)))
-                .applied_index_at_least(Some(applied), "replica applies")
-                .await
-                .unwrap();
+            common::applied(n, applied, 20).await;
         }
         let evictions: Vec<u64> = nodes.iter().map(|n| n.server.metrics().evictions.get()).collect();
         let all: Vec<_> = nodes.iter().map(|n| contents(n)).collect();

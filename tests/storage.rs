@@ -213,13 +213,7 @@ async fn a_node_down_for_100k_writes_catches_up_by_snapshot() {
     let c = common::start(&cfg(2)).await;
     run(&a, Command::Set(SetCommand::new("early", "1"))).await;
     let c_applied = a.server.raft().status().applied_index;
-    c.server
-        .raft()
-        .raft
-        .wait(Some(Duration::from_secs(20)))
-        .applied_index_at_least(Some(c_applied), "c")
-        .await
-        .unwrap();
+    common::applied(&c, c_applied, 20).await;
     c.server.kill().await;
 
     // 100,000 writes while c is down, 1,000 per request.
@@ -233,14 +227,7 @@ async fn a_node_down_for_100k_writes_catches_up_by_snapshot() {
     assert!(purged > c_applied, "the leader no longer has the entries c missed");
 
     let c = common::start(&cfg(2)).await;
-    let applied = a.server.raft().status().applied_index;
-    c.server
-        .raft()
-        .raft
-        .wait(Some(Duration::from_secs(60)))
-        .applied_index_at_least(Some(applied), "c catches up")
-        .await
-        .unwrap();
+    common::applied(&c, a.server.raft().status().applied_index, 60).await;
     assert!(c.server.raft().raft.metrics().borrow().snapshot.is_some_and(|s| s.index > c_applied));
     assert_eq!(c.server.policy().len(), 100_001);
     for n in [a, b, c] {

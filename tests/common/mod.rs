@@ -113,3 +113,14 @@ pub fn contents(s: &TestServer) -> std::collections::BTreeMap<Bytes, (Bytes, u32
 pub fn backup_items(body: &Bytes) -> usize {
     gerdu_api::image::decode_backup(body.clone()).expect("a whole backup file").items.len()
 }
+
+/// Waits (up to `secs`) until `s` has applied log index `index`.
+pub async fn applied(s: &TestServer, index: u64, secs: u64) {
+    s.server
+        .raft()
+        .raft
+        .wait(Some(std::time::Duration::from_secs(secs)))
+        .applied_index_at_least(Some(index), "the node applies the index")
+        .await
+        .expect("the node applies the index in time");
+}

@@ -132,34 +132,25 @@ pub async fn client(
     }
 }
 
-/// Stores every key once (untimed), over a few HTTP/2 connections.
+/// Stores every key once (untimed), 16 requests in flight on each of a few
+/// HTTP/2 connections.
 pub async fn preload(addr: &str, keyspace: u64, value: &Bytes) -> Result<(), String> {
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut tasks = Vec::new();
+    let mut senders = Vec::new();
     for _ in 0..4 {
         let Sender::Many(send) = connect(addr, 2).await? else { unreachable!("depth 2 is HTTP/2") };
-        for _ in 0..16 {
-            let (next, value, addr, mut send) = (next.clone(), value.clone(), addr.to_string(), send.clone());
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= keyspace {
-                        return Ok::<(), String>(());
-                    }
-                    let resp = send
-                        .send_request(request(&addr, false, &crate::key(i), &value))
-                        .await
-                        .map_err(|e| format!("preload: {e}"))?;
-                    if !expected(false, resp.status()) {
-                        return Err(format!("preload: PUT answered {}", resp.status()));
-                    }
-                    resp.into_body().collect().await.map_err(|e| format!("preload: {e}"))?;
-                }
-            }));
+        senders.extend(std::iter::repeat_n(send, 16));
+    }
+    let (addr, value): (Arc<str>, Bytes) = (addr.into(), value.clone());
+    crate::preload_ranges(keyspace, 1, senders, move |mut send, keys| {
+        let req = request(&addr, false, &crate::key(keys.start), &value);
+        async move {
+            let resp = send.send_request(req).await.map_err(|e| format!("preload: {e}"))?;
+            if !expected(false, resp.status()) {
+                return Err(format!("preload: PUT answered {}", resp.status()));
+            }
+            resp.into_body().collect().await.map_err(|e| format!("preload: {e}"))?;
+            Ok(send)
         }
-    }
-    for t in tasks {
-        t.await.map_err(|e| e.to_string())??;
-    }
-    Ok(())
+    })
+    .await
 }

@@ -281,27 +281,52 @@ fn put_request(key: String, value: &Bytes) -> pb::PutRequest {
 }
 
 /// Stores every key once (untimed), in MultiPut batches over a few connections.
-async fn preload(addr: &str, load: &Load, value: &Bytes) -> Result<(), String> {
+/// Stores every key once (untimed): each worker (a connection and what it
+/// needs) takes `chunk` keys at a time from a shared counter and hands the
+/// range to `store`, until the key space is done. Shared by every protocol.
+async fn preload_ranges<W, F, Fut>(keyspace: u64, chunk: u64, workers: Vec<W>, store: F) -> Result<(), String>
+where
+    W: Send + 'static,
+    F: Fn(W, std::ops::Range<u64>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<W, String>> + Send,
+{
     let next = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..4 {
-        let (next, value, keyspace) = (next.clone(), value.clone(), load.keyspace);
-        let mut client = connect(addr).await?;
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let start = next.fetch_add(1000, Ordering::Relaxed);
-                if start >= keyspace {
-                    return Ok::<(), String>(());
+    let tasks: Vec<_> = workers
+        .into_iter()
+        .map(|mut worker| {
+            let (next, store) = (next.clone(), store.clone());
+            tokio::spawn(async move {
+                loop {
+                    let start = next.fetch_add(chunk, Ordering::Relaxed);
+                    if start >= keyspace {
+                        return Ok::<(), String>(());
+                    }
+                    worker = store(worker, start..(start + chunk).min(keyspace)).await?;
                 }
-                let items = (start..(start + 1000).min(keyspace)).map(|i| put_request(key(i), &value)).collect();
-                client.multi_put(pb::MultiPutRequest { items }).await.map_err(|e| format!("preload: {e}"))?;
-            }
-        }));
-    }
+            })
+        })
+        .collect();
     for t in tasks {
         t.await.map_err(|e| e.to_string())??;
     }
     Ok(())
+}
+
+/// Stores every key once (untimed), in MultiPut batches over a few connections.
+async fn preload(addr: &str, load: &Load, value: &Bytes) -> Result<(), String> {
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(connect(addr).await?);
+    }
+    let value = value.clone();
+    preload_ranges(load.keyspace, 1000, clients, move |mut client, keys| {
+        let items = keys.map(|i| put_request(key(i), &value)).collect();
+        async move {
+            client.multi_put(pb::MultiPutRequest { items }).await.map_err(|e| format!("preload: {e}"))?;
+            Ok(client)
+        }
+    })
+    .await
 }
 
 async fn unary_client(

@@ -160,35 +160,27 @@ pub async fn client(
 /// Stores every key once (untimed), 1000 pipelined sets at a time over a
 /// few connections.
 pub async fn preload(addr: &str, wire: Wire, keyspace: u64, value: &bytes::Bytes) -> Result<(), String> {
-    let next = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
+    let mut workers = Vec::new();
     for _ in 0..4 {
-        let (next, value) = (next.clone(), value.clone());
-        let mut stream = connect(addr).await?;
-        tasks.push(tokio::spawn(async move {
-            let (mut out, mut inbuf, mut tally, done) = (Vec::new(), BytesMut::new(), Tally::new(), AtomicU64::new(0));
-            loop {
-                let start = next.fetch_add(1000, Ordering::Relaxed);
-                if start >= keyspace {
-                    return match tally.first_error {
-                        Some(e) => Err(format!("preload: {e}")),
-                        None => Ok(()),
-                    };
-                }
-                out.clear();
-                let end = (start + 1000).min(keyspace);
-                for i in start..end {
-                    wire.encode(false, &key(i), &value, &mut out);
-                }
-                let n = (end - start) as usize;
-                exchange(&mut stream, wire, &out, n, &mut inbuf, &mut tally, &done).await?;
+        workers.push((connect(addr).await?, BytesMut::new()));
+    }
+    let value = value.clone();
+    crate::preload_ranges(keyspace, 1000, workers, move |(mut stream, mut inbuf), keys| {
+        let n = keys.end - keys.start;
+        let mut out = Vec::new();
+        for i in keys {
+            wire.encode(false, &key(i), &value, &mut out);
+        }
+        async move {
+            let (mut tally, done) = (Tally::new(), AtomicU64::new(0));
+            exchange(&mut stream, wire, &out, n as usize, &mut inbuf, &mut tally, &done).await?;
+            match tally.first_error {
+                Some(e) => Err(format!("preload: {e}")),
+                None => Ok((stream, inbuf)),
             }
-        }));
-    }
-    for t in tasks {
-        t.await.map_err(|e| e.to_string())??;
-    }
-    Ok(())
+        }
+    })
+    .await
 }
 
 #[cfg(test)]

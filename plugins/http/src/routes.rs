@@ -57,6 +57,12 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Resp {
     r
 }
 
+fn json(body: impl Into<Bytes>) -> Resp {
+    let mut r = hyper::Response::new(full(body.into()));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
 fn empty(status: StatusCode) -> Resp {
     let mut r = hyper::Response::new(full(Bytes::new()));
     *r.status_mut() = status;
@@ -374,9 +380,7 @@ async fn restore(state: &State, req: hyper::Request<Incoming>) -> Result<Resp, R
         restored += n?;
     }
     let body = serde_json::json!({ "restored": restored, "expired": expired, "from_index": backup.applied_index });
-    let mut r = text(StatusCode::OK, format!("{body}\n"));
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Ok(r)
+    Ok(json(format!("{body}\n")))
 }
 
 pub(crate) async fn handle(state: Arc<State>, req: hyper::Request<Incoming>) -> Result<Resp, Infallible> {
@@ -392,21 +396,11 @@ pub(crate) async fn handle(state: Arc<State>, req: hyper::Request<Incoming>) -> 
             _ => Ok(method_not_allowed("GET")),
         },
         "/health" => match *req.method() {
-            Method::GET => {
-                let status = state.admin.status();
-                let mut r = text(StatusCode::OK, serde_json::to_vec(&status).unwrap_or_default());
-                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                Ok(r)
-            }
+            Method::GET => Ok(json(serde_json::to_vec(&state.admin.status()).unwrap_or_default())),
             _ => Ok(method_not_allowed("GET")),
         },
         "/cluster" => match *req.method() {
-            Method::GET => {
-                let view = state.admin.cluster().await;
-                let mut r = text(StatusCode::OK, serde_json::to_vec_pretty(&view).unwrap_or_default());
-                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                Ok(r)
-            }
+            Method::GET => Ok(json(serde_json::to_vec_pretty(&state.admin.cluster().await).unwrap_or_default())),
             _ => Ok(method_not_allowed("GET")),
         },
         "/join" => match *req.method() {
