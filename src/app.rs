@@ -14,6 +14,25 @@ use crate::cli::Cli;
 use crate::config::{self, CoreConfig};
 use crate::server::{self, Server, StartError};
 
+/// How the binary's allocator gives freed memory back to the OS at once
+/// (set by `main`; unset, as in tests, nothing happens).
+static RELEASE_MEMORY: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets what [`release_memory`] does: the binary's allocator collecting
+/// what it holds freed (mimalloc otherwise hands pages back only on its
+/// next allocations, which an idle server does not make).
+pub fn on_release_memory(release: fn()) {
+    let _ = RELEASE_MEMORY.set(release);
+}
+
+/// Gives freed memory back to the OS now, if the binary said how; called
+/// when the server goes idle after freeing much (its log emptied).
+pub fn release_memory() {
+    if let Some(release) = RELEASE_MEMORY.get() {
+        release();
+    }
+}
+
 fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("gerdu: {msg}");
     ExitCode::from(code)

@@ -9,6 +9,10 @@
 //! all the time: the kernel's page zeroing was a third of the CPU of an HTTP
 //! PUT benchmark. gerdu waits a second instead, so memory still goes back
 //! when the load stops. `MIMALLOC_PURGE_DELAY` in the environment overrides it.
+//! mimalloc purges only when it is called, though, so once an idle server
+//! has emptied its raft log it asks mimalloc to collect at once
+//! (`gerdu::app::release_memory`): otherwise what the log held could stay
+//! resident for as long as no request comes.
 //!
 //! Transparent huge pages are off for the process, as Redis turns them off
 //! for itself (`disable-thp yes`): mimalloc asks for them on its arenas, and
@@ -61,7 +65,16 @@ extern "C" fn disable_thp() {
     }
 }
 
+/// Frees what mimalloc holds for later: emptied pages whose purge delay
+/// is not over, and abandoned segments.
+#[allow(unsafe_code)]
+fn collect_freed() {
+    // SAFETY: no arguments besides a flag; callable from any thread at any time.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 fn main() -> std::process::ExitCode {
     tune_allocator();
+    gerdu::app::on_release_memory(collect_freed);
     gerdu::app::main(std::env::args_os())
 }

@@ -81,8 +81,9 @@ pub enum RaftStartError {
 /// Without storage (where a snapshot costs nothing) it also empties the log
 /// once writes pause for [`IDLE_COMPACT`]: it purges every entry that all
 /// members already hold ([`idle_purge_point`]), the `keep` entries too, so
-/// an idle node holds no copy of the last writes besides the store. Ends
-/// when raft shuts down.
+/// an idle node holds no copy of the last writes besides the store, and
+/// has the allocator give the memory back ([`crate::app::release_memory`]).
+/// Ends when raft shuts down.
 async fn compactor(
     raft: Raft,
     log: log_store::MemLog,
@@ -126,6 +127,12 @@ async fn compactor(
                 }
                 // Once per pause (the purge itself does not move the last index).
                 emptied = true;
+                // The log store drops the entries soon after the trigger;
+                // then the allocator may give their memory back.
+                tokio::spawn(async {
+                    tokio::time::sleep(RELEASE_AFTER).await;
+                    crate::app::release_memory();
+                });
             }
             continue;
         }
@@ -143,6 +150,9 @@ async fn compactor(
 
 /// How long the log must stay unchanged before an idle node empties it.
 const IDLE_COMPACT: Duration = Duration::from_secs(1);
+
+/// How long after emptying the log the allocator is told to release memory.
+const RELEASE_AFTER: Duration = Duration::from_millis(200);
 
 /// Up to where an idle node may purge its log: everything applied here that
 /// every other member has too (a leader knows what each one holds; a

@@ -12,7 +12,7 @@
 //! [`Order::Link`]), a free list, and the order's own state. Get, insert and
 //! remove are one lookup under one lock.
 //!
-//! **Memory.** An entry costs its node (48 bytes with the order's link), 5
+//! **Memory.** An entry costs its node (40 bytes with the order's link), 5
 //! to 10 bytes of index, and one allocation of `key + value` bytes (8 more
 //! for a deadline), which is about what Redis spends (its dict entry, object
 //! header and two strings). Values
@@ -67,20 +67,23 @@ pub const PACK_LIMIT: usize = crate::reply::READ_COPY_LIMIT;
 ///
 /// The key and (up to [`PACK_LIMIT`] bytes) the value share one heap
 /// allocation, `[deadline] ++ key ++ value`; the rest of the item's metadata
-/// sits in the node: 36 bytes besides the order's link, so 48 with a link of
+/// sits in the node: 28 bytes besides the order's link, so 40 with a link of
 /// 8 or 12 bytes, where a key, an [`Item`] and their `Bytes` headers would
-/// take 88 and a separate allocation for the key. Neither the value's length
-/// (the rest of `data`, or the large value's length) nor a deadline is kept
+/// take 88 and a separate allocation for the key. The allocation is reached
+/// by a thin pointer ([`Data`]): its length follows from [`Node::word`],
+/// which holds the key's and the packed value's lengths. No deadline is kept
 /// in the node: an item with a deadline carries it as the first 8 bytes of
 /// its allocation (as Redis keeps deadlines apart, in its `expires` dict), so
 /// the many items without one do not pay for it.
 #[derive(Default)]
 pub struct Node<L> {
     /// `[deadline u64 LE] ++ key ++ value`; the value only when packed.
-    data: Box<[u8]>,
-    /// The key's length, [`LARGE`] when the value is kept beside the slab,
-    /// [`DEADLINE`] when `data` begins with a deadline.
-    klen: u32,
+    data: Data,
+    /// The layout of `data`: [`LARGE`], [`DEADLINE`], and the lengths. A
+    /// packed entry keeps the key's length in the low [`KEY_BITS`] and the
+    /// value's above them; a large one (value beside the slab) keeps the
+    /// key's length in all 30 low bits.
+    word: u32,
     flags: u32,
     meta: ItemMeta,
     cas: u64,
@@ -88,28 +91,55 @@ pub struct Node<L> {
     pub link: L,
 }
 
-/// The bit of [`Node::klen`] that marks a value kept beside the slab (keys
-/// are far shorter than 1 GiB: Redis' own limit is 512 MiB).
+/// The bit of [`Node::word`] that marks a value kept beside the slab.
 const LARGE: u32 = 1 << 31;
-/// The bit of [`Node::klen`] that marks a deadline at the start of `data`.
+/// The bit of [`Node::word`] that marks a deadline at the start of `data`.
 const DEADLINE: u32 = 1 << 30;
+/// Bits of a packed entry's key length: a key of 1 MiB or more keeps its
+/// value beside the slab whatever the value's size (Redis allows keys up to
+/// 512 MiB, memcached 250 bytes).
+const KEY_BITS: u32 = 20;
+/// A large entry's key length: up to 1 GiB.
+const LARGE_KEY: u32 = DEADLINE - 1;
+const _: () = assert!(PACK_LIMIT < 1 << (30 - KEY_BITS), "a packed value's length fits beside the key's");
 
+#[allow(unsafe_code)] // `data`: see `Data`
 impl<L> Node<L> {
     /// Where the key begins in `data`.
     #[inline]
     fn key_at(&self) -> usize {
-        if self.klen & DEADLINE != 0 { 8 } else { 0 }
+        if self.word & DEADLINE != 0 { 8 } else { 0 }
     }
 
     #[inline]
     fn key_len(&self) -> usize {
-        (self.klen & !(LARGE | DEADLINE)) as usize
+        let mask = if self.packed() { (1 << KEY_BITS) - 1 } else { LARGE_KEY };
+        (self.word & mask) as usize
+    }
+
+    /// A packed value's length (0 for a large one).
+    #[inline]
+    fn packed_len(&self) -> usize {
+        if self.packed() { ((self.word & LARGE_KEY) >> KEY_BITS) as usize } else { 0 }
+    }
+
+    /// The bytes behind `data`.
+    #[inline]
+    fn data_len(&self) -> usize {
+        self.key_at() + self.key_len() + self.packed_len()
+    }
+
+    #[inline]
+    fn data(&self) -> &[u8] {
+        // SAFETY: `data` holds `data_len()` bytes: `word` and `data` change
+        // together (`Slots::put`).
+        unsafe { self.data.bytes(self.data_len()) }
     }
 
     #[inline]
     fn key(&self) -> &[u8] {
         let at = self.key_at();
-        &self.data[at..at + self.key_len()]
+        &self.data()[at..at + self.key_len()]
     }
 
     /// Where a packed value begins in `data`.
@@ -120,14 +150,14 @@ impl<L> Node<L> {
 
     #[inline]
     fn packed(&self) -> bool {
-        self.klen & LARGE == 0
+        self.word & LARGE == 0
     }
 
     /// The deadline (unix ms; 0 = none).
     #[inline]
     fn expires_at(&self) -> u64 {
-        match self.data.first_chunk::<8>() {
-            Some(bytes) if self.klen & DEADLINE != 0 => u64::from_le_bytes(*bytes),
+        match self.data().first_chunk::<8>() {
+            Some(bytes) if self.word & DEADLINE != 0 => u64::from_le_bytes(*bytes),
             _ => 0,
         }
     }
@@ -136,6 +166,94 @@ impl<L> Node<L> {
     fn is_expired(&self, now_ms: u64) -> bool {
         let deadline = self.expires_at();
         deadline != 0 && deadline <= now_ms
+    }
+
+    /// The `word` for a key and value of these lengths.
+    fn word_for(key_len: usize, value_len: usize, deadline: bool) -> u32 {
+        let packed = value_len <= PACK_LIMIT && key_len < 1 << KEY_BITS;
+        assert!(key_len <= LARGE_KEY as usize, "keys are shorter than 1 GiB");
+        let lengths = if packed { key_len as u32 | (value_len as u32) << KEY_BITS } else { key_len as u32 | LARGE };
+        lengths | if deadline { DEADLINE } else { 0 }
+    }
+}
+
+#[allow(unsafe_code)]
+impl<L> Drop for Node<L> {
+    fn drop(&mut self) {
+        let len = self.data_len();
+        // SAFETY: `data` holds `len` bytes (see `data`), and is not used again.
+        unsafe { self.data.free(len) }
+    }
+}
+
+/// An owned heap buffer behind a thin pointer: 8 bytes where `Box<[u8]>`
+/// takes 16. Its owner keeps the length and hands it to every call.
+struct Data(std::ptr::NonNull<u8>);
+
+// SAFETY: `Data` owns its buffer alone, like a `Box<[u8]>`.
+#[allow(unsafe_code)]
+unsafe impl Send for Data {}
+// SAFETY: shared access only reads.
+#[allow(unsafe_code)]
+unsafe impl Sync for Data {}
+
+impl Default for Data {
+    fn default() -> Self {
+        Data(std::ptr::NonNull::dangling())
+    }
+}
+
+#[allow(unsafe_code)]
+impl Data {
+    /// A buffer holding `parts`, one after the other.
+    fn from_parts(parts: &[&[u8]]) -> Self {
+        let len = parts.iter().map(|p| p.len()).sum();
+        if len == 0 {
+            return Data::default();
+        }
+        let layout = std::alloc::Layout::array::<u8>(len).expect("entry size");
+        // SAFETY: `layout` has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc(layout) };
+        let Some(ptr) = std::ptr::NonNull::new(ptr) else { std::alloc::handle_alloc_error(layout) };
+        let mut at = 0;
+        for part in parts {
+            // SAFETY: the parts fill the `len` bytes just allocated, which nothing else can reach yet.
+            unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), ptr.as_ptr().add(at), part.len()) };
+            at += part.len();
+        }
+        Data(ptr)
+    }
+
+    /// The buffer's bytes.
+    ///
+    /// # Safety
+    /// `len` is the length it was made with.
+    #[inline]
+    unsafe fn bytes(&self, len: usize) -> &[u8] {
+        // SAFETY: the caller's promise; a zero length needs only a dangling, aligned pointer.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr(), len) }
+    }
+
+    /// The buffer's bytes, to change.
+    ///
+    /// # Safety
+    /// As [`Data::bytes`].
+    #[inline]
+    unsafe fn bytes_mut(&mut self, len: usize) -> &mut [u8] {
+        // SAFETY: the caller's promise, and `&mut self` makes the access unique.
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_ptr(), len) }
+    }
+
+    /// Frees the buffer and leaves an empty one.
+    ///
+    /// # Safety
+    /// As [`Data::bytes`].
+    unsafe fn free(&mut self, len: usize) {
+        let ptr = std::mem::take(self).0;
+        if len != 0 {
+            // SAFETY: allocated in `from_parts` with this layout (the caller's promise on `len`).
+            unsafe { std::alloc::dealloc(ptr.as_ptr(), std::alloc::Layout::array::<u8>(len).expect("entry size")) }
+        }
     }
 }
 
@@ -172,7 +290,7 @@ impl<L> Slots<L> {
     #[inline]
     pub fn charge(&self, i: u32) -> u64 {
         let n = &self.nodes[i as usize];
-        let value_len = if n.packed() { n.data.len() - n.value_at() } else { self.large.get(&i).map_or(0, Bytes::len) };
+        let value_len = if n.packed() { n.packed_len() } else { self.large.get(&i).map_or(0, Bytes::len) };
         charge(n.key_len(), value_len, 0) as u64 + self.overhead
     }
 
@@ -192,7 +310,7 @@ impl<L> Slots<L> {
     fn item(&self, i: u32) -> Item {
         let n = &self.nodes[i as usize];
         let value = if n.packed() {
-            Bytes::copy_from_slice(&n.data[n.value_at()..])
+            Bytes::copy_from_slice(&n.data()[n.value_at()..])
         } else {
             self.large.get(&i).cloned().unwrap_or_default()
         };
@@ -200,35 +318,31 @@ impl<L> Slots<L> {
     }
 
     /// Puts `item` in slot `i` under `key`.
+    #[allow(unsafe_code)]
     fn put(&mut self, i: u32, key: &[u8], item: Item) {
         let Item { value, flags, meta, cas, expires_at } = item;
-        let packed = value.len() <= PACK_LIMIT;
+        let word = Node::<L>::word_for(key.len(), value.len(), expires_at != 0);
         let n = &mut self.nodes[i as usize];
-        debug_assert!(key.len() < DEADLINE as usize, "keys are shorter than 1 GiB");
-        let deadline = if expires_at != 0 { 8 } else { 0 };
-        let klen = key.len() as u32 | if packed { 0 } else { LARGE } | if deadline != 0 { DEADLINE } else { 0 };
-        let data_len = deadline + key.len() + if packed { value.len() } else { 0 };
-        // A rewrite that keeps the layout and the size reuses the allocation.
-        if n.klen != klen || n.data.len() != data_len || n.key() != key {
-            let mut data = Vec::with_capacity(data_len);
-            if deadline != 0 {
-                data.extend_from_slice(&expires_at.to_le_bytes());
-            }
-            data.extend_from_slice(key);
-            if packed {
-                data.extend_from_slice(&value);
-            }
-            n.data = data.into_boxed_slice();
-        } else {
-            if deadline != 0 {
-                n.data[..8].copy_from_slice(&expires_at.to_le_bytes());
-            }
-            if packed {
-                n.data[deadline + key.len()..].copy_from_slice(&value);
-            }
-        }
         let was_large = !n.packed();
-        (n.klen, n.flags, n.meta, n.cas) = (klen, flags, meta, cas);
+        let deadline = expires_at.to_le_bytes();
+        let head: &[u8] = if expires_at != 0 { &deadline } else { &[] };
+        let packed = word & LARGE == 0;
+        let tail: &[u8] = if packed { &value } else { &[] };
+        // A rewrite that keeps the layout and the sizes reuses the allocation.
+        if n.word == word && n.key() == key {
+            let len = n.data_len();
+            // SAFETY: `data` holds `len` bytes, and `word` stays the same.
+            let data = unsafe { n.data.bytes_mut(len) };
+            data[..head.len()].copy_from_slice(head);
+            data[len - tail.len()..].copy_from_slice(tail);
+        } else {
+            let (fresh, len) = (Data::from_parts(&[head, key, tail]), n.data_len());
+            let mut old = std::mem::replace(&mut n.data, fresh);
+            n.word = word;
+            // SAFETY: `old` held `len` bytes, and is not used again.
+            unsafe { old.free(len) };
+        }
+        (n.word, n.flags, n.meta, n.cas) = (word, flags, meta, cas);
         if !packed {
             self.large.insert(i, value);
         } else if was_large {

@@ -365,6 +365,22 @@ fn accounting(build: Builder<'_>) {
         assert_eq!(h.store.used_bytes(), before + 5 + len as u64 + overhead, "accounting: ttl {ttl}, {len} bytes");
     }
     h.w(Command::Delete { keys: vec![key("timed")] });
+    // Keys of 1 MiB and more (a store may lay long keys out apart), with
+    // short and long values, a deadline on and off: read back and charged
+    // exactly, then uncharged.
+    let before = h.store.used_bytes();
+    for (klen, vlen, ttl) in [(1 << 20, 3, 0), ((1 << 20) + 1, 3, 5_000), ((1 << 20) - 1, limit, 0), (1 << 20, 0, 0)] {
+        let long = "k".repeat(klen);
+        let mut set = SetCommand::new(long.clone(), "v".repeat(vlen));
+        set.expiry = if ttl == 0 { Expiry::Never } else { Expiry::In(ttl) };
+        h.w(Command::Set(set));
+        let item = h.get(&long).expect("a long key is there");
+        assert_eq!(item.value.len(), vlen, "accounting: a {klen}-byte key's {vlen}-byte value");
+        assert_eq!(item.expires_at, if ttl == 0 { 0 } else { h.st.now_ms + ttl }, "accounting: {klen}-byte key's ttl");
+        assert_eq!(h.store.used_bytes(), before + (klen + vlen) as u64 + overhead, "accounting: a {klen}-byte key");
+        h.w(Command::Delete { keys: vec![Bytes::from(long)] });
+        assert_eq!(h.store.used_bytes(), before, "accounting: a {klen}-byte key uncharged");
+    }
     let big = "b".repeat(4 * limit);
     h.set("big", &big);
     let mut out = Vec::new();
