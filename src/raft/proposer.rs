@@ -73,7 +73,7 @@ pub async fn run(
                     commands.extend(p.commands);
                 }
                 metrics.batch_commands.observe(count as f64);
-                let batch = Batch { now_ms: clock.now_ms(), commands: commands.into() };
+                let batch = Batch::new(clock.now_ms(), commands.into());
                 // Submit in order; the commit is awaited in `in_flight`.
                 match raft.client_write_ff(batch.clone()).await {
                     Ok(receiver) => {

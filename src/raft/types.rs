@@ -6,7 +6,9 @@
 
 use std::fmt;
 use std::io::Cursor;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
 
 use gerdu_api::{Command, Reply};
 use serde::{Deserialize, Serialize};
@@ -43,12 +45,93 @@ pub fn node_id(name: &str) -> NodeId {
 
 /// One log entry's payload: the writes of many clients, and the leader's
 /// clock when it proposed them (expiry is judged against it on every node).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+///
+/// **Encoding.** On the peer wire and in the journal a batch is one
+/// MessagePack binary: a format byte ([`BATCH_FORMAT`]), the clock (u64 LE),
+/// and the commands in postcard (compact: no field names, varint lengths),
+/// where MessagePack with field names would spell out every field of every
+/// command. The encoding is made once, by the first peer or journal write
+/// that needs it, and shared by the batch's clones (openraft clones an entry
+/// for each follower). Journals written before it hold a batch as a
+/// MessagePack map; those still decode.
+#[derive(Clone, Debug)]
 pub struct Batch {
     /// Leader's unix time in ms when proposing.
     pub now_ms: u64,
     /// The writes, applied in order.
     pub commands: Arc<[Command]>,
+    /// The encoding, once made.
+    encoded: Arc<OnceLock<Bytes>>,
+}
+
+/// The first byte of an encoded [`Batch`]: how the rest is laid out.
+pub const BATCH_FORMAT: u8 = 1;
+
+impl Batch {
+    /// A batch of `commands` proposed at `now_ms`.
+    pub fn new(now_ms: u64, commands: Arc<[Command]>) -> Self {
+        Batch { now_ms, commands, encoded: Arc::default() }
+    }
+
+    /// The batch's encoding (made on first use).
+    pub fn encoded(&self) -> &Bytes {
+        self.encoded.get_or_init(|| {
+            let mut out = Vec::with_capacity(64 + 128 * self.commands.len());
+            out.push(BATCH_FORMAT);
+            out.extend_from_slice(&self.now_ms.to_le_bytes());
+            // Writing plain data into a Vec cannot fail.
+            postcard::to_extend(&*self.commands, out).expect("postcard encoding of commands").into()
+        })
+    }
+
+    /// Decodes [`Batch::encoded`]'s output.
+    pub fn decode(data: &[u8]) -> Result<Self, String> {
+        let (&format, rest) = data.split_first().ok_or("an empty batch")?;
+        if format != BATCH_FORMAT {
+            return Err(format!("batch format {format} (this build reads {BATCH_FORMAT})"));
+        }
+        let (now, rest) = rest.split_first_chunk::<8>().ok_or("a batch cut short")?;
+        let (commands, left): (Vec<Command>, _) = postcard::take_from_bytes(rest).map_err(|e| e.to_string())?;
+        if !left.is_empty() {
+            return Err(format!("{} bytes after a batch's commands", left.len()));
+        }
+        Ok(Batch::new(u64::from_le_bytes(*now), commands.into()))
+    }
+}
+
+impl Serialize for Batch {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.encoded())
+    }
+}
+
+impl<'de> Deserialize<'de> for Batch {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Batch;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an encoded batch")
+            }
+
+            fn visit_bytes<E: serde::de::Error>(self, data: &[u8]) -> Result<Batch, E> {
+                Batch::decode(data).map_err(E::custom)
+            }
+
+            /// A batch as journals before [`BATCH_FORMAT`] hold it.
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Batch, A::Error> {
+                #[derive(Deserialize)]
+                struct Named {
+                    now_ms: u64,
+                    commands: Vec<Command>,
+                }
+                let named = Named::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(Batch::new(named.now_ms, named.commands.into()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 impl fmt::Display for Batch {
@@ -82,6 +165,45 @@ pub type StorageError = openraft::StorageError<NodeId>;
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use gerdu_api::{Expiry, SetCommand};
+
+    #[test]
+    fn batches_round_trip_compactly_and_old_journals_still_decode() {
+        let mut set = SetCommand::new("key:1", vec![7u8; 100]);
+        set.expiry = Expiry::In(5_000);
+        set.flags = 42;
+        let commands: Arc<[Command]> =
+            vec![Command::Set(set), Command::Delete { keys: vec!["a".into(), "b".into()] }].into();
+        let batch = Batch::new(1_700_000_000_123, commands.clone());
+        let wire = rmp_serde::to_vec_named(&batch).unwrap();
+        let back: Batch = rmp_serde::from_slice(&wire).unwrap();
+        assert_eq!((back.now_ms, &back.commands[..]), (batch.now_ms, &commands[..]));
+        // No field names: the 100-byte value, the keys and a little framing.
+        assert!(wire.len() < 100 + 40, "{} bytes", wire.len());
+        // The clones share one encoding.
+        assert!(std::ptr::eq(batch.clone().encoded().as_ptr(), batch.encoded().as_ptr()));
+
+        // A batch as journals held it before: a map with field names.
+        #[derive(Serialize)]
+        struct Named<'a> {
+            now_ms: u64,
+            commands: &'a [Command],
+        }
+        let old = rmp_serde::to_vec_named(&Named { now_ms: 9, commands: &commands }).unwrap();
+        let back: Batch = rmp_serde::from_slice(&old).unwrap();
+        assert_eq!((back.now_ms, &back.commands[..]), (9, &commands[..]));
+
+        // Damage is an error, not a panic.
+        let data = batch.encoded();
+        assert!(Batch::decode(&data[..data.len() - 1]).is_err());
+        assert!(Batch::decode(&[2]).is_err());
+        assert!(Batch::decode(&[]).is_err());
+        let mut trailing = data.to_vec();
+        trailing.push(0);
+        assert!(Batch::decode(&trailing).is_err());
+    }
+
     #[test]
     fn node_ids_are_stable_and_distinct() {
         assert_eq!(super::node_id("master"), super::node_id("master"));

@@ -3,7 +3,9 @@
 //! `proto/raft.proto` carries openraft's own messages as MessagePack (with
 //! field names, so serde attributes such as `skip_serializing_if` stay
 //! safe) inside `Blob`s; forwarded client requests use [`ForwardRequest`]
-//! and [`ForwardResponse`].
+//! and [`ForwardResponse`]. A log entry's payload, the bulk of the traffic,
+//! is one MessagePack binary inside that: the compact encoding of
+//! [`super::types::Batch`], made once per entry whatever the followers.
 
 use gerdu_api::{Command, PipelineError, ReadConsistency, Reply};
 use serde::de::DeserializeOwned;
