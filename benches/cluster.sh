@@ -14,14 +14,20 @@ command -v redis-benchmark >/dev/null || { echo "needs redis-benchmark: apt-get 
 [ -x "$bin" ] || cargo build --release --quiet -p gerdu
 source examples/lib.sh
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
-run() { "$bin" "$@" -protocols redis -log warn & pids+=($!); }
+# Killed outright: stopped together, the members would each try to leave a
+# membership the others are leaving too (and log every refusal).
+trap 'kill -KILL "${pids[@]}" 2>/dev/null || true' EXIT
+run() { "$bin" "$@" -protocols redis -log warn & pids+=($!); disown; }
 up() { for _ in $(seq 300); do redis-cli -p "$1" PING >/dev/null 2>&1 && return; sleep 0.1; done; echo "no answer on $1" >&2; exit 1; }
-solo=$(free); run -id solo -httpport "$(free)" -redisport "$solo" -raft "127.0.0.1:$(free)"; up "$solo"
-araft=$(free); leader=$(free); follower=$(free)
-run -id a -httpport "$(free)" -redisport "$leader" -raft "127.0.0.1:$araft"; up "$leader"
-run -id b -httpport "$(free)" -redisport "$follower" -raft "127.0.0.1:$(free)" -join "127.0.0.1:$araft"; up "$follower"
-c=$(free); run -id c -httpport "$(free)" -redisport "$c" -raft "127.0.0.1:$(free)" -join "127.0.0.1:$araft"; up "$c"
+# Every port at once, so that no two servers are given the same one.
+mapfile -t ports < <(free_ports 12)
+solo=${ports[0]}; run -id solo -httpport "${ports[1]}" -redisport "$solo" -raft "127.0.0.1:${ports[2]}"; up "$solo"
+araft=${ports[3]}; leader=${ports[4]}; follower=${ports[5]}; ahttp=${ports[6]}
+run -id a -httpport "$ahttp" -redisport "$leader" -raft "127.0.0.1:$araft"; up "$leader"
+run -id b -httpport "${ports[7]}" -redisport "$follower" -raft "127.0.0.1:${ports[8]}" -join "127.0.0.1:$araft"; up "$follower"
+c=${ports[9]}; run -id c -httpport "${ports[10]}" -redisport "$c" -raft "127.0.0.1:${ports[11]}" -join "127.0.0.1:$araft"; up "$c"
+# Three voters, or the figures would be a smaller cluster's.
+wait_voters "$ahttp" 3
 out=$(mktemp)
 for _ in $(seq "$reps"); do
   for P in 1 16; do

@@ -36,20 +36,27 @@ out=$(mktemp)
 trap 'kill "${pids[@]}" 2>/dev/null || true; kill -KILL "${cluster[@]}" 2>/dev/null || true; rm -f "$out"' EXIT
 up() { for _ in $(seq 300); do redis-cli -p "$1" PING >/dev/null 2>&1 && return; sleep 0.1; done; echo "no answer on $1" >&2; exit 1; }
 
-rport=$(free); mport=$(free)
+# Every port at once, so that no two servers are given the same one.
+mapfile -t ports < <(free_ports 17)
+rport=${ports[0]}; mport=${ports[1]}
 redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --daemonize no >/dev/null & pids+=($!)
 memcached -l 127.0.0.1 -p "$mport" -t 2 -m 1024 -U 0 -u "$(id -un)" & pids+=($!)
-g_redis=$(free); g_mcd=$(free); g_http=$(free); g_grpc=$(free)
+g_redis=${ports[2]}; g_mcd=${ports[3]}; g_http=${ports[4]}; g_grpc=${ports[5]}
 "$bin" -id solo -redisport "$g_redis" -mcdport "$g_mcd" -httpport "$g_http" -grpcport "$g_grpc" \
-  -raft "127.0.0.1:$(free)" -protocols redis,mcd,grpc -capacity 4GB -log warn & pids+=($!)
+  -raft "127.0.0.1:${ports[6]}" -protocols redis,mcd,grpc -capacity 4GB -log warn & pids+=($!)
 # The cluster: a leads, b and c join it.
-araft=$(free); leader=$(free)
-"$bin" -id a -redisport "$leader" -httpport "$(free)" -raft "127.0.0.1:$araft" -protocols redis -capacity 4GB -log warn & cluster+=($!); disown
+araft=${ports[7]}; leader=${ports[8]}; ahttp=${ports[9]}
+"$bin" -id a -redisport "$leader" -httpport "$ahttp" -raft "127.0.0.1:$araft" -protocols redis -capacity 4GB -log warn & cluster+=($!); disown
+at=10
 for name in b c; do
   up "$leader"
-  "$bin" -id "$name" -redisport "$(free)" -httpport "$(free)" -raft "127.0.0.1:$(free)" -join "127.0.0.1:$araft" \
-    -protocols redis -capacity 4GB -log warn & cluster+=($!); disown
+  "$bin" -id "$name" -redisport "${ports[$at]}" -httpport "${ports[$((at + 1))]}" -raft "127.0.0.1:${ports[$((at + 2))]}" \
+    -join "127.0.0.1:$araft" -protocols redis -capacity 4GB -log warn & cluster+=($!); disown
+  at=$((at + 3))
 done
+# The cluster line means three voters: wait for them (a node that could not
+# start or join fails the run instead of measuring a smaller cluster).
+wait_voters "$ahttp" 3
 for p in "$rport" "$g_redis" "$leader"; do up "$p"; done
 for _ in $(seq 100); do "$bench" memcache --addr "127.0.0.1:$mport" -t set -n 1 -c 1 >/dev/null 2>&1 && break; sleep 0.1; done
 

@@ -4,6 +4,29 @@
 # A free TCP port on 127.0.0.1.
 free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# free_ports N: N distinct free loopback ports, one per line (held open
+# together while they are picked, so no two are the same).
+free_ports() {
+  python3 -c 'import socket,sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks: s.bind(("127.0.0.1", 0))
+print("\n".join(str(s.getsockname()[1]) for s in socks))' "$1"
+}
+
+# wait_voters HTTP_PORT N: waits (30 s at most) until the member serving
+# HTTP on HTTP_PORT lists N voters in GET /cluster; fails the script if not.
+wait_voters() {
+  local got
+  for _ in $(seq 300); do
+    got=$(curl -fsS "http://127.0.0.1:$1/cluster" 2>/dev/null \
+      | python3 -c 'import json,sys; print(sum(m["role"] == "voter" for m in json.load(sys.stdin)["members"]))' 2>/dev/null)
+    [ "$got" = "$2" ] && return
+    sleep 0.1
+  done
+  echo "the cluster has ${got:-no} voters, not $2" >&2
+  exit 1
+}
+
 # check NAME GOT WANT: prints ok or fails the script.
 check() { if [ "$2" != "$3" ]; then echo "FAIL $1: got '$2', want '$3'"; exit 1; fi; echo "ok   $1 -> $2"; }
 

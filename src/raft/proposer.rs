@@ -106,9 +106,11 @@ async fn retry_after_election(
         return Err(PipelineError::Internal(err.to_string()));
     };
     if fwd.leader_id.is_some() {
+        // Leadership moved while the entry was in flight: the new leader may
+        // still commit it, so it cannot be proposed again from here.
+        let leader = fwd.leader_node.map_or_else(|| "another node".to_string(), |n| n.name);
         return Err(PipelineError::Unavailable(format!(
-            "this node is not the leader ({:?}); request forwarding arrives with cluster support",
-            fwd.leader_node.map(|n| n.name)
+            "leadership moved to {leader} during the write; it may or may not have been applied"
         )));
     }
     let me = raft.metrics().borrow().id;
