@@ -95,7 +95,7 @@ fn set(store: &dyn Policy, cmd: &SetCommand, st: &mut ApplyState) -> Reply {
     let mut expired = false;
     let mut reply = Reply::Ok;
     let mut evicted = std::mem::take(&mut st.evicted);
-    store.update(
+    store.update_in_place(
         &cmd.key,
         &mut |found| {
             let current = match found {
@@ -105,7 +105,7 @@ fn set(store: &dyn Policy, cmd: &SetCommand, st: &mut ApplyState) -> Reply {
                 }
                 other => other,
             };
-            let old = || if cmd.return_old { current.cloned() } else { None };
+            let old = || if cmd.return_old { current.map(|c| c.to_item()) } else { None };
             let mut stale = false;
             let refused = match (cmd.condition, current) {
                 (Condition::Always, _) => None,

@@ -43,7 +43,7 @@ pub use plugin::{
     MiddlewarePlugin, NodeStatus, PluginError, PolicyPlugin, Protocol, ProtocolContext, ProtocolPlugin, Running,
 };
 pub use policy::{Capture, Policy, PolicySettings, PolicyStat, Update};
-pub use reply::{CommandError, Item, ItemMeta, Number, Reply, Ttl};
+pub use reply::{CommandError, Item, ItemMeta, ItemRef, Number, Reply, Ttl};
 
 #[doc(hidden)]
 pub use inventory;

@@ -29,7 +29,7 @@
 
 use bytes::Bytes;
 
-use crate::reply::Item;
+use crate::reply::{Item, ItemRef};
 
 /// The bytes an item is charged: key + value + per-entry overhead.
 #[inline]
@@ -119,6 +119,15 @@ pub trait Policy: Send + Sync + 'static {
             Update::Store(item) => self.insert(key.clone(), item, evicted),
             Update::Remove => self.remove(key),
         }
+    }
+
+    /// [`Policy::update`] for writers that do not need the replaced item:
+    /// `f` sees the current item where it is (no copy of its value), and
+    /// nothing is returned. The write path of a set.
+    ///
+    /// The default calls [`Policy::update`]; the sharded store overrides it.
+    fn update_in_place(&self, key: &Bytes, f: &mut dyn FnMut(Option<ItemRef<'_>>) -> Update, evicted: &mut Vec<Bytes>) {
+        self.update(key, &mut |found| f(found.map(ItemRef::from)), evicted);
     }
 
     /// Removes every item.

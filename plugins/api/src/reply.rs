@@ -126,6 +126,52 @@ impl Item {
     }
 }
 
+/// A stored item seen where it is, without a copy of its value: what
+/// [`crate::Policy::update_in_place`] shows the decision it asks for.
+#[derive(Clone, Copy, Debug)]
+pub struct ItemRef<'a> {
+    /// The value's bytes.
+    pub value: &'a [u8],
+    /// The value as shared bytes, when the store keeps it so (long values):
+    /// [`ItemRef::to_item`] shares it instead of copying.
+    pub shared: Option<&'a Bytes>,
+    /// Opaque client flags.
+    pub flags: u32,
+    /// Last access and memcached meta state.
+    pub meta: ItemMeta,
+    /// The item's cas unique.
+    pub cas: u64,
+    /// Unix time in ms when the item expires; 0 = never.
+    pub expires_at: u64,
+}
+
+impl ItemRef<'_> {
+    /// Whether the item is expired at `now_ms`.
+    #[inline]
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_at != 0 && self.expires_at <= now_ms
+    }
+
+    /// The item, owned: the value shared if the store shares it, else copied.
+    pub fn to_item(&self) -> Item {
+        let value = self.shared.cloned().unwrap_or_else(|| Bytes::copy_from_slice(self.value));
+        Item { value, flags: self.flags, meta: self.meta, cas: self.cas, expires_at: self.expires_at }
+    }
+}
+
+impl<'a> From<&'a Item> for ItemRef<'a> {
+    fn from(item: &'a Item) -> Self {
+        ItemRef {
+            value: &item.value,
+            shared: Some(&item.value),
+            flags: item.flags,
+            meta: item.meta,
+            cas: item.cas,
+            expires_at: item.expires_at,
+        }
+    }
+}
+
 /// A numeric result.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Number {

@@ -53,7 +53,7 @@ use parking_lot::{Mutex, MutexGuard};
 
 use crate::cow::{CowCoordinator, ShardedCapture};
 use crate::policy::{Capture, Captured, Policy, Update, charge};
-use crate::reply::{Item, ItemMeta};
+use crate::reply::{Item, ItemMeta, ItemRef};
 
 /// The "no slot" link value.
 pub const NIL: u32 = u32::MAX;
@@ -315,6 +315,18 @@ impl<L> Slots<L> {
             self.large.get(&i).cloned().unwrap_or_default()
         };
         Item { value, flags: n.flags, meta: n.meta, cas: n.cas, expires_at: n.expires_at() }
+    }
+
+    /// The item in slot `i`, in place.
+    fn item_ref(&self, i: u32) -> ItemRef<'_> {
+        let n = &self.nodes[i as usize];
+        let (value, shared) = if n.packed() {
+            (&n.data()[n.value_at()..], None)
+        } else {
+            let large = self.large.get(&i);
+            (large.map_or(&[][..], |b| &b[..]), large)
+        };
+        ItemRef { value, shared, flags: n.flags, meta: n.meta, cas: n.cas, expires_at: n.expires_at() }
     }
 
     /// Puts `item` in slot `i` under `key`.
@@ -831,6 +843,18 @@ impl<O: Order> Policy for Sharded<O> {
             (Update::Remove, Some(i)) => {
                 s.take(hash, i);
                 current
+            }
+        }
+    }
+
+    fn update_in_place(&self, key: &Bytes, f: &mut dyn FnMut(Option<ItemRef<'_>>) -> Update, evicted: &mut Vec<Bytes>) {
+        let (hash, mut s) = self.lock_for_write(key);
+        let found = s.find(hash, key);
+        match (f(found.map(|i| s.slots.item_ref(i))), found) {
+            (Update::Keep, _) | (Update::Remove, None) => {}
+            (Update::Store(item), _) => s.store(hash, found, key, item, evicted),
+            (Update::Remove, Some(i)) => {
+                s.take(hash, i);
             }
         }
     }

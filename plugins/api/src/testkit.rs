@@ -120,6 +120,24 @@ fn conditions_and_cas(build: Builder<'_>) {
         }
         other => panic!("cas: set GET answered {other:?}"),
     }
+    // The old item whole (a store may keep a long value apart), flags and
+    // deadline included.
+    let long = "L".repeat(3 * crate::reply::READ_COPY_LIMIT);
+    let mut s = SetCommand::new("k", long.clone());
+    (s.flags, s.expiry) = (7, Expiry::In(60_000));
+    h.w(Command::Set(s));
+    for next in ["short", "again"] {
+        let mut s = SetCommand::new("k", next);
+        s.return_old = true;
+        match h.w(Command::Set(s)) {
+            Reply::Stored { old: Some(old), .. } if next == "short" => {
+                assert_eq!((&old.value[..], old.flags), (long.as_bytes(), 7), "cas: a long old value returned");
+                assert_eq!(old.expires_at, h.st.now_ms + 60_000, "cas: the old deadline returned");
+            }
+            Reply::Stored { old: Some(old), .. } => assert_eq!(&old.value[..], b"short", "cas: old value returned"),
+            other => panic!("cas: set GET answered {other:?}"),
+        }
+    }
     assert_eq!(
         h.w(Command::SetMany {
             items: vec![SetCommand::new("n1", "a"), SetCommand::new("k", "b")],

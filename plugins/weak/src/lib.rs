@@ -53,7 +53,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use gerdu_api::size::ByteSize;
 use gerdu_api::{
-    Capture, Item, PluginError, Policy, PolicyPlugin, PolicySettings, PolicyStat, Update, register_policy,
+    Capture, Item, ItemRef, PluginError, Policy, PolicyPlugin, PolicySettings, PolicyStat, Update, register_policy,
 };
 use parking_lot::Mutex;
 
@@ -224,6 +224,12 @@ impl Policy for WeakPolicy {
         let old = self.inner.update(key, f, evicted);
         self.count(evicted, before);
         old
+    }
+
+    fn update_in_place(&self, key: &Bytes, f: &mut dyn FnMut(Option<ItemRef<'_>>) -> Update, evicted: &mut Vec<Bytes>) {
+        let before = evicted.len();
+        self.inner.update_in_place(key, f, evicted);
+        self.count(evicted, before);
     }
 
     fn clear(&self) {
