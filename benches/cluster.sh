@@ -18,14 +18,13 @@ pids=()
 # membership the others are leaving too (and log every refusal).
 trap 'kill -KILL "${pids[@]}" 2>/dev/null || true' EXIT
 run() { "$bin" "$@" -protocols redis -log warn & pids+=($!); disown; }
-up() { for _ in $(seq 300); do redis-cli -p "$1" PING >/dev/null 2>&1 && return; sleep 0.1; done; echo "no answer on $1" >&2; exit 1; }
 # Every port at once, so that no two servers are given the same one.
 mapfile -t ports < <(free_ports 12)
-solo=${ports[0]}; run -id solo -httpport "${ports[1]}" -redisport "$solo" -raft "127.0.0.1:${ports[2]}"; up "$solo"
+solo=${ports[0]}; run -id solo -httpport "${ports[1]}" -redisport "$solo" -raft "127.0.0.1:${ports[2]}"; wait_resp "$solo"
 araft=${ports[3]}; leader=${ports[4]}; follower=${ports[5]}; ahttp=${ports[6]}
-run -id a -httpport "$ahttp" -redisport "$leader" -raft "127.0.0.1:$araft"; up "$leader"
-run -id b -httpport "${ports[7]}" -redisport "$follower" -raft "127.0.0.1:${ports[8]}" -join "127.0.0.1:$araft"; up "$follower"
-c=${ports[9]}; run -id c -httpport "${ports[10]}" -redisport "$c" -raft "127.0.0.1:${ports[11]}" -join "127.0.0.1:$araft"; up "$c"
+run -id a -httpport "$ahttp" -redisport "$leader" -raft "127.0.0.1:$araft"; wait_resp "$leader"
+run -id b -httpport "${ports[7]}" -redisport "$follower" -raft "127.0.0.1:${ports[8]}" -join "127.0.0.1:$araft"; wait_resp "$follower"
+c=${ports[9]}; run -id c -httpport "${ports[10]}" -redisport "$c" -raft "127.0.0.1:${ports[11]}" -join "127.0.0.1:$araft"; wait_resp "$c"
 # Three voters, or the figures would be a smaller cluster's.
 wait_voters "$ahttp" 3
 out=$(mktemp)

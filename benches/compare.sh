@@ -34,7 +34,6 @@ out=$(mktemp)
 # The cluster's nodes are killed outright: stopped together they would each
 # try to leave a membership the others are leaving too.
 trap 'kill "${pids[@]}" 2>/dev/null || true; kill -KILL "${cluster[@]}" 2>/dev/null || true; rm -f "$out"' EXIT
-up() { for _ in $(seq 300); do redis-cli -p "$1" PING >/dev/null 2>&1 && return; sleep 0.1; done; echo "no answer on $1" >&2; exit 1; }
 
 # Every port at once, so that no two servers are given the same one.
 mapfile -t ports < <(free_ports 17)
@@ -49,7 +48,7 @@ araft=${ports[7]}; leader=${ports[8]}; ahttp=${ports[9]}
 "$bin" -id a -redisport "$leader" -httpport "$ahttp" -raft "127.0.0.1:$araft" -protocols redis -capacity 4GB -log warn & cluster+=($!); disown
 at=10
 for name in b c; do
-  up "$leader"
+  wait_resp "$leader"
   "$bin" -id "$name" -redisport "${ports[$at]}" -httpport "${ports[$((at + 1))]}" -raft "127.0.0.1:${ports[$((at + 2))]}" \
     -join "127.0.0.1:$araft" -protocols redis -capacity 4GB -log warn & cluster+=($!); disown
   at=$((at + 3))
@@ -57,7 +56,7 @@ done
 # The cluster line means three voters: wait for them (a node that could not
 # start or join fails the run instead of measuring a smaller cluster).
 wait_voters "$ahttp" 3
-for p in "$rport" "$g_redis" "$leader"; do up "$p"; done
+for p in "$rport" "$g_redis" "$leader"; do wait_resp "$p"; done
 for _ in $(seq 100); do "$bench" memcache --addr "127.0.0.1:$mport" -t set -n 1 -c 1 >/dev/null 2>&1 && break; sleep 0.1; done
 
 # row SUITE TARGET TEST P OPS P99_MS

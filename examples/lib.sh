@@ -13,6 +13,14 @@ for s in socks: s.bind(("127.0.0.1", 0))
 print("\n".join(str(s.getsockname()[1]) for s in socks))' "$1"
 }
 
+# wait_resp PORT: waits (30 s at most) until a RESP server answers PING on
+# PORT; fails the script if none does.
+wait_resp() {
+  for _ in $(seq 300); do redis-cli -p "$1" PING >/dev/null 2>&1 && return; sleep 0.1; done
+  echo "no answer on $1" >&2
+  exit 1
+}
+
 # wait_voters HTTP_PORT N: waits (30 s at most) until the member serving
 # HTTP on HTTP_PORT lists N voters in GET /cluster; fails the script if not.
 wait_voters() {

@@ -280,7 +280,6 @@ fn put_request(key: String, value: &Bytes) -> pb::PutRequest {
     pb::PutRequest { key, value: value.clone(), ..Default::default() }
 }
 
-/// Stores every key once (untimed), in MultiPut batches over a few connections.
 /// Stores every key once (untimed): each worker (a connection and what it
 /// needs) takes `chunk` keys at a time from a shared counter and hands the
 /// range to `store`, until the key space is done. Shared by every protocol.

@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use crate::command::{Command, Condition, Delta, ExpireCondition, Expiry, MetaArith, MetaGet, SetCommand};
 use crate::glob::glob_match;
 use crate::policy::{Policy, Update};
-use crate::reply::{CommandError, Item, ItemMeta, Number, Reply, Ttl};
+use crate::reply::{CommandError, Item, ItemMeta, ItemRef, Number, Reply, Ttl};
 
 /// Largest value a write may produce (Redis' `proto-max-bulk-len`, 512 MB).
 pub const MAX_VALUE_LEN: usize = 512 * 1024 * 1024;
@@ -144,13 +144,13 @@ fn set(store: &dyn Policy, cmd: &SetCommand, st: &mut ApplyState) -> Reply {
     reply
 }
 
-/// Removes `key` (one lookup), returning the item if it was live; an expired
-/// item is removed too and counted, but not returned.
-fn delete(store: &dyn Policy, key: &Bytes, st: &mut ApplyState) -> Option<Item> {
+/// Removes `key` (one lookup); answers whether it was live, and with
+/// `want_item` (GETDEL) the item itself, copied out only then. An expired
+/// item is removed too and counted, but is not live.
+fn delete(store: &dyn Policy, key: &Bytes, st: &mut ApplyState, want_item: bool) -> (bool, Option<Item>) {
     let now = st.now_ms;
-    let mut live = false;
-    let mut expired = false;
-    let removed = store.update(
+    let (mut live, mut expired, mut item) = (false, false, None);
+    store.update_in_place(
         key,
         &mut |found| match found {
             None => Update::Keep,
@@ -159,6 +159,7 @@ fn delete(store: &dyn Policy, key: &Bytes, st: &mut ApplyState) -> Option<Item> 
                     expired = true;
                 } else {
                     live = true;
+                    item = want_item.then(|| i.to_item());
                 }
                 Update::Remove
             }
@@ -166,7 +167,7 @@ fn delete(store: &dyn Policy, key: &Bytes, st: &mut ApplyState) -> Option<Item> 
         &mut st.evicted,
     );
     st.expired += u64::from(expired);
-    removed.filter(|_| live)
+    (live, item)
 }
 
 fn parse_i64(v: &[u8]) -> Option<i64> {
@@ -467,8 +468,8 @@ pub fn apply(store: &dyn Policy, cmd: &Command, st: &mut ApplyState) -> Reply {
             }
             if *only_if_none_exist { Reply::Bool(true) } else { Reply::Ok }
         }
-        Command::Delete { keys } => Reply::Count(keys.iter().filter(|k| delete(store, k, st).is_some()).count() as u64),
-        Command::GetDelete { key } => Reply::Value(delete(store, key, st)),
+        Command::Delete { keys } => Reply::Count(keys.iter().filter(|k| delete(store, k, st, false).0).count() as u64),
+        Command::GetDelete { key } => Reply::Value(delete(store, key, st, true).1),
         Command::GetAndTouch { keys, expiry } => {
             let mut out = Vec::with_capacity(keys.len());
             for k in keys {
@@ -538,12 +539,14 @@ pub fn apply(store: &dyn Policy, cmd: &Command, st: &mut ApplyState) -> Reply {
             let now = st.now_ms;
             let mut removed = 0;
             for k in keys {
-                let mut expired = |found: Option<&Item>| match found {
-                    Some(i) if i.is_expired(now) => Update::Remove,
+                let mut expired = |found: Option<ItemRef<'_>>| match found {
+                    Some(i) if i.is_expired(now) => {
+                        removed += 1;
+                        Update::Remove
+                    }
                     _ => Update::Keep,
                 };
-                // `update` returns the item only when it removed it.
-                removed += u64::from(store.update(k, &mut expired, &mut st.evicted).is_some());
+                store.update_in_place(k, &mut expired, &mut st.evicted);
             }
             st.expired += removed;
             Reply::Count(removed)

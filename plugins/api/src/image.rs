@@ -165,22 +165,20 @@ impl BackupWriter {
 
     /// The bytes gathered so far, once there are [`Self::CHUNK`] of them.
     pub fn chunk(&mut self) -> Option<Bytes> {
-        (self.buf.len() >= Self::CHUNK).then(|| self.take())
-    }
-
-    fn take(&mut self) -> Bytes {
-        let out = std::mem::replace(&mut self.buf, Vec::with_capacity(Self::CHUNK + 4096));
-        self.crc.update(&out);
-        Bytes::from(out)
+        (self.buf.len() >= Self::CHUNK).then(|| {
+            let out = std::mem::replace(&mut self.buf, Vec::with_capacity(Self::CHUNK + 4096));
+            self.crc.update(&out);
+            Bytes::from(out)
+        })
     }
 
     /// The last chunk: what is left, the count and the checksum.
     pub fn finish(mut self) -> Bytes {
-        let count = self.count;
-        self.buf.put_u64_le(count);
-        let mut last = self.take().to_vec();
-        last.extend_from_slice(&self.crc.finalize().to_le_bytes());
-        Bytes::from(last)
+        self.buf.put_u64_le(self.count);
+        self.crc.update(&self.buf);
+        let crc = self.crc.finalize();
+        self.buf.extend_from_slice(&crc.to_le_bytes());
+        Bytes::from(self.buf)
     }
 }
 

@@ -308,16 +308,11 @@ impl<L> Slots<L> {
     /// The item in slot `i`, as a read hands it out: a packed value is
     /// copied, a large one shared.
     fn item(&self, i: u32) -> Item {
-        let n = &self.nodes[i as usize];
-        let value = if n.packed() {
-            Bytes::copy_from_slice(&n.data()[n.value_at()..])
-        } else {
-            self.large.get(&i).cloned().unwrap_or_default()
-        };
-        Item { value, flags: n.flags, meta: n.meta, cas: n.cas, expires_at: n.expires_at() }
+        self.item_ref(i).to_item()
     }
 
     /// The item in slot `i`, in place.
+    #[inline]
     fn item_ref(&self, i: u32) -> ItemRef<'_> {
         let n = &self.nodes[i as usize];
         let (value, shared) = if n.packed() {
@@ -354,7 +349,7 @@ impl<L> Slots<L> {
             // SAFETY: `old` held `len` bytes, and is not used again.
             unsafe { old.free(len) };
         }
-        (n.word, n.flags, n.meta, n.cas) = (word, flags, meta, cas);
+        (n.flags, n.meta, n.cas) = (flags, meta, cas);
         if !packed {
             self.large.insert(i, value);
         } else if was_large {
@@ -830,21 +825,22 @@ impl<O: Order> Policy for Sharded<O> {
         f: &mut dyn FnMut(Option<&Item>) -> Update,
         evicted: &mut Vec<Bytes>,
     ) -> Option<Item> {
-        let (hash, mut s) = self.lock_for_write(key);
-        let found = s.find(hash, key);
-        // Read once: `f` judges it, and it is the answer when replaced or removed.
-        let current = found.map(|i| s.slots.item(i));
-        match (f(current.as_ref()), found) {
-            (Update::Keep, _) | (Update::Remove, None) => None,
-            (Update::Store(item), _) => {
-                s.store(hash, found, key, item, evicted);
-                current
-            }
-            (Update::Remove, Some(i)) => {
-                s.take(hash, i);
-                current
-            }
-        }
+        // The current item is copied out: `f` judges it, and it is the
+        // answer when replaced or removed.
+        let mut old = None;
+        self.update_in_place(
+            key,
+            &mut |found| {
+                let current = found.map(|c| c.to_item());
+                let decision = f(current.as_ref());
+                if !matches!(decision, Update::Keep) {
+                    old = current;
+                }
+                decision
+            },
+            evicted,
+        );
+        old
     }
 
     fn update_in_place(&self, key: &Bytes, f: &mut dyn FnMut(Option<ItemRef<'_>>) -> Update, evicted: &mut Vec<Bytes>) {
