@@ -19,17 +19,9 @@ pub fn executor(policy: Arc<dyn Policy>, clock: Arc<dyn Clock>) -> Pipeline {
         let policy = policy.clone();
         let now = clock.now_ms();
         Box::pin(async move {
-            let replies = req
-                .commands
-                .iter()
-                .map(|c| {
-                    if c.is_write() {
-                        Reply::Error(CommandError::Refused("writes must pass the raft middleware".into()))
-                    } else {
-                        exec::read(&*policy, c, now)
-                    }
-                })
-                .collect();
+            let replies = exec::read_all(&*policy, &req.commands, now, |c| {
+                c.is_write().then(|| Reply::Error(CommandError::Refused("writes must pass the raft middleware".into())))
+            });
             Ok(Response { replies })
         })
     })

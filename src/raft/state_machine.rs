@@ -27,9 +27,9 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use gerdu_api::Policy;
 use gerdu_api::exec::{self, ApplyState};
 use gerdu_api::image::{ImageMeta, ImageWriter, decode_image};
-use gerdu_api::{Policy, Reply};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership};
 use parking_lot::Mutex;
@@ -219,8 +219,7 @@ impl SmShared {
                 let now = batch.now_ms.max(inner.meta.last_now);
                 inner.meta.last_now = now;
                 let mut st = ApplyState { now_ms: now, cas: inner.meta.cas, ..Default::default() };
-                let replies: Vec<Reply> =
-                    batch.commands.iter().map(|c| exec::apply(&*self.policy, c, &mut st)).collect();
+                let replies = exec::apply_all(&*self.policy, &batch.commands, &mut st);
                 inner.meta.cas = st.cas;
                 *evicted += st.evicted.len() as u64;
                 *expired += st.expired;

@@ -475,6 +475,39 @@ impl Command {
         )
     }
 
+    /// The key the command looks up first, if it names one (what the
+    /// batch executor prefetches, [`crate::Policy::prefetch`]).
+    pub fn first_key(&self) -> Option<&[u8]> {
+        let key = match self {
+            Command::Set(s) => &s.key,
+            Command::SetMany { items, .. } => &items.first()?.key,
+            Command::Get { keys }
+            | Command::Exists { keys }
+            | Command::Delete { keys }
+            | Command::GetAndTouch { keys, .. }
+            | Command::Evict { keys }
+            | Command::Sweep { keys } => keys.first()?,
+            Command::GetDelete { key }
+            | Command::Inspect { key }
+            | Command::Ttl { key }
+            | Command::Touch { key, .. }
+            | Command::Incr { key, .. }
+            | Command::Append { key, .. }
+            | Command::SetRange { key, .. }
+            | Command::MetaDelete { key, .. }
+            | Command::MetaGet(MetaGet { key, .. })
+            | Command::MetaArith(MetaArith { key, .. }) => key,
+            Command::Rename { from, .. } | Command::Copy { from, .. } => from,
+            Command::Scan { .. }
+            | Command::RandomKey
+            | Command::Size
+            | Command::Stats
+            | Command::Flush
+            | Command::FlushAfter { .. } => return None,
+        };
+        Some(key)
+    }
+
     /// Calls `f` on every key and value the command carries.
     fn each_bytes(&mut self, f: &mut dyn FnMut(&mut Bytes)) {
         match self {

@@ -1,7 +1,10 @@
 //! The executor: the one implementation of every command's semantics.
 //!
 //! [`apply`] runs a write against a [`Policy`] inside the Raft state machine;
-//! [`read`] runs a read against the local store. Both are plain functions of
+//! [`read`] runs a read against the local store; [`apply_all`] and
+//! [`read_all`] run a batch of them, telling the store which keys come next
+//! ([`Policy::prefetch`]) so that the cache misses of the following
+//! lookups overlap with the work of the current one. Both are plain functions of
 //! (store, command, time) so that every node that applies the same log entry
 //! reaches the same state, and so that every policy is tested through the same
 //! semantics by the [conformance kit](crate::testkit).
@@ -19,7 +22,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::command::{Command, Condition, Delta, ExpireCondition, Expiry, MetaArith, MetaGet, SetCommand};
 use crate::glob::glob_match;
-use crate::policy::{Policy, Update};
+use crate::policy::{PREFETCH_STEPS, Policy, Update};
 use crate::reply::{CommandError, Item, ItemMeta, ItemRef, Number, Reply, Ttl};
 
 /// Largest value a write may produce (Redis' `proto-max-bulk-len`, 512 MB).
@@ -54,6 +57,58 @@ fn live(store: &dyn Policy, key: &[u8], st: &mut ApplyState) -> Option<Item> {
         return None;
     }
     Some(item)
+}
+
+/// Runs `run` on every index below `n`, in order, and before each one
+/// hints the keys of the next [`PREFETCH_STEPS`] commands to the store, one
+/// step deeper for each command nearer ([`Policy::prefetch`]): a key is
+/// hinted at steps 0, 1, 2 in the three turns before its own.
+fn pipelined<'a, R>(
+    store: &dyn Policy,
+    n: usize,
+    key: impl Fn(usize) -> Option<&'a [u8]>,
+    mut run: impl FnMut(usize) -> R,
+) -> Vec<R> {
+    let mut out = Vec::with_capacity(n);
+    if n < 2 {
+        // Nothing to overlap with.
+        out.extend((0..n).map(run));
+        return out;
+    }
+    for turn in 0..n + PREFETCH_STEPS {
+        for step in 0..PREFETCH_STEPS {
+            if let Some(k) = turn.checked_sub(step).filter(|&j| j < n).and_then(&key) {
+                store.prefetch(k, step);
+            }
+        }
+        if let Some(j) = turn.checked_sub(PREFETCH_STEPS) {
+            out.push(run(j));
+        }
+    }
+    out
+}
+
+/// Applies a log entry's writes in order ([`apply`] each), prefetching the
+/// keys ahead.
+pub fn apply_all(store: &dyn Policy, commands: &[Command], st: &mut ApplyState) -> Vec<Reply> {
+    pipelined(store, commands.len(), |j| commands[j].first_key(), |j| apply(store, &commands[j], st))
+}
+
+/// Serves a batch of reads in order ([`read`] each) at `now_ms`,
+/// prefetching the keys ahead. `serve` answers commands that are not
+/// reads (a caller's own error).
+pub fn read_all(
+    store: &dyn Policy,
+    commands: &[Command],
+    now_ms: u64,
+    serve: impl Fn(&Command) -> Option<Reply>,
+) -> Vec<Reply> {
+    pipelined(
+        store,
+        commands.len(),
+        |j| commands[j].first_key(),
+        |j| serve(&commands[j]).unwrap_or_else(|| read(store, &commands[j], now_ms)),
+    )
 }
 
 /// Keys and values up to this size are copied into their own allocation when

@@ -26,6 +26,7 @@ pub mod cow;
 pub mod exec;
 pub mod glob;
 pub mod image;
+pub mod index;
 pub mod net;
 pub mod pipeline;
 pub mod plugin;

@@ -72,6 +72,10 @@ pub struct PolicyStat {
     pub counter: bool,
 }
 
+/// How many commands ahead the batch executor hints at
+/// ([`Policy::prefetch`]): one step each.
+pub const PREFETCH_STEPS: usize = 3;
+
 /// A store with an eviction policy. See the module docs.
 pub trait Policy: Send + Sync + 'static {
     /// Reads an item and records the access: recency or frequency, and the
@@ -82,6 +86,17 @@ pub trait Policy: Send + Sync + 'static {
 
     /// Reads an item without recording an access.
     fn peek(&self, key: &[u8]) -> Option<Item>;
+
+    /// A hint that `key` is looked up soon: the batch executor calls it for
+    /// the commands ahead of the one it runs ([`crate::exec::apply_all`]),
+    /// with `step` 0 for the farthest and [`PREFETCH_STEPS`]` - 1` for the
+    /// next. A store may start loading what the lookup will wait for, one
+    /// level deeper each step (its index cell, then the entry, then the
+    /// entry's bytes), using what the previous step brought in. It changes
+    /// nothing and may do nothing (the default).
+    fn prefetch(&self, key: &[u8], step: usize) {
+        let _ = (key, step);
+    }
 
     /// Stores an item, returning the one it replaced. Keys and values come
     /// from [detached](crate::command::detach_all) commands: they pin no

@@ -6,14 +6,21 @@
 //! [`Order`]. Custom policies can use it the same way.
 //!
 //! **Layout.** The key space is split over N shards by key hash; each shard
-//! is a `parking_lot::Mutex` around a hash index (`hashbrown::HashTable<u32>`
-//! of slot numbers), a slab of nodes ([`Node`]: the item's metadata, one
+//! is a `parking_lot::Mutex` around a hash index ([`Index`]: 32 bits of
+//! hash and a slot number per cell), a slab of nodes ([`Node`]: the item's metadata, one
 //! allocation holding `key ++ value`, and the order's per-entry
 //! [`Order::Link`]), a free list, and the order's own state. Get, insert and
 //! remove are one lookup under one lock.
 //!
-//! **Memory.** An entry costs its node (40 bytes with the order's link), 5
-//! to 10 bytes of index, and one allocation of `key + value` bytes (8 more
+//! **Prefetching.** A lookup in a big store waits on three cache misses in
+//! a row: the index cell, the node, the key's bytes (and a recency order's
+//! neighbours). [`Policy::prefetch`] starts each of them one step ahead,
+//! for the commands that follow in a batch ([`crate::exec::apply_all`]), so
+//! they overlap with the work of the command running now.
+//!
+//! **Memory.** An entry costs its node (40 bytes with the order's link), 10
+//! to 20 bytes of index (an 8-byte cell, at most 4/5 of them used), and one
+//! allocation of `key + value` bytes (8 more
 //! for a deadline), which is about what Redis spends (its dict entry, object
 //! header and two strings). Values
 //! over [`PACK_LIMIT`] bytes are kept as shared `Bytes` beside the slab
@@ -39,8 +46,7 @@
 //! one shard.
 //!
 //! **Charge per item** = `key.len() + value.len() + overhead`, where the
-//! overhead is the node's size, plus 8 bytes of index slot and control
-//! byte, plus 16 bytes for the rounding of the entry's allocation to the
+//! overhead is the node's size, plus the 8-byte index cell, plus 16 bytes for the rounding of the entry's allocation to the
 //! allocator's size classes, plus what the order adds per entry
 //! ([`Order::EXTRA`], e.g. a ghost entry).
 
@@ -48,10 +54,10 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hashbrown::HashTable;
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::cow::{CowCoordinator, ShardedCapture};
+use crate::index::{self, Index, prefetch};
 use crate::policy::{Capture, Captured, Policy, Update, charge};
 use crate::reply::{Item, ItemMeta, ItemRef};
 
@@ -166,6 +172,17 @@ impl<L> Node<L> {
     fn is_expired(&self, now_ms: u64) -> bool {
         let deadline = self.expires_at();
         deadline != 0 && deadline <= now_ms
+    }
+
+    /// Starts loading the entry's allocation (its first and last line: the
+    /// key, and the end of a packed value).
+    #[inline]
+    fn prefetch_data(&self) {
+        let (start, len) = (self.data.0.as_ptr(), self.data_len());
+        if len != 0 {
+            prefetch(start);
+            prefetch(start.wrapping_add(len - 1));
+        }
     }
 
     /// The `word` for a key and value of these lengths.
@@ -298,6 +315,14 @@ impl<L> Slots<L> {
     #[inline]
     pub fn hash(&self, i: u32) -> u64 {
         self.hasher.hash_one(self.nodes[i as usize].key())
+    }
+
+    /// Starts loading slot `i`'s node (a hint; no effect on results).
+    #[inline]
+    pub fn prefetch(&self, i: u32) {
+        if let Some(n) = self.nodes.get(i as usize) {
+            prefetch(n);
+        }
     }
 
     /// The key of slot `i`.
@@ -519,6 +544,15 @@ impl List {
         *s.link_mut(i).links_mut() = Links::default();
     }
 
+    /// Starts loading the nodes next to slot `i`, which moving or
+    /// unlinking it will write: an order's [`Order::prefetch`].
+    #[inline]
+    pub fn prefetch_neighbours<L: Linked>(s: &Slots<L>, i: u32) {
+        let Links { prev, next } = *s.link(i).links();
+        s.prefetch(prev);
+        s.prefetch(next);
+    }
+
     /// The slot before `i` (towards the head), walking from the tail.
     #[inline]
     pub fn newer<L: Linked>(s: &Slots<L>, i: u32) -> u32 {
@@ -579,6 +613,13 @@ pub trait Order: Send + 'static {
     /// Slot `i`'s entry is about to be removed (its charge still reads).
     fn removed(&mut self, s: &mut Slots<Self::Link>, i: u32);
 
+    /// Slot `i` is about to be read or written: start loading what the
+    /// order will touch then (a list's neighbours, [`List::prefetch_neighbours`]).
+    /// A hint; the default does nothing.
+    fn prefetch(&self, s: &Slots<Self::Link>, i: u32) {
+        let _ = (s, i);
+    }
+
     /// Pushes slots to evict, in order, until their charges add up to
     /// `bytes` or every entry was named once. Removes nothing; the order may
     /// rearrange its own state, and must name each slot at most once per call.
@@ -587,7 +628,7 @@ pub trait Order: Send + 'static {
 
 /// One shard: index, slab, order, accounting.
 pub struct Shard<O: Order> {
-    table: HashTable<u32>,
+    table: Index,
     slots: Slots<O::Link>,
     order: O,
     used: u64,
@@ -599,7 +640,7 @@ pub struct Shard<O: Order> {
 impl<O: Order> Shard<O> {
     fn new(hasher: Hasher, overhead: u64, limit: u64, order_capacity: u64) -> Self {
         Shard {
-            table: HashTable::new(),
+            table: Index::new(),
             slots: Slots::new(hasher, overhead),
             order: O::new(order_capacity),
             used: 0,
@@ -609,15 +650,13 @@ impl<O: Order> Shard<O> {
     }
 
     fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
-        self.table.find(hash, |&i| self.slots.nodes[i as usize].key() == key).copied()
+        self.table.find(index::tag(hash), |i| self.slots.nodes[i as usize].key() == key)
     }
 
     /// Removes slot `i`; answers the charge it freed.
     fn take(&mut self, hash: u64, i: u32) -> u64 {
         self.order.removed(&mut self.slots, i);
-        if let Ok(e) = self.table.find_entry(hash, |&j| j == i) {
-            e.remove();
-        }
+        self.table.remove(index::tag(hash), i);
         let charge = self.slots.charge(i);
         self.used -= charge;
         self.slots.release(i);
@@ -641,8 +680,7 @@ impl<O: Order> Shard<O> {
             self.order.rewritten(&mut self.slots, i, hash, old_charge);
         } else {
             let i = self.slots.alloc(key, item);
-            let Shard { table, slots, .. } = self;
-            table.insert_unique(hash, i, |&j| slots.hasher.hash_one(slots.nodes[j as usize].key()));
+            self.table.insert(index::tag(hash), i);
             self.used += charge;
             self.order.inserted(&mut self.slots, i, hash);
         }
@@ -771,7 +809,7 @@ impl<O: Order> Sharded<O> {
     #[inline]
     fn locate(&self, key: &[u8]) -> (u64, usize) {
         let hash = self.hasher.hash_one(key);
-        // hashbrown uses the low bits for position and the top 7 for tags; shard on the middle.
+        // The index takes the low 32 bits (position and tag); shard on the high ones.
         (hash, ((hash >> 32) as usize) % self.shards.len())
     }
 
@@ -803,6 +841,26 @@ impl<O: Order> Policy for Sharded<O> {
         // snapshots keep just the replicated meta bits.
         s.slots.nodes[i as usize].meta.note_fetch(now_ms);
         Some(before)
+    }
+
+    fn prefetch(&self, key: &[u8], step: usize) {
+        let (hash, idx) = self.locate(key);
+        // A hint never waits for a lock.
+        let Some(s) = self.shards[idx].try_lock() else { return };
+        let tag = index::tag(hash);
+        if step == 0 {
+            return s.table.prefetch(tag);
+        }
+        // The cell is in the cache by now; its first candidate is almost
+        // always the key's slot (a wrong guess only loads a line for nothing).
+        let Some(i) = s.table.probable(tag) else { return };
+        if step == 1 {
+            return s.slots.prefetch(i);
+        }
+        if let Some(node) = s.slots.nodes.get(i as usize) {
+            node.prefetch_data();
+            s.order.prefetch(&s.slots, i);
+        }
     }
 
     fn peek(&self, key: &[u8]) -> Option<Item> {

@@ -121,6 +121,14 @@ impl Order for LfuOrder {
         self.bump(s, i);
     }
 
+    fn prefetch(&self, s: &Slots<LfuLink>, i: u32) {
+        // A bump unlinks `i` and pushes it on the next count's list.
+        List::prefetch_neighbours(s, i);
+        if let Some(next) = self.lists.get(s.link(i).count as usize + 1) {
+            s.prefetch(next.head);
+        }
+    }
+
     fn removed(&mut self, s: &mut Slots<LfuLink>, i: u32) {
         self.len -= 1;
         let count = s.link(i).count as usize;

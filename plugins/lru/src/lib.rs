@@ -54,6 +54,10 @@ impl Order for LruOrder {
         self.list.move_front(s, i);
     }
 
+    fn prefetch(&self, s: &Slots<Links>, i: u32) {
+        List::prefetch_neighbours(s, i);
+    }
+
     fn removed(&mut self, s: &mut Slots<Links>, i: u32) {
         self.list.unlink(s, i);
     }

@@ -2,8 +2,10 @@
 //!
 //! [`parse`] takes one complete request off the front of the input buffer:
 //! a command line (ended by `\r\n`, or a bare `\n` as memcached accepts) and,
-//! for storage commands, the data block that follows it. Keys and data are
-//! zero-copy slices of one frozen `Bytes`. Malformed input is answered with
+//! for storage commands, the data block that follows it. The line is cut
+//! into tokens as ranges (no reference count per token); only what a request
+//! keeps, its keys and its data, becomes a zero-copy `Bytes` slice of the
+//! input. Malformed input is answered with
 //! memcached's own error lines ([`Frame::Error`]): the offending line is
 //! consumed, and for a storage command whose length was readable the data
 //! block is consumed too (`swallow`), so the connection stays usable, as in
@@ -14,8 +16,11 @@
 //! order, checked against the flags the command accepts. Tokens are checked
 //! where they are used ([`crate::meta`]).
 
+use std::ops::Range;
+
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
 
 /// Longest key (memcached's `KEY_MAX_LENGTH`).
 pub const MAX_KEY: usize = 250;
@@ -288,8 +293,9 @@ pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Option<Frame> {
         buf.reserve(nl + 1 + len + 2 - buf.len());
         return None;
     }
-    let line = buf.split_to(nl + 1).freeze().slice(..line_end);
-    Some(parse_line(line, buf, limits))
+    let spans = spans(&buf[..line_end]);
+    let toks = Tokens { line: buf.split_to(nl + 1).freeze(), spans };
+    Some(parse_line(&toks, buf, limits))
 }
 
 /// The data length a storage line announces, if it is readable.
@@ -298,13 +304,14 @@ fn data_len(line: &[u8], meta: bool) -> Option<usize> {
     num::<i64>(tok).filter(|&n| n >= 0 && n <= i32::MAX as i64).map(|n| n as usize)
 }
 
-fn tokens(line: &Bytes) -> Vec<Bytes> {
-    let mut out = Vec::with_capacity(8);
+/// Where the space-separated tokens of a line are.
+fn spans(line: &[u8]) -> SmallVec<[Range<usize>; 8]> {
+    let mut out = SmallVec::new();
     let mut start = None;
     for (i, &b) in line.iter().enumerate() {
         match (b == b' ', start) {
             (true, Some(s)) => {
-                out.push(line.slice(s..i));
+                out.push(s..i);
                 start = None;
             }
             (false, None) => start = Some(i),
@@ -312,50 +319,74 @@ fn tokens(line: &Bytes) -> Vec<Bytes> {
         }
     }
     if let Some(s) = start {
-        out.push(line.slice(s..));
+        out.push(s..line.len());
     }
     out
 }
 
-fn parse_line(line: Bytes, buf: &mut BytesMut, limits: &Limits) -> Frame {
-    let mut toks = tokens(&line);
-    // A handle on the name, so that multi-key commands can hand `toks` on as
-    // their key list without copying it.
-    let Some(name) = toks.first().cloned() else {
+/// A command line and where its tokens are.
+struct Tokens {
+    /// The line as read, with its newline.
+    line: Bytes,
+    spans: SmallVec<[Range<usize>; 8]>,
+}
+
+impl Tokens {
+    fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Token `i`'s bytes.
+    fn at(&self, i: usize) -> &[u8] {
+        &self.line[self.spans[i].clone()]
+    }
+
+    /// Token `i`, to keep (a slice of the line).
+    fn bytes(&self, i: usize) -> Bytes {
+        self.line.slice(self.spans[i].clone())
+    }
+
+    /// Tokens `from..` to keep.
+    fn keys(&self, from: usize) -> Vec<Bytes> {
+        (from..self.len()).map(|i| self.bytes(i)).collect()
+    }
+}
+
+fn parse_line(toks: &Tokens, buf: &mut BytesMut, limits: &Limits) -> Frame {
+    if toks.len() == 0 {
         return error("ERROR");
-    };
-    let noreply_last = toks.last().is_some_and(|t| &t[..] == b"noreply");
-    match &name[..] {
+    }
+    let name = toks.at(0);
+    let noreply_last = toks.at(toks.len() - 1) == b"noreply";
+    match name {
         b"get" | b"gets" => {
             if toks.len() < 2 {
                 return error("ERROR");
             }
-            if !toks[1..].iter().all(|k| valid_key(k)) {
+            if !(1..toks.len()).all(|i| valid_key(toks.at(i))) {
                 return error(BAD_FORMAT);
             }
-            toks.remove(0);
-            Frame::Req(Req::Get { keys: toks, cas: &name[..] == b"gets" })
+            Frame::Req(Req::Get { keys: toks.keys(1), cas: name == b"gets" })
         }
         b"gat" | b"gats" => {
             if toks.len() < 2 {
                 return error("ERROR");
             }
-            let Some(exptime) = num::<i64>(&toks[1]) else {
+            let Some(exptime) = num::<i64>(toks.at(1)) else {
                 return error("CLIENT_ERROR invalid exptime argument");
             };
-            if !toks[2..].iter().all(|k| valid_key(k)) {
+            if !(2..toks.len()).all(|i| valid_key(toks.at(i))) {
                 return error(BAD_FORMAT);
             }
-            toks.drain(..2);
-            Frame::Req(Req::Gat { exptime, keys: toks, cas: &name[..] == b"gats" })
+            Frame::Req(Req::Gat { exptime, keys: toks.keys(2), cas: name == b"gats" })
         }
-        b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => storage(&toks, buf, limits),
+        b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" => storage(toks, buf, limits),
         b"delete" => {
             if !(2..=4).contains(&toks.len()) {
                 return error("ERROR");
             }
             let extra = toks.len() - 2 - usize::from(noreply_last);
-            if extra > 1 || (extra == 1 && &toks[2][..] != b"0") {
+            if extra > 1 || (extra == 1 && toks.at(2) != b"0") {
                 return Frame::Error {
                     text: "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]",
                     noreply: noreply_last,
@@ -363,43 +394,43 @@ fn parse_line(line: Bytes, buf: &mut BytesMut, limits: &Limits) -> Frame {
                     close: false,
                 };
             }
-            if !valid_key(&toks[1]) {
+            if !valid_key(toks.at(1)) {
                 return Frame::Error { text: BAD_FORMAT, noreply: noreply_last, swallow: 0, close: false };
             }
-            Frame::Req(Req::Delete { key: toks[1].clone(), noreply: noreply_last })
+            Frame::Req(Req::Delete { key: toks.bytes(1), noreply: noreply_last })
         }
         b"incr" | b"decr" => {
             if toks.len() != 3 && !(toks.len() == 4 && noreply_last) {
                 return error("ERROR");
             }
             let e = |text| Frame::Error { text, noreply: noreply_last, swallow: 0, close: false };
-            if !valid_key(&toks[1]) {
+            if !valid_key(toks.at(1)) {
                 return e(BAD_FORMAT);
             }
-            let Some(delta) = token_num::<u64>(&toks[2]) else {
+            let Some(delta) = token_num::<u64>(toks.at(2)) else {
                 return e("CLIENT_ERROR invalid numeric delta argument");
             };
-            Frame::Req(Req::Arith { key: toks[1].clone(), delta, decr: &name[..] == b"decr", noreply: noreply_last })
+            Frame::Req(Req::Arith { key: toks.bytes(1), delta, decr: name == b"decr", noreply: noreply_last })
         }
         b"touch" => {
             if toks.len() != 3 && !(toks.len() == 4 && noreply_last) {
                 return error("ERROR");
             }
             let e = |text| Frame::Error { text, noreply: noreply_last, swallow: 0, close: false };
-            if !valid_key(&toks[1]) {
+            if !valid_key(toks.at(1)) {
                 return e(BAD_FORMAT);
             }
-            let Some(exptime) = num::<i64>(&toks[2]) else {
+            let Some(exptime) = num::<i64>(toks.at(2)) else {
                 return e("CLIENT_ERROR invalid exptime argument");
             };
-            Frame::Req(Req::Touch { key: toks[1].clone(), exptime, noreply: noreply_last })
+            Frame::Req(Req::Touch { key: toks.bytes(1), exptime, noreply: noreply_last })
         }
         b"flush_all" => {
             let args = toks.len() - 1 - usize::from(noreply_last);
             if args > 1 {
                 return error("ERROR");
             }
-            let delay = if args == 1 { num::<i64>(&toks[1]) } else { Some(0) };
+            let delay = if args == 1 { num::<i64>(toks.at(1)) } else { Some(0) };
             match delay {
                 Some(delay) => Frame::Req(Req::FlushAll { delay, noreply: noreply_last }),
                 None => Frame::Error {
@@ -412,14 +443,14 @@ fn parse_line(line: Bytes, buf: &mut BytesMut, limits: &Limits) -> Frame {
         }
         b"version" => Frame::Req(Req::Version),
         b"verbosity" if toks.len() >= 2 && toks.len() <= 3 => Frame::Req(Req::Verbosity { noreply: noreply_last }),
-        b"stats" => Frame::Req(Req::Stats(toks.get(1).cloned())),
+        b"stats" => Frame::Req(Req::Stats((toks.len() > 1).then(|| toks.bytes(1)))),
         b"quit" => Frame::Req(Req::Quit),
         b"mn" => Frame::Req(Req::Noop),
-        b"mg" => meta(MetaCmd::Get, &toks, buf, limits),
-        b"ms" => meta(MetaCmd::Set, &toks, buf, limits),
-        b"md" => meta(MetaCmd::Delete, &toks, buf, limits),
-        b"ma" => meta(MetaCmd::Arith, &toks, buf, limits),
-        b"me" => meta(MetaCmd::Debug, &toks, buf, limits),
+        b"mg" => meta(MetaCmd::Get, toks, buf, limits),
+        b"ms" => meta(MetaCmd::Set, toks, buf, limits),
+        b"md" => meta(MetaCmd::Delete, toks, buf, limits),
+        b"ma" => meta(MetaCmd::Arith, toks, buf, limits),
+        b"me" => meta(MetaCmd::Debug, toks, buf, limits),
         _ => error("ERROR"),
     }
 }
@@ -444,8 +475,8 @@ fn swallow(text: &'static str, len: usize, buf: &mut BytesMut, noreply: bool) ->
     Frame::Error { text, noreply, swallow: total - now, close: false }
 }
 
-fn storage(toks: &[Bytes], buf: &mut BytesMut, limits: &Limits) -> Frame {
-    let op = match &toks[0][..] {
+fn storage(toks: &Tokens, buf: &mut BytesMut, limits: &Limits) -> Frame {
+    let op = match toks.at(0) {
         b"set" => StoreOp::Set,
         b"add" => StoreOp::Add,
         b"replace" => StoreOp::Replace,
@@ -454,12 +485,13 @@ fn storage(toks: &[Bytes], buf: &mut BytesMut, limits: &Limits) -> Frame {
         _ => StoreOp::Cas,
     };
     let base = if op == StoreOp::Cas { 6 } else { 5 };
-    let noreply = toks.len() == base + 1 && &toks[base][..] == b"noreply";
+    let noreply = toks.len() == base + 1 && toks.at(base) == b"noreply";
     if toks.len() != base && !noreply {
         return error("ERROR");
     }
     let bad = Frame::Error { text: BAD_FORMAT, noreply, swallow: 0, close: false };
-    let (Some(flags), Some(exptime), Some(len)) = (num::<u32>(&toks[2]), num::<i64>(&toks[3]), num::<i64>(&toks[4]))
+    let (Some(flags), Some(exptime), Some(len)) =
+        (num::<u32>(toks.at(2)), num::<i64>(toks.at(3)), num::<i64>(toks.at(4)))
     else {
         return bad;
     };
@@ -468,38 +500,42 @@ fn storage(toks: &[Bytes], buf: &mut BytesMut, limits: &Limits) -> Frame {
     }
     let len = len as usize;
     let cas = if op == StoreOp::Cas {
-        match num::<u64>(&toks[5]) {
+        match num::<u64>(toks.at(5)) {
             Some(c) => c,
             None => return bad,
         }
     } else {
         0
     };
-    if !valid_key(&toks[1]) {
+    if !valid_key(toks.at(1)) {
         return bad;
     }
     if len > limits.max_item {
         return swallow("SERVER_ERROR object too large for cache", len, buf, noreply);
     }
     match take_data(len, buf) {
-        Some(data) => Frame::Req(Req::Store { op, key: toks[1].clone(), flags, exptime, data, cas, noreply }),
+        Some(data) => Frame::Req(Req::Store { op, key: toks.bytes(1), flags, exptime, data, cas, noreply }),
         None => bad_chunk(noreply),
     }
 }
 
-fn meta(cmd: MetaCmd, toks: &[Bytes], buf: &mut BytesMut, limits: &Limits) -> Frame {
-    let Some(wire_key) = toks.get(1) else {
+fn meta(cmd: MetaCmd, toks: &Tokens, buf: &mut BytesMut, limits: &Limits) -> Frame {
+    if toks.len() < 2 {
         return error(if cmd == MetaCmd::Debug { BAD_FORMAT } else { "ERROR" });
-    };
+    }
+    let wire_key = toks.bytes(1);
     // ms carries its data length before the flags.
-    let (len, flag_toks) = if cmd == MetaCmd::Set {
-        let Some(len) = toks.get(2).and_then(|t| token_num::<i64>(t)).filter(|&n| (0..=i32::MAX as i64).contains(&n))
+    let (len, first_flag) = if cmd == MetaCmd::Set {
+        let Some(len) = (toks.len() > 2)
+            .then(|| token_num::<i64>(toks.at(2)))
+            .flatten()
+            .filter(|&n| (0..=i32::MAX as i64).contains(&n))
         else {
             return error(BAD_FORMAT);
         };
-        (Some(len as usize), &toks[3..])
+        (Some(len as usize), 3)
     } else {
-        (None, &toks[2..])
+        (None, 2)
     };
     // After a readable ms line, any error still consumes the data block.
     let fail = |text: &'static str, buf: &mut BytesMut| match len {
@@ -509,9 +545,10 @@ fn meta(cmd: MetaCmd, toks: &[Bytes], buf: &mut BytesMut, limits: &Limits) -> Fr
     if wire_key.len() > MAX_KEY * 2 {
         return fail(BAD_FORMAT, buf);
     }
-    let mut flags = Vec::with_capacity(flag_toks.len());
+    let mut flags = Vec::with_capacity(toks.len().saturating_sub(first_flag));
     let mut seen = 0u64;
-    for t in flag_toks {
+    for at in first_flag..toks.len() {
+        let t = toks.at(at);
         let flag = t[0];
         if !flag.is_ascii_alphabetic() || !cmd.accepts(flag) {
             return fail("CLIENT_ERROR invalid flag", buf);
@@ -524,15 +561,16 @@ fn meta(cmd: MetaCmd, toks: &[Bytes], buf: &mut BytesMut, limits: &Limits) -> Fr
         if flag == b'O' && t.len() - 1 > MAX_OPAQUE {
             return fail("CLIENT_ERROR opaque token too long", buf);
         }
-        flags.push(MetaFlag { flag, token: t.slice(1..) });
+        let span = &toks.spans[at];
+        flags.push(MetaFlag { flag, token: toks.line.slice(span.start + 1..span.end) });
     }
     let key = if flags.iter().any(|f| f.flag == b'b') {
-        match base64::engine::general_purpose::STANDARD.decode(wire_key) {
+        match base64::engine::general_purpose::STANDARD.decode(&wire_key) {
             Ok(k) if !k.is_empty() && k.len() <= MAX_KEY => Bytes::from(k),
             _ => return fail("CLIENT_ERROR error decoding key", buf),
         }
     } else {
-        if !valid_key(wire_key) {
+        if !valid_key(&wire_key) {
             return fail(BAD_FORMAT, buf);
         }
         wire_key.clone()
@@ -547,7 +585,7 @@ fn meta(cmd: MetaCmd, toks: &[Bytes], buf: &mut BytesMut, limits: &Limits) -> Fr
             None => return bad_chunk(false),
         },
     };
-    Frame::Req(Req::Meta(Meta { cmd, key, wire_key: wire_key.clone(), flags, data }))
+    Frame::Req(Req::Meta(Meta { cmd, key, wire_key, flags, data }))
 }
 
 #[cfg(test)]

@@ -203,6 +203,10 @@ impl Policy for WeakPolicy {
         self.inner.peek(key)
     }
 
+    fn prefetch(&self, key: &[u8], step: usize) {
+        self.inner.prefetch(key, step)
+    }
+
     fn insert(&self, key: Bytes, item: Item, evicted: &mut Vec<Bytes>) -> Option<Item> {
         let before = evicted.len();
         let old = self.inner.insert(key, item, evicted);

@@ -383,6 +383,10 @@ impl Order for WTinyLfuOrder {
         self.spill_window(s);
     }
 
+    fn prefetch(&self, s: &Slots<WLink>, i: u32) {
+        List::prefetch_neighbours(s, i);
+    }
+
     fn removed(&mut self, s: &mut Slots<WLink>, i: u32) {
         let q = s.link(i).queue;
         self.list(q).unlink(s, i);
