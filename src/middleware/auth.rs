@@ -88,6 +88,7 @@ impl Middleware for Auth {
             return inner;
         }
         let config = self.config.clone();
+        let inner = gerdu_api::SharedPipeline::new(inner);
         stage(move |req| {
             let inner = inner.clone();
             let verdict = match req.ctx.credentials.as_deref() {
@@ -97,7 +98,7 @@ impl Middleware for Auth {
             };
             Box::pin(async move {
                 verdict?;
-                gerdu_api::pipeline::call(&inner, req).await
+                inner.call(req).await
             })
         })
     }

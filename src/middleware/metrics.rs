@@ -102,6 +102,7 @@ fn count(m: &ServerMetrics, ops: &Ops, replies: &[Reply]) {
 impl Middleware for MetricsMiddleware {
     fn layer(&self, inner: Pipeline) -> Pipeline {
         let metrics = self.metrics.clone();
+        let inner = gerdu_api::SharedPipeline::new(inner);
         stage(move |req| {
             let inner = inner.clone();
             let m = metrics.clone();
@@ -109,7 +110,7 @@ impl Middleware for MetricsMiddleware {
                 let protocol = req.ctx.protocol;
                 let received = req.ctx.received;
                 let ops = Ops::of(&req.commands);
-                let result = gerdu_api::pipeline::call(&inner, req).await;
+                let result = inner.call(req).await;
                 match &result {
                     Ok(resp) => {
                         // One latency observation per run of same-op commands:

@@ -29,6 +29,7 @@ struct RaftMiddleware {
 impl Middleware for RaftMiddleware {
     fn layer(&self, inner: Pipeline) -> Pipeline {
         let node = self.node.clone();
+        let inner = gerdu_api::SharedPipeline::new(inner);
         let raft_stage = stage(move |req: Request| {
             let node = node.clone();
             let inner = inner.clone();
@@ -42,7 +43,7 @@ impl Middleware for RaftMiddleware {
                 }
                 if !any_write {
                     node.read_barrier(consistency).await?;
-                    return gerdu_api::pipeline::call(&inner, req).await;
+                    return inner.call(req).await;
                 }
                 if req.commands.iter().all(Command::is_write) {
                     let replies = node.propose(req.commands).await?;
@@ -61,7 +62,7 @@ impl Middleware for RaftMiddleware {
                     } else {
                         node.read_barrier(consistency).await?;
                         let sub = Request { ctx: req.ctx.clone(), commands: run };
-                        replies.extend(gerdu_api::pipeline::call(&inner, sub).await?.replies);
+                        replies.extend(inner.call(sub).await?.replies);
                     }
                 }
                 Ok(Response { replies })

@@ -523,7 +523,11 @@ pub fn apply(store: &dyn Policy, cmd: &Command, st: &mut ApplyState) -> Reply {
             }
             if *only_if_none_exist { Reply::Bool(true) } else { Reply::Ok }
         }
-        Command::Delete { keys } => Reply::Count(keys.iter().filter(|k| delete(store, k, st, false).0).count() as u64),
+        Command::Delete { keys } => {
+            let removed =
+                pipelined(store, keys.len(), |j| Some(&keys[j][..]), |j| delete(store, &keys[j], st, false).0);
+            Reply::Count(removed.into_iter().filter(|&r| r).count() as u64)
+        }
         Command::GetDelete { key } => Reply::Value(delete(store, key, st, true).1),
         Command::GetAndTouch { keys, expiry } => {
             let mut out = Vec::with_capacity(keys.len());
@@ -583,11 +587,16 @@ pub fn apply(store: &dyn Policy, cmd: &Command, st: &mut ApplyState) -> Reply {
         Command::MetaArith(m) => meta_arith(store, m, st),
         Command::Evict { keys } => {
             let before = st.evicted.len();
-            for k in keys {
-                if store.remove(k).is_some() {
-                    st.evicted.push(k.clone());
-                }
-            }
+            pipelined(
+                store,
+                keys.len(),
+                |j| Some(&keys[j][..]),
+                |j| {
+                    if store.remove(&keys[j]).is_some() {
+                        st.evicted.push(keys[j].clone());
+                    }
+                },
+            );
             Reply::Count((st.evicted.len() - before) as u64)
         }
         Command::Sweep { keys } => {
@@ -614,7 +623,13 @@ pub fn apply(store: &dyn Policy, cmd: &Command, st: &mut ApplyState) -> Reply {
 pub fn read(store: &dyn Policy, cmd: &Command, now_ms: u64) -> Reply {
     let visible = |item: Option<Item>| item.filter(|i| !i.is_expired(now_ms));
     match cmd {
-        Command::Get { keys } => Reply::Values(keys.iter().map(|k| visible(store.get(k, now_ms))).collect()),
+        // A multi-key get (MGET, memcached `get k1 k2 ...`) prefetches its keys too.
+        Command::Get { keys } => Reply::Values(pipelined(
+            store,
+            keys.len(),
+            |j| Some(&keys[j][..]),
+            |j| visible(store.get(&keys[j], now_ms)),
+        )),
         Command::Inspect { key } => Reply::Value(visible(store.peek(key))),
         Command::Exists { keys } => {
             Reply::Count(keys.iter().filter(|k| visible(store.peek(k)).is_some()).count() as u64)

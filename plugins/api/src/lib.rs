@@ -38,7 +38,9 @@ pub mod testkit;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::{Command, Condition, Delta, ExpireCondition, Expiry, Key, MetaArith, MetaGet, Op, SetCommand};
-pub use pipeline::{Credentials, Pipeline, PipelineError, ReadConsistency, Request, RequestContext, Response};
+pub use pipeline::{
+    Credentials, Pipeline, PipelineError, ReadConsistency, Request, RequestContext, Response, SharedPipeline,
+};
 pub use plugin::{
     Admin, AdminError, BackupFile, ClusterView, Config, Extensions, MemberView, Middleware, MiddlewareContext,
     MiddlewarePlugin, NodeStatus, PluginError, PolicyPlugin, Protocol, ProtocolContext, ProtocolPlugin, Running,

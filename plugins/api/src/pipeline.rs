@@ -151,6 +151,55 @@ pub async fn call(pipeline: &Pipeline, request: Request) -> Result<Response, Pip
     pipeline.clone().oneshot(request).await
 }
 
+/// A pipeline called by reference, without cloning it per call.
+///
+/// [`call`] clones the pipeline for every request, as tower's shared
+/// services are used (`clone().oneshot(..)`), and a clone of a boxed stage
+/// clones every stage inside it: a box each. A connection loop or a stage
+/// that calls its inner pipeline for every request holds it in a
+/// `SharedPipeline` instead, which is an `Arc` to clone, and calls it under
+/// a short lock: readiness is polled there, and when the service is ready
+/// (the stages of the chain always are) `call` only makes its future under
+/// the lock; a service that is not ready is cloned and awaited as [`call`]
+/// does. The lock is held only while the future is made, never across an
+/// `.await`; a service must not call the same `SharedPipeline` from its
+/// `call` (the future it returns may).
+#[derive(Clone)]
+pub struct SharedPipeline(Arc<parking_lot::Mutex<Pipeline>>);
+
+enum Started {
+    Running(futures::future::BoxFuture<'static, Result<Response, PipelineError>>),
+    Failed(PipelineError),
+    NotReady(Pipeline, Request),
+}
+
+impl SharedPipeline {
+    /// Shares `pipeline`.
+    pub fn new(pipeline: Pipeline) -> Self {
+        SharedPipeline(Arc::new(parking_lot::Mutex::new(pipeline)))
+    }
+
+    fn start(&self, request: Request) -> Started {
+        use tower::Service;
+        let mut pipeline = self.0.lock();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match pipeline.poll_ready(&mut cx) {
+            std::task::Poll::Ready(Ok(())) => Started::Running(pipeline.call(request)),
+            std::task::Poll::Ready(Err(e)) => Started::Failed(e),
+            std::task::Poll::Pending => Started::NotReady(pipeline.clone(), request),
+        }
+    }
+
+    /// Calls the pipeline once.
+    pub async fn call(&self, request: Request) -> Result<Response, PipelineError> {
+        match self.start(request) {
+            Started::Running(future) => future.await,
+            Started::Failed(e) => Err(e),
+            Started::NotReady(pipeline, request) => call(&pipeline, request).await,
+        }
+    }
+}
+
 /// Asks the pipeline whether `credentials` are accepted, with an empty
 /// request (the auth middleware judges it; nothing else runs). Protocols call
 /// this for their login commands (`AUTH`, memcached's ascii auth).

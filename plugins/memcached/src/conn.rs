@@ -89,6 +89,8 @@ enum Step {
 /// A connection's state.
 struct Conn {
     shared: Arc<Shared>,
+    /// This connection's handle on the pipeline (no clone per request).
+    pipeline: gerdu_api::SharedPipeline,
     credentials: Option<Arc<Credentials>>,
     authenticated: bool,
     /// Data-block bytes still to discard (a value that was refused).
@@ -130,7 +132,7 @@ fn pipeline_error_text(e: &PipelineError) -> String {
 
 async fn call(conn: &Conn, commands: Vec<Command>) -> Result<Vec<Reply>, PipelineError> {
     let request = Request { ctx: conn.context(), commands };
-    gerdu_api::pipeline::call(&conn.shared.pipeline, request).await.map(|r| r.replies)
+    conn.pipeline.call(request).await.map(|r| r.replies)
 }
 
 /// Answers every step of the batch into `out`, calling the pipeline once
@@ -301,6 +303,7 @@ pub async fn serve(mut stream: Stream, _peer: SocketAddr, shared: Arc<Shared>, s
     shared.total_connections.fetch_add(1, Ordering::Relaxed);
     shared.curr_connections.fetch_add(1, Ordering::Relaxed);
     let mut conn = Conn {
+        pipeline: gerdu_api::SharedPipeline::new(shared.pipeline.clone()),
         shared: shared.clone(),
         credentials: None,
         authenticated: false,

@@ -98,7 +98,7 @@ fn parse_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Byt
     }
     let n = n as usize;
     // First pass: find every argument's span without copying.
-    let mut spans = Vec::with_capacity(n.min(1024));
+    let mut spans: smallvec::SmallVec<[(usize, usize); 8]> = smallvec::SmallVec::with_capacity(n.min(1024));
     for _ in 0..n {
         if pos >= buf.len() {
             return Ok(None);

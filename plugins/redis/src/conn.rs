@@ -164,6 +164,8 @@ pub struct ConnState {
     pub info: Arc<ClientInfo>,
     /// Listener state.
     pub shared: Arc<Shared>,
+    /// This connection's handle on the pipeline (no clone per request).
+    pub pipeline: gerdu_api::SharedPipeline,
 }
 
 impl ConnState {
@@ -210,7 +212,7 @@ async fn execute(batch: &mut Batch, conn: &ConnState, out: &mut BytesMut) {
         Ok(Vec::new())
     } else {
         let request = Request { ctx: conn.context(), commands: std::mem::take(&mut batch.commands) };
-        gerdu_api::pipeline::call(&shared.pipeline, request).await.map(|r| r.replies)
+        conn.pipeline.call(request).await.map(|r| r.replies)
     };
     let info = |o: &mut Out<'_>, sections: &[String], reply: &Reply| {
         crate::commands::server::render_info(o, sections, reply, conn);
@@ -283,7 +285,14 @@ pub async fn serve(mut stream: Stream, peer: SocketAddr, shared: Arc<Shared>, sh
         resp: AtomicUsize::new(2),
     });
     shared.clients.lock().insert(id, info.clone());
-    let mut conn = ConnState { resp3: false, credentials: None, authenticated: false, info, shared: shared.clone() };
+    let mut conn = ConnState {
+        resp3: false,
+        credentials: None,
+        authenticated: false,
+        info,
+        shared: shared.clone(),
+        pipeline: gerdu_api::SharedPipeline::new(shared.pipeline.clone()),
+    };
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut out = BytesMut::with_capacity(16 * 1024);
     let idle = (shared.config.timeout > 0).then(|| Duration::from_secs(shared.config.timeout));
