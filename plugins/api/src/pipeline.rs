@@ -217,6 +217,53 @@ pub async fn check_credentials(
 mod tests {
     use super::*;
 
+    /// A service that is not ready at its first poll, then is; or that
+    /// fails its readiness.
+    #[derive(Clone)]
+    struct Reluctant {
+        polls: Arc<std::sync::atomic::AtomicUsize>,
+        fail: bool,
+    }
+
+    impl tower::Service<Request> for Reluctant {
+        type Response = Response;
+        type Error = PipelineError;
+        type Future = futures::future::BoxFuture<'static, Result<Response, PipelineError>>;
+
+        fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), PipelineError>> {
+            use std::sync::atomic::Ordering;
+            if self.fail {
+                return std::task::Poll::Ready(Err(PipelineError::ShuttingDown));
+            }
+            if self.polls.fetch_add(1, Ordering::SeqCst) == 0 {
+                cx.waker().wake_by_ref();
+                return std::task::Poll::Pending;
+            }
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: Request) -> Self::Future {
+            Box::pin(async move { Ok(Response { replies: vec![Reply::Count(req.commands.len() as u64)] }) })
+        }
+    }
+
+    #[tokio::test]
+    async fn shared_pipeline_waits_for_readiness_and_reports_its_errors() {
+        use std::sync::atomic::Ordering;
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let shared = SharedPipeline::new(BoxCloneSyncService::new(Reluctant { polls: polls.clone(), fail: false }));
+        let request = || Request { ctx: RequestContext::new("test"), commands: vec![Command::Size, Command::Size] };
+        // Not ready at first: answered through a clone that waited.
+        let first = shared.call(request()).await.expect("answered");
+        assert_eq!(first.replies, vec![Reply::Count(2)]);
+        assert_eq!(polls.load(Ordering::SeqCst), 2, "polled again after pending");
+        // Ready now: answered in place.
+        assert_eq!(shared.call(request()).await.expect("answered").replies, vec![Reply::Count(2)]);
+        assert_eq!(polls.load(Ordering::SeqCst), 3);
+        let failing = SharedPipeline::new(BoxCloneSyncService::new(Reluctant { polls, fail: true }));
+        assert_eq!(failing.call(request()).await.unwrap_err(), PipelineError::ShuttingDown);
+    }
+
     #[test]
     fn authorization_values() {
         assert_eq!(Credentials::from_authorization("Bearer abc"), Some(Credentials::Token("abc".into())));
