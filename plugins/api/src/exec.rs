@@ -63,17 +63,10 @@ fn live(store: &dyn Policy, key: &[u8], st: &mut ApplyState) -> Option<Item> {
 /// hints the keys of the next [`PREFETCH_STEPS`] commands to the store, one
 /// step deeper for each command nearer ([`Policy::prefetch`]): a key is
 /// hinted at steps 0, 1, 2 in the three turns before its own.
-fn pipelined<'a, R>(
-    store: &dyn Policy,
-    n: usize,
-    key: impl Fn(usize) -> Option<&'a [u8]>,
-    mut run: impl FnMut(usize) -> R,
-) -> Vec<R> {
-    let mut out = Vec::with_capacity(n);
+fn pipelined<'a>(store: &dyn Policy, n: usize, key: impl Fn(usize) -> Option<&'a [u8]>, mut run: impl FnMut(usize)) {
     if n < 2 {
         // Nothing to overlap with.
-        out.extend((0..n).map(run));
-        return out;
+        return (0..n).for_each(run);
     }
     for turn in 0..n + PREFETCH_STEPS {
         for step in 0..PREFETCH_STEPS {
@@ -82,16 +75,17 @@ fn pipelined<'a, R>(
             }
         }
         if let Some(j) = turn.checked_sub(PREFETCH_STEPS) {
-            out.push(run(j));
+            run(j);
         }
     }
-    out
 }
 
 /// Applies a log entry's writes in order ([`apply`] each), prefetching the
 /// keys ahead.
 pub fn apply_all(store: &dyn Policy, commands: &[Command], st: &mut ApplyState) -> Vec<Reply> {
-    pipelined(store, commands.len(), |j| commands[j].first_key(), |j| apply(store, &commands[j], st))
+    let mut replies = Vec::with_capacity(commands.len());
+    pipelined(store, commands.len(), |j| commands[j].first_key(), |j| replies.push(apply(store, &commands[j], st)));
+    replies
 }
 
 /// Serves a batch of reads in order ([`read`] each) at `now_ms`,
@@ -103,12 +97,14 @@ pub fn read_all(
     now_ms: u64,
     serve: impl Fn(&Command) -> Option<Reply>,
 ) -> Vec<Reply> {
+    let mut replies = Vec::with_capacity(commands.len());
     pipelined(
         store,
         commands.len(),
         |j| commands[j].first_key(),
-        |j| serve(&commands[j]).unwrap_or_else(|| read(store, &commands[j], now_ms)),
-    )
+        |j| replies.push(serve(&commands[j]).unwrap_or_else(|| read(store, &commands[j], now_ms))),
+    );
+    replies
 }
 
 /// Keys and values up to this size are copied into their own allocation when
@@ -524,9 +520,14 @@ pub fn apply(store: &dyn Policy, cmd: &Command, st: &mut ApplyState) -> Reply {
             if *only_if_none_exist { Reply::Bool(true) } else { Reply::Ok }
         }
         Command::Delete { keys } => {
-            let removed =
-                pipelined(store, keys.len(), |j| Some(&keys[j][..]), |j| delete(store, &keys[j], st, false).0);
-            Reply::Count(removed.into_iter().filter(|&r| r).count() as u64)
+            let mut removed = 0;
+            pipelined(
+                store,
+                keys.len(),
+                |j| Some(&keys[j][..]),
+                |j| removed += u64::from(delete(store, &keys[j], st, false).0),
+            );
+            Reply::Count(removed)
         }
         Command::GetDelete { key } => Reply::Value(delete(store, key, st, true).1),
         Command::GetAndTouch { keys, expiry } => {
@@ -624,12 +625,11 @@ pub fn read(store: &dyn Policy, cmd: &Command, now_ms: u64) -> Reply {
     let visible = |item: Option<Item>| item.filter(|i| !i.is_expired(now_ms));
     match cmd {
         // A multi-key get (MGET, memcached `get k1 k2 ...`) prefetches its keys too.
-        Command::Get { keys } => Reply::Values(pipelined(
-            store,
-            keys.len(),
-            |j| Some(&keys[j][..]),
-            |j| visible(store.get(&keys[j], now_ms)),
-        )),
+        Command::Get { keys } => {
+            let mut items = Vec::with_capacity(keys.len());
+            pipelined(store, keys.len(), |j| Some(&keys[j][..]), |j| items.push(visible(store.get(&keys[j], now_ms))));
+            Reply::Values(items)
+        }
         Command::Inspect { key } => Reply::Value(visible(store.peek(key))),
         Command::Exists { keys } => {
             Reply::Count(keys.iter().filter(|k| visible(store.peek(k)).is_some()).count() as u64)

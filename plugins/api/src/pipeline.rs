@@ -195,7 +195,10 @@ impl SharedPipeline {
         match self.start(request) {
             Started::Running(future) => future.await,
             Started::Failed(e) => Err(e),
-            Started::NotReady(pipeline, request) => call(&pipeline, request).await,
+            Started::NotReady(pipeline, request) => {
+                use tower::ServiceExt;
+                pipeline.oneshot(request).await
+            }
         }
     }
 }

@@ -78,47 +78,45 @@ pub fn check_policy(build: Builder<'_>) {
 /// sharded policy split it by their own hash seeds, so they would evict
 /// differently whatever the executor.)
 fn batches_match_one_by_one(build: Builder<'_>) {
-    {
-        let (batched, single) = (Harness::new(build, 0), Harness::new(build, 0));
-        let (mut bst, mut sst) = (batched.st, single.st);
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
-        for round in 0..40u64 {
-            let batch: Vec<Command> = (0..64)
-                .map(|_| {
-                    // The key space widens each round, so the index keeps growing.
-                    let k = key(&format!("k{}", next(50 + round * 40)));
-                    match next(6) {
-                        0 | 1 => Command::Set(SetCommand::new(k, "v".repeat(next(300) as usize))),
-                        2 => Command::Delete { keys: vec![k] },
-                        3 => Command::Incr { key: k, delta: Delta::Signed(1) },
-                        4 => Command::Append {
-                            key: k,
-                            value: key("+"),
-                            prepend: false,
-                            create: Some(Expiry::Never),
-                            cas: None,
-                        },
-                        _ => Command::Get { keys: vec![k] },
-                    }
-                })
-                .collect();
-            let (writes, reads): (Vec<Command>, Vec<Command>) = batch.into_iter().partition(Command::is_write);
-            let got = apply_all(&*batched.store, &writes, &mut bst);
-            let want: Vec<Reply> = writes.iter().map(|c| apply(&*single.store, c, &mut sst)).collect();
-            assert_eq!(got, want, "batches: write replies in round {round}");
-            let got = read_all(&*batched.store, &reads, bst.now_ms, |_| None);
-            let want: Vec<Reply> = reads.iter().map(|c| read(&*single.store, c, sst.now_ms)).collect();
-            assert_eq!(got, want, "batches: read replies in round {round}");
-            assert_eq!(batched.store.len(), single.store.len(), "batches: size in round {round}");
-        }
-        assert!(batched.store.len() > 300, "batches: the key space grew");
+    let (batched, single) = (Harness::new(build, 0), Harness::new(build, 0));
+    let (mut bst, mut sst) = (batched.st, single.st);
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    for round in 0..40u64 {
+        let batch: Vec<Command> = (0..64)
+            .map(|_| {
+                // The key space widens each round, so the index keeps growing.
+                let k = key(&format!("k{}", next(50 + round * 40)));
+                match next(6) {
+                    0 | 1 => Command::Set(SetCommand::new(k, "v".repeat(next(300) as usize))),
+                    2 => Command::Delete { keys: vec![k] },
+                    3 => Command::Incr { key: k, delta: Delta::Signed(1) },
+                    4 => Command::Append {
+                        key: k,
+                        value: key("+"),
+                        prepend: false,
+                        create: Some(Expiry::Never),
+                        cas: None,
+                    },
+                    _ => Command::Get { keys: vec![k] },
+                }
+            })
+            .collect();
+        let (writes, reads): (Vec<Command>, Vec<Command>) = batch.into_iter().partition(Command::is_write);
+        let got = apply_all(&*batched.store, &writes, &mut bst);
+        let want: Vec<Reply> = writes.iter().map(|c| apply(&*single.store, c, &mut sst)).collect();
+        assert_eq!(got, want, "batches: write replies in round {round}");
+        let got = read_all(&*batched.store, &reads, bst.now_ms, |_| None);
+        let want: Vec<Reply> = reads.iter().map(|c| read(&*single.store, c, sst.now_ms)).collect();
+        assert_eq!(got, want, "batches: read replies in round {round}");
+        assert_eq!(batched.store.len(), single.store.len(), "batches: size in round {round}");
     }
+    assert!(batched.store.len() > 300, "batches: the key space grew");
 }
 
 fn basic_crud(build: Builder<'_>) {

@@ -279,28 +279,28 @@ pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Option<Frame> {
     let nl = nl?;
     let line_end = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
     // Storage commands need their data block before anything is consumed.
-    // The command name is the first token (leading spaces are skipped).
-    let start = buf[..line_end].iter().position(|&b| b != b' ').unwrap_or(line_end);
-    let head = &buf[start..line_end];
-    let name_end = head.iter().position(|&b| b == b' ').unwrap_or(head.len());
-    let needs_data =
-        matches!(&head[..name_end], b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas" | b"ms");
-    if needs_data
-        && let Some(len) = data_len(head, &head[..name_end] == b"ms")
+    // The line is cut into tokens once, for this and for the parser.
+    let spans = spans(&buf[..line_end]);
+    let token = |i: usize| spans.get(i).map(|t| &buf[t.clone()]);
+    let length_at = match token(0) {
+        Some(b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas") => Some(4),
+        Some(b"ms") => Some(2),
+        _ => None,
+    };
+    if let Some(len) = length_at.and_then(token).and_then(data_len)
         && len <= limits.max_item
         && buf.len() < nl + 1 + len + 2
     {
         buf.reserve(nl + 1 + len + 2 - buf.len());
         return None;
     }
-    let spans = spans(&buf[..line_end]);
     let toks = Tokens { line: buf.split_to(nl + 1).freeze(), spans };
     Some(parse_line(&toks, buf, limits))
 }
 
-/// The data length a storage line announces, if it is readable.
-fn data_len(line: &[u8], meta: bool) -> Option<usize> {
-    let tok = line.split(|&b| b == b' ').filter(|t| !t.is_empty()).nth(if meta { 2 } else { 4 })?;
+/// The data length a storage line announces (its length token), if it is
+/// readable.
+fn data_len(tok: &[u8]) -> Option<usize> {
     num::<i64>(tok).filter(|&n| n >= 0 && n <= i32::MAX as i64).map(|n| n as usize)
 }
 
