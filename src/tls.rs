@@ -44,6 +44,9 @@ pub fn load(cfg: &TlsConfig) -> Result<Option<Arc<ServerConfig>>, ConfigError> {
 pub struct PeerTls {
     /// The peer listener's config: requires a client certificate signed by the CA; ALPN h2.
     pub server: Arc<ServerConfig>,
+    /// The dialing side's config for the framed peer RPC: trusts the CA,
+    /// presents this node's certificate.
+    pub client: Arc<rustls::ClientConfig>,
     /// This node's certificate chain (PEM), presented to the peers it dials.
     pub cert_pem: Vec<u8>,
     /// This node's key (PEM).
@@ -68,7 +71,14 @@ pub fn load_peer(cfg: &PeerTlsConfig) -> Result<Option<PeerTls>, ConfigError> {
     let private =
         PrivateKeyDer::from_pem_file(key).map_err(|e| ConfigError(format!("raft.tls.key: {}: {e}", key.display())))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+    let roots = Arc::new(roots);
+    let client = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError(format!("raft.tls: {e}")))?
+        .with_root_certificates(roots.clone())
+        .with_client_auth_cert(chain.clone(), private.clone_key())
+        .map_err(|e| ConfigError(format!("raft.tls: certificate and key do not fit: {e}")))?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
         .build()
         .map_err(|e| ConfigError(format!("raft.tls.ca: {e}")))?;
     let mut server = ServerConfig::builder_with_provider(provider)
@@ -80,6 +90,7 @@ pub fn load_peer(cfg: &PeerTlsConfig) -> Result<Option<PeerTls>, ConfigError> {
     server.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Some(PeerTls {
         server: Arc::new(server),
+        client: Arc::new(client),
         cert_pem: read(cert, "cert")?,
         key_pem: read(key, "key")?,
         ca_pem: read(ca, "ca")?,

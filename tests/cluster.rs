@@ -399,6 +399,48 @@ impl Pki {
     }
 }
 
+type VoteAnswer = Result<openraft::raft::VoteResponse<u64>, openraft::error::RaftError<u64>>;
+
+/// A vote request from a candidate no member knows, at `term`.
+fn vote(term: u64) -> openraft::raft::VoteRequest<u64> {
+    openraft::raft::VoteRequest::new(openraft::Vote::new(term, u64::MAX), None)
+}
+
+/// The framed peer RPC answers raft requests, and closes a connection
+/// that sends an unknown request kind, a body that does not decode or a
+/// frame over the limit, while the node goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_framed_peer_rpc_answers_votes_and_drops_bad_frames() {
+    use gerdu::raft::rpc::{Conn, MAGIC, MAX_FRAME, VOTE};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let a = node("a", None).await;
+    let addr = raft_addr(&a);
+    let term = a.server.raft().status().term;
+    // A stale candidate is refused, with the node's own vote in the answer.
+    let mut conn = Conn::connect(&addr, None).await.unwrap();
+    let answer: VoteAnswer = conn.call(VOTE, &vote(0)).await.unwrap();
+    let answer = answer.unwrap();
+    assert!(!answer.vote_granted);
+    assert_eq!(answer.vote.leader_id().term, term);
+    // The same connection serves the next request.
+    let again: VoteAnswer = conn.call(VOTE, &vote(0)).await.unwrap();
+    assert!(!again.unwrap().vote_granted);
+
+    let oversized = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
+    for bad in [vec![0, 0, 0, 1, 99], vec![0, 0, 0, 3, VOTE, 0xc1, 0xc1], oversized] {
+        let mut raw = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        raw.write_all(MAGIC).await.unwrap();
+        raw.write_all(&bad).await.unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut rest)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{bad:?}: the connection is closed without an answer");
+    }
+    assert_eq!(common::put(a.http, "/cache/k", b"still serving").await.status, StatusCode::CREATED);
+    assert_eq!(common::get(a.http, "/cache/k").await.text(), "still serving");
+    a.server.kill().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_speak_mutual_tls_and_refuse_strangers() {
     let pki = Pki::new(&["a", "b", "c"]);
@@ -430,6 +472,15 @@ async fn peers_speak_mutual_tls_and_refuse_strangers() {
     let rogue_tls = gerdu::tls::load_peer(&rogue.config("a")).unwrap();
     let stranger = gerdu::raft::network::Network::new(rogue_tls);
     assert!(stranger.client(&raft_addr(&a)).unwrap().join(join()).await.is_err());
+    // The framed RPC (AppendEntries, Vote) is refused to both as well.
+    let pki_a = gerdu::tls::load_peer(&rogue.config("a")).unwrap().unwrap();
+    for tls in [None, Some(&pki_a)] {
+        let refused = match gerdu::raft::rpc::Conn::connect(&raft_addr(&a), tls).await {
+            Err(_) => true,
+            Ok(mut conn) => conn.call::<_, VoteAnswer>(gerdu::raft::rpc::VOTE, &vote(1)).await.is_err(),
+        };
+        assert!(refused, "a stranger's vote request (TLS: {}) got an answer", tls.is_some());
+    }
     assert_eq!(a.server.raft().status().members.len(), 3);
     for n in [c, b, a] {
         n.server.kill().await;

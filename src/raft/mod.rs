@@ -29,6 +29,7 @@ pub mod network;
 pub mod peer;
 pub mod proposer;
 pub mod read_index;
+pub mod rpc;
 pub mod state_machine;
 pub mod sweeper;
 pub mod types;

@@ -1,12 +1,16 @@
-//! Peer networking, client side: openraft's [`RaftNetworkFactory`] over the
-//! tonic service of `proto/raft.proto`, plus the clients the node uses to
-//! forward requests and membership changes to the leader.
+//! Peer networking, client side: openraft's [`RaftNetworkFactory`], plus the
+//! clients the node uses to forward requests and membership changes to the
+//! leader.
 //!
-//! One HTTP/2 channel per peer address, created lazily and shared by every
-//! caller (replication, votes, forwarding): tonic reconnects it after a
-//! failure. A peer that cannot be connected is reported to openraft as
-//! `Unreachable` (it backs off); other transport failures as `Network`; a
-//! raft error the peer answered as `RemoteError`.
+//! AppendEntries and Vote travel over the framed peer RPC ([`super::rpc`]):
+//! each openraft client (one per replication stream, one per vote round)
+//! keeps its own connection, dialed on first use and redialed after any
+//! failure. Snapshots, forwarding and membership use the tonic service of
+//! `proto/raft.proto`: one HTTP/2 channel per peer address, created lazily
+//! and shared, which tonic reconnects after a failure. A peer that cannot
+//! be connected is reported to openraft as `Unreachable` (it backs off);
+//! other transport failures as `Network`; a raft error the peer answered as
+//! `RemoteError`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,7 +47,7 @@ pub struct Network {
 }
 
 /// The host part of `host:port` (without IPv6 brackets).
-fn host_of(addr: &str) -> &str {
+pub(crate) fn host_of(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
     host.trim_start_matches('[').trim_end_matches(']')
 }
@@ -104,7 +108,14 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Peer {
-        Peer { target, node: node.clone(), client: self.client(&node.raft_addr), down: self.down.clone() }
+        Peer {
+            target,
+            node: node.clone(),
+            client: self.client(&node.raft_addr),
+            rpc: super::rpc::Client::default(),
+            tls: self.tls.clone(),
+            down: self.down.clone(),
+        }
     }
 }
 
@@ -113,6 +124,9 @@ pub struct Peer {
     target: NodeId,
     node: Node,
     client: Result<PeerClient, String>,
+    /// The framed connection for AppendEntries and Vote.
+    rpc: super::rpc::Client,
+    tls: Option<Arc<crate::tls::PeerTls>>,
     down: Arc<Mutex<std::collections::HashSet<NodeId>>>,
 }
 
@@ -125,16 +139,38 @@ impl Peer {
 
     /// Logs a peer going away and coming back, once each (openraft itself
     /// would log every retry).
-    fn note_reachable(&self, reachable: bool, reply: &Result<Reply, tokio::time::error::Elapsed>) {
+    fn note_reachable(&self, reachable: bool, why: impl FnOnce() -> String) {
         let mut down = self.down.lock();
         if reachable && down.remove(&self.target) {
             tracing::info!(peer = %self.node, "peer reachable again");
         } else if !reachable && down.insert(self.target) {
-            let why = match reply {
-                Ok(Err(status)) => status.message().to_string(),
-                _ => "timed out".into(),
-            };
-            tracing::warn!(peer = %self.node, "peer unreachable: {why}; retrying");
+            tracing::warn!(peer = %self.node, "peer unreachable: {}; retrying", why());
+        }
+    }
+
+    /// One framed call ([`super::rpc`]) and its answer as openraft wants it.
+    #[allow(clippy::result_large_err)]
+    async fn call<Req, T, E>(&mut self, kind: u8, req: &Req, ttl: Duration) -> Result<T, RPCError<NodeId, Node, E>>
+    where
+        Req: serde::Serialize,
+        T: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let tls = self.tls.as_deref();
+        let reply = self.rpc.call::<Req, Result<T, E>>(&self.node.raft_addr, tls, kind, req, ttl).await;
+        let io = |m: String| std::io::Error::other(m);
+        let reachable = !matches!(reply, Err(super::rpc::CallError::Connect(_)));
+        self.note_reachable(reachable, || match &reply {
+            Err(e) => e.to_string(),
+            Ok(_) => String::new(),
+        });
+        match reply {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(RemoteError::new_with_node(self.target, self.node.clone(), e).into()),
+            Err(e @ super::rpc::CallError::Connect(_)) => {
+                Err(Unreachable::new(&io(format!("{}: {e}", self.node))).into())
+            }
+            Err(e) => Err(NetworkError::new(&io(format!("{}: {e}", self.node))).into()),
         }
     }
 
@@ -148,7 +184,10 @@ impl Peer {
     {
         let io = |m: String| std::io::Error::other(m);
         let reachable = !matches!(&reply, Ok(Err(status)) if never_sent(status));
-        self.note_reachable(reachable, &reply);
+        self.note_reachable(reachable, || match &reply {
+            Ok(Err(status)) => status.message().to_string(),
+            _ => "timed out".into(),
+        });
         let reply = match reply {
             Err(_) => return Err(NetworkError::new(&io(format!("{}: timed out", self.node))).into()),
             Ok(Err(status)) if never_sent(&status) => {
@@ -171,10 +210,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        let mut client = self.client()?;
-        let blob = pb::Blob { data: wire::encode(&rpc) };
-        let reply = tokio::time::timeout(option.hard_ttl(), client.append_entries(blob)).await;
-        self.finish(reply)
+        self.call(super::rpc::APPEND_ENTRIES, &rpc, option.hard_ttl()).await
     }
 
     async fn install_snapshot(
@@ -196,9 +232,6 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        let mut client = self.client()?;
-        let blob = pb::Blob { data: wire::encode(&rpc) };
-        let reply = tokio::time::timeout(option.hard_ttl(), client.vote(blob)).await;
-        self.finish(reply)
+        self.call(super::rpc::VOTE, &rpc, option.hard_ttl()).await
     }
 }

@@ -1,5 +1,8 @@
-//! Peer networking, server side: the `gerdu.raft.RaftPeer` service on the
-//! `-raft` address (HTTP/2 cleartext).
+//! Peer networking, server side: the `-raft` address serves two protocols,
+//! told apart by a connection's first 8 bytes: the framed peer RPC
+//! ([`super::rpc`], AppendEntries and Vote) after its magic, else the
+//! `gerdu.raft.RaftPeer` gRPC service (HTTP/2, whose preface those bytes
+//! begin, handed to hyper untouched).
 //!
 //! Raft's messages go straight to openraft; forwarded client requests run
 //! through this node's raft stage (only while it leads: otherwise the sender
@@ -7,7 +10,10 @@
 //! membership change here if this node leads, else they are passed on.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use gerdu_api::AdminError;
 use gerdu_api::net::{ServeOptions, Stream};
@@ -15,6 +21,7 @@ use gerdu_api::tokio_util::sync::CancellationToken;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
@@ -109,16 +116,24 @@ pub async fn serve(
     shutdown: CancellationToken,
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
-    let service = pb::raft_peer_server::RaftPeerServer::new(PeerService { node })
+    let service = pb::raft_peer_server::RaftPeerServer::new(PeerService { node: node.clone() })
         .max_decoding_message_size(1 << 30)
         .max_encoding_message_size(1 << 30);
     let opts = ServeOptions { name: "raft", tls, max_connections: MAX_PEER_CONNECTIONS, shutdown: shutdown.clone() };
-    let handler = move |stream, peer| serve_conn(stream, peer, service.clone(), shutdown.clone());
+    let handler = move |stream, peer| serve_conn(stream, peer, node.clone(), service.clone(), shutdown.clone());
     gerdu_api::net::serve(listener, opts, handler, |_stream| async {}).await;
 }
 
-async fn serve_conn<S>(stream: Stream, peer: SocketAddr, service: S, shutdown: CancellationToken)
-where
+/// How long a new peer connection may take to send its first 8 bytes.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn serve_conn<S>(
+    mut stream: Stream,
+    peer: SocketAddr,
+    node: Arc<RaftNode>,
+    service: S,
+    shutdown: CancellationToken,
+) where
     S: tower::Service<
             http::Request<hyper::body::Incoming>,
             Response = http::Response<tonic::body::Body>,
@@ -128,6 +143,23 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    let mut head = [0u8; 8];
+    let hello = tokio::select! {
+        r = tokio::time::timeout(HELLO_TIMEOUT, stream.read_exact(&mut head)) => r,
+        _ = shutdown.cancelled() => return,
+    };
+    match hello {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return tracing::debug!(%peer, "raft peer connection closed before its first bytes: {e}"),
+        Err(_) => return tracing::debug!(%peer, "raft peer connection sent nothing"),
+    }
+    if &head == super::rpc::MAGIC {
+        if let Err(e) = super::rpc::serve(stream, node, shutdown).await {
+            tracing::debug!(%peer, "raft peer RPC connection: {e}");
+        }
+        return;
+    }
+    let stream = Rewind { head, pos: 0, inner: stream };
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new());
     let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
@@ -137,5 +169,50 @@ where
             tracing::debug!(%peer, "raft peer connection: {e}");
         },
         _ = shutdown.cancelled() => {}
+    }
+}
+
+/// A stream whose first bytes were already read: they are read again first.
+struct Rewind {
+    head: [u8; 8],
+    pos: usize,
+    inner: Stream,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if self.pos < self.head.len() {
+            let n = buf.remaining().min(self.head.len() - self.pos);
+            buf.put_slice(&self.head[self.pos..self.pos + n]);
+            self.pos += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
