@@ -184,9 +184,12 @@ pub async fn read_more(
             None => std::future::pending().await,
         }
     };
+    // In order, not at random (no RNG per read): shutdown first, so a
+    // client that never stops sending still sees it.
     tokio::select! {
-        r = stream.read_buf(buf) => r.ok().filter(|&n| n > 0),
+        biased;
         _ = cancelled => None,
+        r = stream.read_buf(buf) => r.ok().filter(|&n| n > 0),
         _ = idle => None,
     }
 }

@@ -231,20 +231,20 @@ async fn execute(batch: &mut Batch, conn: &ConnState, out: &mut BytesMut) {
     shared.commands_processed.fetch_add(answered, Ordering::Relaxed);
 }
 
-/// Parses and answers everything complete in `input`. Returns true when the
+/// Parses and answers everything complete in `input`, with `batch` (empty;
+/// kept by the connection so its buffers are reused). Returns true when the
 /// connection must close (QUIT, protocol error).
-async fn process(input: &mut BytesMut, conn: &mut ConnState, out: &mut BytesMut) -> bool {
-    let mut batch = Batch::default();
+async fn process(input: &mut BytesMut, conn: &mut ConnState, batch: &mut Batch, out: &mut BytesMut) -> bool {
     loop {
         if batch.steps.len() >= MAX_BATCH {
-            execute(&mut batch, conn, out).await;
+            execute(batch, conn, out).await;
         }
         let args = match codec::parse(input, &conn.shared.limits) {
             Ok(Some(args)) if args.is_empty() => continue,
             Ok(Some(args)) => args,
             Ok(None) => break,
             Err(e) => {
-                execute(&mut batch, conn, out).await;
+                execute(batch, conn, out).await;
                 Out::new(out, conn.resp3).error(&format!("ERR {}", e.0));
                 return true;
             }
@@ -258,7 +258,7 @@ async fn process(input: &mut BytesMut, conn: &mut ConnState, out: &mut BytesMut)
                 batch.commands.extend(commands);
             }
             Action::Barrier(b) => {
-                execute(&mut batch, conn, out).await;
+                execute(batch, conn, out).await;
                 conn.shared.commands_processed.fetch_add(1, Ordering::Relaxed);
                 if connection::run_barrier(b, conn, out).await {
                     return true;
@@ -266,7 +266,7 @@ async fn process(input: &mut BytesMut, conn: &mut ConnState, out: &mut BytesMut)
             }
         }
     }
-    execute(&mut batch, conn, out).await;
+    execute(batch, conn, out).await;
     false
 }
 
@@ -295,6 +295,7 @@ pub async fn serve(mut stream: Stream, peer: SocketAddr, shared: Arc<Shared>, sh
     };
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut batch = Batch::default();
     let idle = (shared.config.timeout > 0).then(|| Duration::from_secs(shared.config.timeout));
     // Registered once, not once per read.
     let cancelled = shutdown.cancelled();
@@ -304,7 +305,7 @@ pub async fn serve(mut stream: Stream, peer: SocketAddr, shared: Arc<Shared>, sh
             break;
         }
         conn.info.last_active_ms.store(conn.info.created.elapsed().as_millis() as u64, Ordering::Relaxed);
-        let close = process(&mut input, &mut conn, &mut out).await;
+        let close = process(&mut input, &mut conn, &mut batch, &mut out).await;
         if !out.is_empty() {
             if stream.write_all(&out).await.is_err() {
                 break;

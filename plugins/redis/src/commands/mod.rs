@@ -23,12 +23,15 @@ use crate::codec::Out;
 use crate::conn::ConnState;
 use crate::table::{self, Family};
 
+/// The commands of one Redis command: almost always one, kept inline.
+pub type Commands = smallvec::SmallVec<[Command; 1]>;
+
 /// What to do with one request.
 pub enum Action {
     /// The reply has been written.
     Local,
     /// Commands for the pipeline and how to render their replies.
-    Remote(Vec<Command>, Render),
+    Remote(Commands, Render),
     /// A connection-changing command, run after the batch before it.
     Barrier(connection::Barrier),
 }
