@@ -132,9 +132,16 @@ fn init_logging(core: &CoreConfig) {
     let level = core.log.directive();
     // openraft logs every election and snapshot at info, and benign races of
     // membership changes and elections at warn; gerdu logs the role changes
-    // and membership itself. Keep openraft at error unless debugging.
-    let default =
-        if matches!(level, "debug" | "trace") { level.to_string() } else { format!("{level},openraft=error") };
+    // and membership itself. Keep openraft at error unless debugging. Its
+    // change_membership logs at error every failure it also returns, the
+    // benign "already undergoing a configuration change" of two joins at
+    // once included; gerdu retries those and reports the rest, so that
+    // module is left out.
+    let default = if matches!(level, "debug" | "trace") {
+        level.to_string()
+    } else {
+        format!("{level},openraft=error,openraft::raft::impl_raft_blocking_write=off")
+    };
     let filter = EnvFilter::try_from_env("GERDU_LOG_FILTER").unwrap_or_else(|_| EnvFilter::new(default));
     use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
