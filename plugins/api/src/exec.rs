@@ -84,7 +84,9 @@ fn pipelined<'a>(store: &dyn Policy, n: usize, key: impl Fn(usize) -> Option<&'a
 /// keys ahead.
 pub fn apply_all(store: &dyn Policy, commands: &[Command], st: &mut ApplyState) -> Vec<Reply> {
     let mut replies = Vec::with_capacity(commands.len());
-    pipelined(store, commands.len(), |j| commands[j].first_key(), |j| replies.push(apply(store, &commands[j], st)));
+    store.batch(commands.len(), &mut || {
+        pipelined(store, commands.len(), |j| commands[j].first_key(), |j| replies.push(apply(store, &commands[j], st)))
+    });
     replies
 }
 
@@ -98,12 +100,14 @@ pub fn read_all(
     serve: impl Fn(&Command) -> Option<Reply>,
 ) -> Vec<Reply> {
     let mut replies = Vec::with_capacity(commands.len());
-    pipelined(
-        store,
-        commands.len(),
-        |j| commands[j].first_key(),
-        |j| replies.push(serve(&commands[j]).unwrap_or_else(|| read(store, &commands[j], now_ms))),
-    );
+    store.batch(commands.len(), &mut || {
+        pipelined(
+            store,
+            commands.len(),
+            |j| commands[j].first_key(),
+            |j| replies.push(serve(&commands[j]).unwrap_or_else(|| read(store, &commands[j], now_ms))),
+        )
+    });
     replies
 }
 

@@ -87,6 +87,17 @@ pub trait Policy: Send + Sync + 'static {
     /// Reads an item without recording an access.
     fn peek(&self, key: &[u8]) -> Option<Item>;
 
+    /// Runs `run`, a batch of about `n` commands' calls to this store from
+    /// this thread (the batch executor's [`crate::exec::apply_all`] and
+    /// [`crate::exec::read_all`]). A store may take its locks once for the
+    /// batch instead of once per call; `run` must not wait for another
+    /// thread that uses the store, nor read a [`Capture`] (which takes the
+    /// locks itself). The default just runs it.
+    fn batch(&self, n: usize, run: &mut dyn FnMut()) {
+        let _ = n;
+        run()
+    }
+
     /// A hint that `key` is looked up soon: the batch executor calls it for
     /// the commands ahead of the one it runs ([`crate::exec::apply_all`]),
     /// with `step` 0 for the farthest and [`PREFETCH_STEPS`]` - 1` for the

@@ -69,6 +69,71 @@ pub fn check_policy(build: Builder<'_>) {
     capture_is_point_in_time(build);
     memcached_meta(build);
     batches_match_one_by_one(build);
+    batches_serve_every_call_and_other_threads(build);
+}
+
+/// Inside [`Policy::batch`] (which may hold the store's locks) every store
+/// call still works on the batch's thread, the whole-store ones included
+/// (a log entry may hold a flush or a scan); meanwhile another thread's
+/// calls wait for the batch and then see its writes whole.
+fn batches_serve_every_call_and_other_threads(build: Builder<'_>) {
+    let mut h = Harness::new(build, 0);
+    let st = &mut h.st;
+    let store = h.store.clone();
+    let writes: Vec<Command> = (0..64).map(|i| Command::Set(SetCommand::new(format!("b{i}"), "v"))).collect();
+    let mut answers = Vec::new();
+    store.batch(writes.len(), &mut || {
+        answers = apply_all(&*store, &writes, st);
+        answers.push(apply(&*store, &Command::Set(SetCommand::new("one", "1")), st));
+        answers.push(read(&*store, &Command::Size, st.now_ms));
+        answers.push(read(&*store, &Command::Scan { cursor: 0, pattern: None, count: 1000 }, st.now_ms));
+        answers.push(read(&*store, &Command::RandomKey, st.now_ms));
+        let mut evicted = Vec::new();
+        store.victims(64, &mut evicted);
+        answers.push(Reply::Count(evicted.len() as u64));
+        answers.push(Reply::Count(u64::from(store.used_bytes() > 0)));
+        answers.push(apply(&*store, &Command::Flush, st));
+        answers.push(read(&*store, &Command::Size, st.now_ms));
+    });
+    let n = writes.len();
+    assert!(answers[..=n].iter().all(|r| matches!(r, Reply::Stored { created: true, .. })), "batch: writes");
+    assert_eq!(answers[n + 1], Reply::Count(65), "batch: size inside");
+    assert!(matches!(&answers[n + 2], Reply::Keys { keys, .. } if keys.len() == 65), "batch: scan inside");
+    assert!(matches!(answers[n + 3], Reply::Key(Some(_))), "batch: random key inside");
+    assert!(!matches!(answers[n + 4], Reply::Count(0)), "batch: victims inside");
+    assert_eq!(answers[n + 5], Reply::Count(1), "batch: bytes inside");
+    assert_eq!(answers[n + 7], Reply::Count(0), "batch: flush inside");
+
+    // Another thread writes and reads keys of its own while this one runs
+    // batches: neither blocks for good, and neither loses a write.
+    let other = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let mut st = ApplyState { now_ms: 1_000_000, ..Default::default() };
+            for i in 0..2000 {
+                let k = format!("o{i}");
+                apply(&*store, &Command::Set(SetCommand::new(k.clone(), "x")), &mut st);
+                let got = read(&*store, &Command::Exists { keys: vec![key(&k)] }, st.now_ms);
+                assert_eq!(got, Reply::Count(1), "batch: the other thread reads its own write");
+            }
+        })
+    };
+    for round in 0..200 {
+        let batch: Vec<Command> = (0..16)
+            .map(|k| {
+                let k = key(&format!("r{k}"));
+                if round % 2 == 0 { Command::Set(SetCommand::new(k, "y")) } else { Command::Delete { keys: vec![k] } }
+            })
+            .collect();
+        let mut replies = Vec::new();
+        store.batch(batch.len(), &mut || {
+            replies = apply_all(&*store, &batch, st);
+        });
+        assert_eq!(replies.len(), 16, "batch: replies in round {round}");
+    }
+    other.join().expect("batch: the other thread");
+    // The last round (odd) removed the batches' keys.
+    assert_eq!(store.len(), 2000, "batch: the other thread's keys all stored, the batches' gone");
 }
 
 /// The batch executor ([`apply_all`], [`read_all`]), which hints the keys

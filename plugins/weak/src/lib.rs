@@ -207,6 +207,10 @@ impl Policy for WeakPolicy {
         self.inner.prefetch(key, step)
     }
 
+    fn batch(&self, n: usize, run: &mut dyn FnMut()) {
+        self.inner.batch(n, run)
+    }
+
     fn insert(&self, key: Bytes, item: Item, evicted: &mut Vec<Bytes>) -> Option<Item> {
         let before = evicted.len();
         let old = self.inner.insert(key, item, evicted);
