@@ -91,7 +91,8 @@ pub trait Policy: Send + Sync + 'static {
     /// this thread (the batch executor's [`crate::exec::apply_all`] and
     /// [`crate::exec::read_all`]). A store may take its locks once for the
     /// batch instead of once per call; `run` must not wait for another
-    /// thread that uses the store, nor read a [`Capture`] (which takes the
+    /// thread that uses the store (another store's calls from another
+    /// thread's batch included), nor read a [`Capture`] (which takes the
     /// locks itself). The default just runs it.
     fn batch(&self, n: usize, run: &mut dyn FnMut()) {
         let _ = n;

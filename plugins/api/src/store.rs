@@ -932,7 +932,8 @@ impl<O: Order> Policy for Sharded<O> {
         // shards: a command takes up to eight locks with its prefetch
         // steps, a batch two per shard, and smaller batches (a pipeline of
         // 16 GETs over 32 shards) measured no better held.
-        if self.held() || n < self.shards.len() {
+        // Nor inside another store's batch: the thread-local marks one store.
+        if HELD.with(|h| h.get()) != 0 || n < self.shards.len() {
             return run();
         }
         // Always in shard order, as every other batch (no lock-order cycle;

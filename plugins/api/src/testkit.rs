@@ -94,6 +94,11 @@ fn batches_serve_every_call_and_other_threads(build: Builder<'_>) {
         answers.push(Reply::Count(u64::from(store.used_bytes() > 0)));
         answers.push(apply(&*store, &Command::Flush, st));
         answers.push(read(&*store, &Command::Size, st.now_ms));
+        // A batch of another store inside this one, then this one's calls again.
+        let (other, mut ost) = (build(0), ApplyState { now_ms: st.now_ms, ..Default::default() });
+        apply_all(&*other, &writes, &mut ost);
+        answers.push(read(&*other, &Command::Size, st.now_ms));
+        answers.push(apply(&*store, &Command::Set(SetCommand::new("after", "1")), st));
     });
     let n = writes.len();
     assert!(answers[..=n].iter().all(|r| matches!(r, Reply::Stored { created: true, .. })), "batch: writes");
@@ -103,6 +108,8 @@ fn batches_serve_every_call_and_other_threads(build: Builder<'_>) {
     assert!(!matches!(answers[n + 4], Reply::Count(0)), "batch: victims inside");
     assert_eq!(answers[n + 5], Reply::Count(1), "batch: bytes inside");
     assert_eq!(answers[n + 7], Reply::Count(0), "batch: flush inside");
+    assert_eq!(answers[n + 8], Reply::Count(64), "batch: another store's batch inside");
+    assert!(matches!(answers[n + 9], Reply::Stored { created: true, .. }), "batch: this store after it");
 
     // Another thread writes and reads keys of its own while this one runs
     // batches: neither blocks for good, and neither loses a write.
@@ -132,8 +139,8 @@ fn batches_serve_every_call_and_other_threads(build: Builder<'_>) {
         assert_eq!(replies.len(), 16, "batch: replies in round {round}");
     }
     other.join().expect("batch: the other thread");
-    // The last round (odd) removed the batches' keys.
-    assert_eq!(store.len(), 2000, "batch: the other thread's keys all stored, the batches' gone");
+    // The last round (odd) removed the batches' keys; "after" stays.
+    assert_eq!(store.len(), 2001, "batch: the other thread's keys all stored, the batches' gone");
 }
 
 /// The batch executor ([`apply_all`], [`read_all`]), which hints the keys
