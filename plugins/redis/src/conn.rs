@@ -189,7 +189,11 @@ impl ConnState {
 
 enum Step {
     Local(Range<usize>),
-    Remote { first: usize, n: usize, render: Render },
+    /// The reply to `batch.commands[at]`, rendered.
+    Remote {
+        at: usize,
+        render: Render,
+    },
 }
 
 #[derive(Default)]
@@ -221,8 +225,8 @@ async fn execute(batch: &mut Batch, conn: &ConnState, out: &mut BytesMut) {
     for step in batch.steps.drain(..) {
         match step {
             Step::Local(range) => o.raw(&batch.local[range]),
-            Step::Remote { first, n, render } => match &result {
-                Ok(replies) => commands::render(&render, &replies[first..first + n], &info, &mut o),
+            Step::Remote { at, render } => match &result {
+                Ok(replies) => commands::render(&render, replies.get(at), &info, &mut o),
                 Err(e) => o.error(&commands::pipeline_error_text(e)),
             },
         }
@@ -253,9 +257,9 @@ async fn process(input: &mut BytesMut, conn: &mut ConnState, batch: &mut Batch, 
         let action = commands::dispatch(args, conn, &mut Out::new(&mut batch.local, conn.resp3));
         match action {
             Action::Local => batch.steps.push(Step::Local(start..batch.local.len())),
-            Action::Remote(commands, render) => {
-                batch.steps.push(Step::Remote { first: batch.commands.len(), n: commands.len(), render });
-                batch.commands.extend(commands);
+            Action::Remote(command, render) => {
+                batch.steps.push(Step::Remote { at: batch.commands.len(), render });
+                batch.commands.push(command);
             }
             Action::Barrier(b) => {
                 execute(batch, conn, out).await;

@@ -67,7 +67,7 @@ fn expire(name: &str, args: &[Bytes], out: &mut Out<'_>) -> Action {
             }
         }
     };
-    Action::Remote(smallvec::smallvec![Command::Touch { key: args[1].clone(), expiry, condition }], Render::Bool)
+    Action::Remote(Command::Touch { key: args[1].clone(), expiry, condition }, Render::Bool)
 }
 
 fn scan(args: &[Bytes], out: &mut Out<'_>) -> Action {
@@ -104,42 +104,35 @@ fn scan(args: &[Bytes], out: &mut Out<'_>) -> Action {
         }
         i += 2;
     }
-    Action::Remote(smallvec::smallvec![Command::Scan { cursor, pattern, count }], Render::Scan { none })
+    Action::Remote(Command::Scan { cursor, pattern, count }, Render::Scan { none })
 }
 
 /// Dispatches a keyspace command (arity already checked).
 pub fn dispatch(name: &str, args: Vec<Bytes>, out: &mut Out<'_>) -> Action {
     match name {
-        "del" | "unlink" => {
-            Action::Remote(smallvec::smallvec![Command::Delete { keys: args[1..].to_vec() }], Render::Int)
-        }
-        "exists" => Action::Remote(smallvec::smallvec![Command::Exists { keys: args[1..].to_vec() }], Render::Int),
-        "type" => Action::Remote(smallvec::smallvec![Command::Exists { keys: vec![args[1].clone()] }], Render::Type),
+        "del" | "unlink" => Action::Remote(Command::Delete { keys: args[1..].to_vec() }, Render::Int),
+        "exists" => Action::Remote(Command::Exists { keys: args[1..].to_vec() }, Render::Int),
+        "type" => Action::Remote(Command::Exists { keys: vec![args[1].clone()] }, Render::Type),
         "expire" | "pexpire" | "expireat" | "pexpireat" => expire(name, &args, out),
         "ttl" | "pttl" | "expiretime" | "pexpiretime" => {
             let ms = name.starts_with('p');
             let absolute = name.ends_with("time");
-            Action::Remote(smallvec::smallvec![Command::Ttl { key: args[1].clone() }], Render::Ttl { ms, absolute })
+            Action::Remote(Command::Ttl { key: args[1].clone() }, Render::Ttl { ms, absolute })
         }
         "persist" => Action::Remote(
-            smallvec::smallvec![Command::Touch {
-                key: args[1].clone(),
-                expiry: Expiry::Never,
-                condition: ExpireCondition::Always
-            }],
+            Command::Touch { key: args[1].clone(), expiry: Expiry::Never, condition: ExpireCondition::Always },
             Render::Bool,
         ),
-        "touch" => Action::Remote(smallvec::smallvec![Command::Get { keys: args[1..].to_vec() }], Render::Found),
-        "keys" => Action::Remote(
-            smallvec::smallvec![Command::Scan { cursor: 0, pattern: Some(args[1].clone()), count: usize::MAX }],
-            Render::Keys,
-        ),
+        "touch" => Action::Remote(Command::Get { keys: args[1..].to_vec() }, Render::Found),
+        "keys" => {
+            Action::Remote(Command::Scan { cursor: 0, pattern: Some(args[1].clone()), count: usize::MAX }, Render::Keys)
+        }
         "scan" => scan(&args, out),
-        "randomkey" => Action::Remote(smallvec::smallvec![Command::RandomKey], Render::Key),
+        "randomkey" => Action::Remote(Command::RandomKey, Render::Key),
         "rename" | "renamenx" => {
             let nx = name == "renamenx";
             let cmd = Command::Rename { from: args[1].clone(), to: args[2].clone(), only_if_absent: nx };
-            Action::Remote(smallvec::smallvec![cmd], if nx { Render::Bool } else { Render::Ok })
+            Action::Remote(cmd, if nx { Render::Bool } else { Render::Ok })
         }
         "copy" => {
             let mut replace = false;
@@ -159,10 +152,7 @@ pub fn dispatch(name: &str, args: Vec<Bytes>, out: &mut Out<'_>) -> Action {
                 }
                 i += 1;
             }
-            Action::Remote(
-                smallvec::smallvec![Command::Copy { from: args[1].clone(), to: args[2].clone(), replace }],
-                Render::Bool,
-            )
+            Action::Remote(Command::Copy { from: args[1].clone(), to: args[2].clone(), replace }, Render::Bool)
         }
         _ => {
             out.error("ERR unknown command");

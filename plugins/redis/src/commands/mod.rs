@@ -3,8 +3,8 @@
 //! [`dispatch`] looks at one request and decides, without waiting:
 //! - [`Action::Local`]: answered on the spot (`PING`, `ECHO`, `COMMAND`,
 //!   arity and syntax errors, ...), the reply already written;
-//! - [`Action::Remote`]: one or more [`Command`]s for the pipeline plus a
-//!   [`Render`] saying how to turn their replies into RESP;
+//! - [`Action::Remote`]: one [`Command`] for the pipeline plus a
+//!   [`Render`] saying how to turn its reply into RESP;
 //! - [`Action::Barrier`]: a command that changes the connection (`AUTH`,
 //!   `HELLO`, `RESET`, `QUIT`), run by the connection after everything before
 //!   it has been answered.
@@ -23,15 +23,12 @@ use crate::codec::Out;
 use crate::conn::ConnState;
 use crate::table::{self, Family};
 
-/// The commands of one Redis command: almost always one, kept inline.
-pub type Commands = smallvec::SmallVec<[Command; 1]>;
-
 /// What to do with one request.
 pub enum Action {
     /// The reply has been written.
     Local,
-    /// Commands for the pipeline and how to render their replies.
-    Remote(Commands, Render),
+    /// The command for the pipeline and how to render its reply.
+    Remote(Command, Render),
     /// A connection-changing command, run after the batch before it.
     Barrier(connection::Barrier),
 }
@@ -197,9 +194,15 @@ pub fn range(len: usize, start: i64, end: i64) -> Option<(usize, usize)> {
     (s <= e && s < len).then_some((s as usize, e as usize + 1))
 }
 
-/// Renders the replies of one remote step.
-pub fn render(render: &Render, replies: &[Reply], extra: &dyn Fn(&mut Out<'_>, &[String], &Reply), out: &mut Out<'_>) {
-    let Some(reply) = replies.first() else {
+/// Renders the reply of one remote step (`None`: the pipeline answered fewer
+/// replies than commands).
+pub fn render(
+    render: &Render,
+    reply: Option<&Reply>,
+    extra: &dyn Fn(&mut Out<'_>, &[String], &Reply),
+    out: &mut Out<'_>,
+) {
+    let Some(reply) = reply else {
         out.error("ERR internal error: no reply");
         return;
     };

@@ -156,17 +156,17 @@ pub fn dispatch(name: &str, args: Vec<Bytes>, conn: &mut ConnState, out: &mut Ou
             out.bulk(now.as_secs().to_string().as_bytes());
             out.bulk(now.subsec_micros().to_string().as_bytes());
         }
-        "dbsize" => return Action::Remote(smallvec::smallvec![Command::Size], Render::Int),
+        "dbsize" => return Action::Remote(Command::Size, Render::Int),
         "flushdb" | "flushall" => {
             if args.len() > 2 || (args.len() == 2 && !is(&args[1], "async") && !is(&args[1], "sync")) {
                 syntax_error(out);
             } else {
-                return Action::Remote(smallvec::smallvec![Command::Flush], Render::Ok);
+                return Action::Remote(Command::Flush, Render::Ok);
             }
         }
         "info" => {
             let sections = args[1..].iter().map(|a| String::from_utf8_lossy(a).to_ascii_lowercase()).collect();
-            return Action::Remote(smallvec::smallvec![Command::Stats], Render::Info(sections));
+            return Action::Remote(Command::Stats, Render::Info(sections));
         }
         _ => out.error("ERR unknown command"),
     }

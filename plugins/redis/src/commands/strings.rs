@@ -76,23 +76,23 @@ fn set(args: Vec<Bytes>, out: &mut Out<'_>) -> Action {
     cmd.condition = cond.unwrap_or(Condition::Always);
     cmd.expiry = expiry.unwrap_or(Expiry::Never);
     cmd.return_old = get;
-    Action::Remote(smallvec::smallvec![Command::Set(cmd)], Render::Set { get })
+    Action::Remote(Command::Set(cmd), Render::Set { get })
 }
 
 fn incr(key: &Bytes, by: i64) -> Action {
-    Action::Remote(smallvec::smallvec![Command::Incr { key: key.clone(), delta: Delta::Signed(by) }], Render::Number)
+    Action::Remote(Command::Incr { key: key.clone(), delta: Delta::Signed(by) }, Render::Number)
 }
 
 /// Dispatches a string command (arity already checked).
 pub fn dispatch(name: &str, args: Vec<Bytes>, out: &mut Out<'_>) -> Action {
     let key = args[1].clone();
     match name {
-        "get" => Action::Remote(smallvec::smallvec![Command::Get { keys: vec![key] }], Render::Bulk),
+        "get" => Action::Remote(Command::Get { keys: vec![key] }, Render::Bulk),
         "set" => set(args, out),
         "setnx" => {
             let mut s = SetCommand::new(key, args[2].clone());
             s.condition = Condition::IfAbsent;
-            Action::Remote(smallvec::smallvec![Command::Set(s)], Render::StoredInt)
+            Action::Remote(Command::Set(s), Render::StoredInt)
         }
         "setex" | "psetex" => {
             let unit = if name == "setex" { 1000 } else { 1 };
@@ -100,7 +100,7 @@ pub fn dispatch(name: &str, args: Vec<Bytes>, out: &mut Out<'_>) -> Action {
                 Ok(expiry) => {
                     let mut s = SetCommand::new(key, args[3].clone());
                     s.expiry = expiry;
-                    Action::Remote(smallvec::smallvec![Command::Set(s)], Render::Ok)
+                    Action::Remote(Command::Set(s), Render::Ok)
                 }
                 Err(msg) => {
                     out.error(&msg);
@@ -111,9 +111,9 @@ pub fn dispatch(name: &str, args: Vec<Bytes>, out: &mut Out<'_>) -> Action {
         "getset" => {
             let mut s = SetCommand::new(key, args[2].clone());
             s.return_old = true;
-            Action::Remote(smallvec::smallvec![Command::Set(s)], Render::Old)
+            Action::Remote(Command::Set(s), Render::Old)
         }
-        "getdel" => Action::Remote(smallvec::smallvec![Command::GetDelete { key }], Render::ValueBulk),
+        "getdel" => Action::Remote(Command::GetDelete { key }, Render::ValueBulk),
         "getex" => {
             let expiry = match args.len() {
                 2 => None,
@@ -122,10 +122,8 @@ pub fn dispatch(name: &str, args: Vec<Bytes>, out: &mut Out<'_>) -> Action {
                 _ => None,
             };
             match (args.len(), expiry) {
-                (2, _) => Action::Remote(smallvec::smallvec![Command::Get { keys: vec![key] }], Render::Bulk),
-                (_, Some(Ok(expiry))) => {
-                    Action::Remote(smallvec::smallvec![Command::GetAndTouch { keys: vec![key], expiry }], Render::Bulk)
-                }
+                (2, _) => Action::Remote(Command::Get { keys: vec![key] }, Render::Bulk),
+                (_, Some(Ok(expiry))) => Action::Remote(Command::GetAndTouch { keys: vec![key], expiry }, Render::Bulk),
                 (_, Some(Err(msg))) => {
                     out.error(&msg);
                     Action::Local
@@ -136,7 +134,7 @@ pub fn dispatch(name: &str, args: Vec<Bytes>, out: &mut Out<'_>) -> Action {
                 }
             }
         }
-        "mget" => Action::Remote(smallvec::smallvec![Command::Get { keys: args[1..].to_vec() }], Render::Array),
+        "mget" => Action::Remote(Command::Get { keys: args[1..].to_vec() }, Render::Array),
         "mset" | "msetnx" => {
             if args.len().is_multiple_of(2) {
                 arity_error(out, name);
@@ -145,7 +143,7 @@ pub fn dispatch(name: &str, args: Vec<Bytes>, out: &mut Out<'_>) -> Action {
             let items = args[1..].chunks(2).map(|kv| SetCommand::new(kv[0].clone(), kv[1].clone())).collect();
             let nx = name == "msetnx";
             let render = if nx { Render::Bool } else { Render::Ok };
-            Action::Remote(smallvec::smallvec![Command::SetMany { items, only_if_none_exist: nx }], render)
+            Action::Remote(Command::SetMany { items, only_if_none_exist: nx }, render)
         }
         "incr" => incr(&key, 1),
         "decr" => incr(&key, -1),
@@ -163,9 +161,7 @@ pub fn dispatch(name: &str, args: Vec<Bytes>, out: &mut Out<'_>) -> Action {
         "incrbyfloat" => {
             let by = std::str::from_utf8(&args[2]).ok().and_then(|s| s.parse::<f64>().ok()).filter(|f| f.is_finite());
             match by {
-                Some(by) => {
-                    Action::Remote(smallvec::smallvec![Command::Incr { key, delta: Delta::Float(by) }], Render::Number)
-                }
+                Some(by) => Action::Remote(Command::Incr { key, delta: Delta::Float(by) }, Render::Number),
                 None => {
                     out.error("ERR value is not a valid float");
                     Action::Local
@@ -173,20 +169,12 @@ pub fn dispatch(name: &str, args: Vec<Bytes>, out: &mut Out<'_>) -> Action {
             }
         }
         "append" => Action::Remote(
-            smallvec::smallvec![Command::Append {
-                key,
-                value: args[2].clone(),
-                prepend: false,
-                create: Some(Expiry::Never),
-                cas: None,
-            }],
+            Command::Append { key, value: args[2].clone(), prepend: false, create: Some(Expiry::Never), cas: None },
             Render::Int,
         ),
-        "strlen" => Action::Remote(smallvec::smallvec![Command::Get { keys: vec![key] }], Render::Strlen),
+        "strlen" => Action::Remote(Command::Get { keys: vec![key] }, Render::Strlen),
         "getrange" | "substr" => match (int_arg(&args[2]), int_arg(&args[3])) {
-            (Some(s), Some(e)) => {
-                Action::Remote(smallvec::smallvec![Command::Get { keys: vec![key] }], Render::Range(s, e))
-            }
+            (Some(s), Some(e)) => Action::Remote(Command::Get { keys: vec![key] }, Render::Range(s, e)),
             _ => {
                 not_integer(out);
                 Action::Local
@@ -205,10 +193,7 @@ pub fn dispatch(name: &str, args: Vec<Bytes>, out: &mut Out<'_>) -> Action {
                 out.error("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
                 Action::Local
             }
-            Some(o) => Action::Remote(
-                smallvec::smallvec![Command::SetRange { key, offset: o as u64, value: args[3].clone() }],
-                Render::Int,
-            ),
+            Some(o) => Action::Remote(Command::SetRange { key, offset: o as u64, value: args[3].clone() }, Render::Int),
         },
         _ => {
             out.error("ERR unknown command");
