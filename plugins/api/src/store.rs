@@ -880,15 +880,23 @@ impl<O: Order> Sharded<O> {
     /// else locked for the caller. Never two at once for the same shard:
     /// every method takes one shard at a time and calls nothing back.
     #[inline]
-    #[allow(unsafe_code)]
     fn shard(&self, idx: usize) -> ShardGuard<'_, O> {
-        if self.held() {
-            // SAFETY: this thread holds shard `idx`'s lock for the batch
-            // (see `batch`), and no other reference to it is live (above).
-            ShardGuard::Held(unsafe { &mut *self.shards[idx].data_ptr() })
-        } else {
-            ShardGuard::Locked(self.shards[idx].lock())
-        }
+        self.held_shard(idx).unwrap_or_else(|| ShardGuard::Locked(self.shards[idx].lock()))
+    }
+
+    /// [`Sharded::shard`] without waiting: `None` if another thread has it.
+    #[inline]
+    fn try_shard(&self, idx: usize) -> Option<ShardGuard<'_, O>> {
+        self.held_shard(idx).or_else(|| self.shards[idx].try_lock().map(ShardGuard::Locked))
+    }
+
+    /// Shard `idx` through the batch's lock, if this thread holds it.
+    #[inline]
+    #[allow(unsafe_code)]
+    fn held_shard(&self, idx: usize) -> Option<ShardGuard<'_, O>> {
+        // SAFETY: this thread holds shard `idx`'s lock for the batch (see
+        // `batch`), and no other reference to it is live (above).
+        self.held().then(|| ShardGuard::Held(unsafe { &mut *self.shards[idx].data_ptr() }))
     }
 
     #[inline]
@@ -951,12 +959,7 @@ impl<O: Order> Policy for Sharded<O> {
     fn prefetch(&self, key: &[u8], step: usize) {
         let (hash, idx) = self.locate(key);
         // A hint never waits for a lock.
-        let s = if self.held() {
-            self.shard(idx)
-        } else {
-            let Some(guard) = self.shards[idx].try_lock() else { return };
-            ShardGuard::Locked(guard)
-        };
+        let Some(s) = self.try_shard(idx) else { return };
         let tag = index::tag(hash);
         if step == 0 {
             return s.table.prefetch(tag);
