@@ -38,8 +38,8 @@ trap 'kill "${pids[@]}" 2>/dev/null || true; kill -KILL "${cluster[@]}" 2>/dev/n
 # Every port at once, so that no two servers are given the same one.
 mapfile -t ports < <(free_ports 17)
 rport=${ports[0]}; mport=${ports[1]}
-redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --daemonize no >/dev/null & pids+=($!)
-memcached -l 127.0.0.1 -p "$mport" -t 2 -m 1024 -U 0 -u "$(id -un)" & pids+=($!)
+redis_peer "$rport"; pids+=($!)
+memcached_peer "$mport"; pids+=($!)
 g_redis=${ports[2]}; g_mcd=${ports[3]}; g_http=${ports[4]}; g_grpc=${ports[5]}
 "$bin" -id solo -redisport "$g_redis" -mcdport "$g_mcd" -httpport "$g_http" -grpcport "$g_grpc" \
   -raft "127.0.0.1:${ports[6]}" -protocols redis,mcd,grpc -capacity 4GB -log warn & pids+=($!)

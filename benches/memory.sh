@@ -50,7 +50,7 @@ load() {
 }
 printf '%-9s %10s %10s %10s %9s %14s\n' server items "RSS MB" "B/item" "xredis" "B/item beyond"
 rport=$(free)
-redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --daemonize no >/dev/null &
+redis_peer "$rport"
 rpid=$!
 wait_port "$rport"
 read -r rrss ritems rbase rmore < <(load "$rport" "$rpid")

@@ -21,7 +21,7 @@ bench() { # PORT P -> GET ops/s
 preload() { redis-benchmark -h 127.0.0.1 -p "$1" -t set -n 200000 -c 50 -d 100 -r 100000 -P 16 -q >/dev/null 2>&1; }
 wait_port() { for _ in $(seq 100); do redis-cli -p "$1" PING >/dev/null 2>&1 && return; sleep 0.1; done; }
 rport=$(free)
-redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --daemonize no >/dev/null &
+redis_peer "$rport"
 rpid=$!
 wait_port "$rport"
 preload "$rport"

@@ -17,17 +17,15 @@ n=${N:-200000}
 command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null \
   || { echo "needs redis-server and redis-benchmark: apt-get install -y redis-server redis-tools" >&2; exit 2; }
 [ -x "$bin" ] || cargo build --release --quiet
-free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-rport=$(free); gport=$(free); http=$(free); raft=$(free)
-redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --daemonize no >/dev/null &
+source examples/lib.sh
+{ read -r rport; read -r gport; read -r http; read -r raft; } < <(free_ports 4)
+redis_peer "$rport"
 rpid=$!
 # shellcheck disable=SC2086
 "$bin" -redisport "$gport" -httpport "$http" -raft "127.0.0.1:$raft" -protocols redis -log warn ${BENCH_FLAGS:-} &
 gpid=$!
 trap 'kill "$rpid" "$gpid" 2>/dev/null || true' EXIT
-for p in "$rport" "$gport"; do
-  for _ in $(seq 100); do redis-cli -p "$p" PING >/dev/null 2>&1 && break; sleep 0.1; done
-done
+for p in "$rport" "$gport"; do wait_resp "$p"; done
 out=$(mktemp)
 for rep in $(seq "$reps"); do
   for P in 1 16; do

@@ -23,8 +23,8 @@ trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 stop() { kill "${pids[@]}" 2>/dev/null || true; wait "${pids[@]}" 2>/dev/null || true; pids=(); }
 for r in $(seq "$reps"); do
   mapfile -t p < <(free_ports 6)
-  redis-server --port "${p[0]}" --bind 127.0.0.1 --save '' --appendonly no >/dev/null & pids+=($!)
-  memcached -l 127.0.0.1 -p "${p[1]}" -t 2 -m 1024 -U 0 -u "$(id -un)" & pids+=($!)
+  redis_peer "${p[0]}"; pids+=($!)
+  memcached_peer "${p[1]}"; pids+=($!)
   wait_resp "${p[0]}"
   bash "$peers" --resp "${p[0]}" --mc "${p[1]}" --no-wrk --reps 1 --label peer --out "$out/peer$r" >/dev/null
   stop

@@ -13,6 +13,12 @@ for s in socks: s.bind(("127.0.0.1", 0))
 print("\n".join(str(s.getsockname()[1]) for s in socks))' "$1"
 }
 
+# The peers the benchmarks measure gerdu against, started alike everywhere
+# in the background on 127.0.0.1 (the caller takes the PID from $!):
+# redis-server without persistence, memcached with 2 threads and 1 GiB.
+redis_peer() { redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly no --daemonize no >/dev/null & }
+memcached_peer() { memcached -l 127.0.0.1 -p "$1" -t 2 -m 1024 -U 0 -u "$(id -un)" & }
+
 # wait_resp PORT: waits (30 s at most) until a RESP server answers PING on
 # PORT; fails the script if none does.
 wait_resp() {
