@@ -18,12 +18,10 @@
 //! ```
 
 use gerdu_api::{
-    Credentials, Middleware, MiddlewareContext, MiddlewarePlugin, Pipeline, PipelineError, PluginError,
+    Call, Credentials, Middleware, MiddlewareContext, MiddlewarePlugin, Pipeline, PipelineError, PluginError,
     register_middleware,
 };
 use serde::Deserialize;
-
-use super::stage;
 
 /// One user.
 #[derive(Clone, Debug, Deserialize)]
@@ -88,18 +86,10 @@ impl Middleware for Auth {
             return inner;
         }
         let config = self.config.clone();
-        let inner = gerdu_api::SharedPipeline::new(inner);
-        stage(move |req| {
-            let inner = inner.clone();
-            let verdict = match req.ctx.credentials.as_deref() {
-                None => Err(PipelineError::Unauthenticated),
-                Some(c) if config.verify(c) => Ok(()),
-                Some(_) => Err(PipelineError::BadCredentials),
-            };
-            Box::pin(async move {
-                verdict?;
-                inner.call(req).await
-            })
+        Pipeline::from_fn(move |req| match req.ctx.credentials.as_deref() {
+            None => Call::ready(Err(PipelineError::Unauthenticated)),
+            Some(c) if config.verify(c) => inner.call(req),
+            Some(_) => Call::ready(Err(PipelineError::BadCredentials)),
         })
     }
 }

@@ -9,20 +9,14 @@
 use std::sync::Arc;
 
 use gerdu_api::reply::CommandError;
-use gerdu_api::{Clock, Pipeline, Policy, Reply, Response, exec};
-
-use super::stage;
+use gerdu_api::{Call, Clock, Pipeline, Policy, Reply, Response, exec};
 
 /// The local executor over `policy`.
 pub fn executor(policy: Arc<dyn Policy>, clock: Arc<dyn Clock>) -> Pipeline {
-    stage(move |req| {
-        let policy = policy.clone();
-        let now = clock.now_ms();
-        Box::pin(async move {
-            let replies = exec::read_all(&*policy, &req.commands, now, |c| {
-                c.is_write().then(|| Reply::Error(CommandError::Refused("writes must pass the raft middleware".into())))
-            });
-            Ok(Response { replies })
-        })
+    Pipeline::from_fn(move |req| {
+        let replies = exec::read_all(&*policy, &req.commands, clock.now_ms(), |c| {
+            c.is_write().then(|| Reply::Error(CommandError::Refused("writes must pass the raft middleware".into())))
+        });
+        Call::ready(Ok(Response { replies }))
     })
 }

@@ -5,13 +5,11 @@
 
 use std::sync::Arc;
 
+use crate::metrics::ServerMetrics;
 use gerdu_api::{
-    Middleware, MiddlewareContext, MiddlewarePlugin, Op, Pipeline, PipelineError, PluginError, Reply,
+    Call, Middleware, MiddlewareContext, MiddlewarePlugin, Op, Pipeline, PipelineError, PluginError, Reply, Response,
     register_middleware,
 };
-
-use super::stage;
-use crate::metrics::ServerMetrics;
 
 struct MetricsMiddleware {
     metrics: Arc<ServerMetrics>,
@@ -99,35 +97,54 @@ fn count(m: &ServerMetrics, ops: &Ops, replies: &[Reply]) {
     }
 }
 
+/// Records one request's answer: counters and latency by protocol and op,
+/// the Go original's counters, or the whole-request error.
+fn record(
+    m: &ServerMetrics,
+    protocol: &'static str,
+    received: std::time::Instant,
+    ops: &Ops,
+    result: &Result<Response, PipelineError>,
+) {
+    match result {
+        Ok(resp) => {
+            // One latency observation per run of same-op commands: they were
+            // answered together, at the same instant.
+            let elapsed = received.elapsed().as_secs_f64();
+            let series = m.protocol_series(protocol);
+            ops.runs(|op, n| {
+                let s = series.get(op);
+                s.requests.inc_by(n as u64);
+                s.duration.observe(elapsed);
+            });
+            count(m, ops, &resp.replies);
+        }
+        Err(e) => m.errors.with_label_values(&[protocol, error_label(e)]).inc(),
+    }
+}
+
 impl Middleware for MetricsMiddleware {
     fn layer(&self, inner: Pipeline) -> Pipeline {
         let metrics = self.metrics.clone();
-        let inner = gerdu_api::SharedPipeline::new(inner);
-        stage(move |req| {
-            let inner = inner.clone();
-            let m = metrics.clone();
-            Box::pin(async move {
-                let protocol = req.ctx.protocol;
-                let received = req.ctx.received;
-                let ops = Ops::of(&req.commands);
-                let result = inner.call(req).await;
-                match &result {
-                    Ok(resp) => {
-                        // One latency observation per run of same-op commands:
-                        // they were answered together, at the same instant.
-                        let elapsed = received.elapsed().as_secs_f64();
-                        let series = m.protocol_series(protocol);
-                        ops.runs(|op, n| {
-                            let s = series.get(op);
-                            s.requests.inc_by(n as u64);
-                            s.duration.observe(elapsed);
-                        });
-                        count(&m, &ops, &resp.replies);
-                    }
-                    Err(e) => m.errors.with_label_values(&[protocol, error_label(e)]).inc(),
+        Pipeline::from_fn(move |req| {
+            let (protocol, received) = (req.ctx.protocol, req.ctx.received);
+            let ops = Ops::of(&req.commands);
+            // At once when the inner stages answered at once (a read on a
+            // leader), else when they do.
+            match inner.call(req).now() {
+                Ok(result) => {
+                    record(&metrics, protocol, received, &ops, &result);
+                    Call::ready(result)
                 }
-                result
-            })
+                Err(call) => {
+                    let m = metrics.clone();
+                    Call::waiting(async move {
+                        let result = call.await;
+                        record(&m, protocol, received, &ops, &result);
+                        result
+                    })
+                }
+            }
         })
     }
 }

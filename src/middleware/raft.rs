@@ -14,11 +14,10 @@
 use std::sync::Arc;
 
 use gerdu_api::{
-    Command, Middleware, MiddlewareContext, MiddlewarePlugin, Pipeline, PluginError, ReadConsistency, Request,
+    Call, Command, Middleware, MiddlewareContext, MiddlewarePlugin, Pipeline, PluginError, ReadConsistency, Request,
     Response, register_middleware,
 };
 
-use super::stage;
 use crate::raft::RaftNode;
 use crate::raft::membership::FORWARDED;
 
@@ -29,18 +28,27 @@ struct RaftMiddleware {
 impl Middleware for RaftMiddleware {
     fn layer(&self, inner: Pipeline) -> Pipeline {
         let node = self.node.clone();
-        let inner = gerdu_api::SharedPipeline::new(inner);
-        let raft_stage = stage(move |req: Request| {
-            let node = node.clone();
-            let inner = inner.clone();
-            Box::pin(async move {
-                let consistency = req.ctx.consistency.unwrap_or(node.default_consistency);
-                let any_write = req.commands.iter().any(Command::is_write);
-                let needs_leader = consistency != ReadConsistency::Local || any_write;
-                if needs_leader && !req.commands.is_empty() && req.ctx.protocol != FORWARDED && !node.is_leader() {
+        let raft_stage = Pipeline::from_fn(move |req: Request| {
+            let consistency = req.ctx.consistency.unwrap_or(node.default_consistency);
+            let any_write = req.commands.iter().any(Command::is_write);
+            let needs_leader = consistency != ReadConsistency::Local || any_write;
+            if needs_leader && !req.commands.is_empty() && req.ctx.protocol != FORWARDED && !node.is_leader() {
+                let node = node.clone();
+                return Call::waiting(async move {
                     let replies = node.forward(req.commands, consistency).await?;
-                    return Ok(Response { replies });
-                }
+                    Ok(Response { replies })
+                });
+            }
+            // Reads whose barrier is already passed (a sole voter, `leader`
+            // or `local` consistency) go straight through, without waiting.
+            if !any_write && let Some(passed) = node.read_barrier_now(consistency) {
+                return match passed {
+                    Ok(()) => inner.call(req),
+                    Err(e) => Call::ready(Err(e)),
+                };
+            }
+            let (node, inner) = (node.clone(), inner.clone());
+            Call::waiting(async move {
                 if !any_write {
                     node.read_barrier(consistency).await?;
                     return inner.call(req).await;

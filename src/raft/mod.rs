@@ -399,27 +399,35 @@ impl RaftNode {
         rx.await.map_err(|_| PipelineError::ShuttingDown)?
     }
 
+    /// Whether reads at `consistency` may be served from the local store
+    /// now, when that is known without waiting: `local` always, `leader` on
+    /// the leader (an error elsewhere), `linearizable` on a sole voter (the
+    /// only node commits alone, and a write is acknowledged once applied).
+    /// `None`: a read index round must be waited for ([`Self::read_barrier`]).
+    pub fn read_barrier_now(&self, consistency: ReadConsistency) -> Option<Result<(), PipelineError>> {
+        match consistency {
+            ReadConsistency::Local => Some(Ok(())),
+            ReadConsistency::Leader => Some(if self.raft.metrics().borrow().current_leader == Some(self.id) {
+                Ok(())
+            } else {
+                Err(PipelineError::Unavailable("this node is not the leader".into()))
+            }),
+            ReadConsistency::Linearizable if self.sole_voter.load(Ordering::Acquire) => Some(Ok(())),
+            ReadConsistency::Linearizable => None,
+        }
+    }
+
     /// Waits until reads at `consistency` may be served from the local store.
     pub async fn read_barrier(&self, consistency: ReadConsistency) -> Result<(), PipelineError> {
-        match consistency {
-            ReadConsistency::Local => Ok(()),
-            ReadConsistency::Leader => {
-                if self.raft.metrics().borrow().current_leader == Some(self.id) {
-                    Ok(())
-                } else {
-                    Err(PipelineError::Unavailable("this node is not the leader".into()))
-                }
-            }
-            ReadConsistency::Linearizable if self.sole_voter.load(Ordering::Acquire) => Ok(()),
-            ReadConsistency::Linearizable => {
-                let (tx, rx) = oneshot::channel();
-                self.reads.send(tx).await.map_err(|_| PipelineError::ShuttingDown)?;
-                match tokio::time::timeout(self.leader_wait, rx).await {
-                    Ok(Ok(r)) => r,
-                    Ok(Err(_)) => Err(PipelineError::ShuttingDown),
-                    Err(_) => Err(PipelineError::Unavailable("read index timed out".into())),
-                }
-            }
+        if let Some(passed) = self.read_barrier_now(consistency) {
+            return passed;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.reads.send(tx).await.map_err(|_| PipelineError::ShuttingDown)?;
+        match tokio::time::timeout(self.leader_wait, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(PipelineError::ShuttingDown),
+            Err(_) => Err(PipelineError::Unavailable("read index timed out".into())),
         }
     }
 

@@ -14,7 +14,7 @@
 //! - [`policy`]: the store trait (map + eviction order + byte accounting).
 //! - [`store`]: a sharded store a policy fills in with only its eviction order.
 //! - [`image`]: the binary image of a store (raft snapshots, backups).
-//! - [`pipeline`]: request/response types and the erased tower service.
+//! - [`pipeline`]: request/response types and the erased chain of stages (a tower service).
 //! - [`plugin`]: plugin traits, registration macros, lookup by name.
 //! - [`testkit`]: the conformance kit every policy must pass.
 
@@ -39,7 +39,7 @@ pub mod testkit;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use command::{Command, Condition, Delta, ExpireCondition, Expiry, Key, MetaArith, MetaGet, Op, SetCommand};
 pub use pipeline::{
-    Credentials, Pipeline, PipelineError, ReadConsistency, Request, RequestContext, Response, SharedPipeline,
+    Call, Credentials, Pipeline, PipelineError, ReadConsistency, Request, RequestContext, Response, Stage,
 };
 pub use plugin::{
     Admin, AdminError, BackupFile, ClusterView, Config, Extensions, MemberView, Middleware, MiddlewareContext,

@@ -1,4 +1,4 @@
-//! The request pipeline: protocol-neutral requests through a tower chain.
+//! The request pipeline: protocol-neutral requests through a chain of stages.
 //!
 //! A protocol plugin turns wire bytes into a [`Request`] — a *batch* of
 //! [`Command`]s (one HTTP request is a batch of one; a Redis pipeline read in
@@ -7,12 +7,21 @@
 //! [`Reply`] per command, in order. Batches are the unit of work all the way
 //! down: the raft layer proposes the writes of a batch as one log entry and
 //! obtains one read index for its reads.
+//!
+//! Each stage is a [`Stage`] erased behind an `Arc` ([`Pipeline`]), called
+//! by reference; its answer is a [`Call`]: ready at once when the stage did
+//! not have to wait, else a boxed future. A read on a leader is answered by
+//! the store synchronously and every stage around it passes the ready answer
+//! on, so it costs no allocation or task switch on its way through the
+//! chain; only the stages that wait (a proposal, a read index, a forward)
+//! allocate their future. A `Pipeline` is also a [`tower::Service`], and
+//! [`Pipeline::from_service`] makes any tower service a stage.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use tower::util::BoxCloneSyncService;
 
 use crate::command::Command;
 use crate::reply::Reply;
@@ -86,14 +95,21 @@ pub struct RequestContext {
     pub credentials: Option<Arc<Credentials>>,
     /// Read consistency asked by the client; `None` uses the configured default.
     pub consistency: Option<ReadConsistency>,
-    /// When the protocol finished parsing the request (for latency metrics).
+    /// When the protocol received the request (for latency metrics): the
+    /// end of the read that brought it in.
     pub received: Instant,
 }
 
 impl RequestContext {
     /// A context for `protocol` without credentials, received now.
     pub fn new(protocol: &'static str) -> Self {
-        RequestContext { protocol, credentials: None, consistency: None, received: Instant::now() }
+        Self::received_at(protocol, Instant::now())
+    }
+
+    /// A context for `protocol` without credentials, received at `received`
+    /// (a connection reads the clock once per read, not once per request).
+    pub fn received_at(protocol: &'static str, received: Instant) -> Self {
+        RequestContext { protocol, credentials: None, consistency: None, received }
     }
 }
 
@@ -142,65 +158,151 @@ pub enum PipelineError {
     Internal(String),
 }
 
-/// The erased, cloneable pipeline every protocol receives.
-pub type Pipeline = BoxCloneSyncService<Request, Response, PipelineError>;
+/// A boxed future of a stage's answer.
+pub type BoxedCall = futures::future::BoxFuture<'static, Result<Response, PipelineError>>;
 
-/// Calls a pipeline once (waits for readiness first).
-pub async fn call(pipeline: &Pipeline, request: Request) -> Result<Response, PipelineError> {
-    use tower::ServiceExt;
-    pipeline.clone().oneshot(request).await
-}
-
-/// A pipeline called by reference, without cloning it per call.
+/// What calling a stage gives back: the answer at once, or a future of it.
 ///
-/// [`call`] clones the pipeline for every request, as tower's shared
-/// services are used (`clone().oneshot(..)`), and a clone of a boxed stage
-/// clones every stage inside it: a box each. A connection loop or a stage
-/// that calls its inner pipeline for every request holds it in a
-/// `SharedPipeline` instead, which is an `Arc` to clone, and calls it under
-/// a short lock: readiness is polled there, and when the service is ready
-/// (the stages of the chain always are) `call` only makes its future under
-/// the lock; a service that is not ready is cloned and awaited as [`call`]
-/// does. The lock is held only while the future is made, never across an
-/// `.await`; a service must not call the same `SharedPipeline` from its
-/// `call` (the future it returns may).
-#[derive(Clone)]
-pub struct SharedPipeline(Arc<parking_lot::Mutex<Pipeline>>);
-
-enum Started {
-    Running(futures::future::BoxFuture<'static, Result<Response, PipelineError>>),
-    Failed(PipelineError),
-    NotReady(Pipeline, Request),
+/// A stage that can answer without waiting (the local store's reads, a read
+/// on a sole voter, a refused login) returns [`Call::Ready`], and so do the
+/// stages around it that only look at the answer: a read then costs no
+/// allocation or task switch between the protocol and the store. A stage
+/// that must wait (a write's proposal, a read index, a forward to the
+/// leader) returns [`Call::Waiting`]. Either way the `Call` is a future;
+/// awaiting it gives the answer.
+#[must_use = "a Call does nothing unless its answer is awaited or taken"]
+pub enum Call {
+    /// The answer (taken once, by the first poll or [`Call::now`]).
+    Ready(Option<Result<Response, PipelineError>>),
+    /// The answer, later.
+    Waiting(BoxedCall),
 }
 
-impl SharedPipeline {
-    /// Shares `pipeline`.
-    pub fn new(pipeline: Pipeline) -> Self {
-        SharedPipeline(Arc::new(parking_lot::Mutex::new(pipeline)))
+impl Call {
+    /// An answer now.
+    pub fn ready(result: Result<Response, PipelineError>) -> Self {
+        Call::Ready(Some(result))
     }
 
-    fn start(&self, request: Request) -> Started {
-        use tower::Service;
-        let mut pipeline = self.0.lock();
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match pipeline.poll_ready(&mut cx) {
-            std::task::Poll::Ready(Ok(())) => Started::Running(pipeline.call(request)),
-            std::task::Poll::Ready(Err(e)) => Started::Failed(e),
-            std::task::Poll::Pending => Started::NotReady(pipeline.clone(), request),
+    /// An answer later.
+    pub fn waiting(future: impl Future<Output = Result<Response, PipelineError>> + Send + 'static) -> Self {
+        Call::Waiting(Box::pin(future))
+    }
+
+    /// The answer if it is here, else the call back to wait for.
+    pub fn now(self) -> Result<Result<Response, PipelineError>, Call> {
+        match self {
+            Call::Ready(Some(result)) => Ok(result),
+            other => Err(other),
         }
+    }
+
+    /// Runs `f` on the answer when it comes: at once when it is here (no
+    /// allocation), else after the wait.
+    pub fn then<F>(self, f: F) -> Call
+    where
+        F: FnOnce(Result<Response, PipelineError>) -> Result<Response, PipelineError> + Send + 'static,
+    {
+        match self.now() {
+            Ok(result) => Call::ready(f(result)),
+            Err(call) => Call::waiting(async move { f(call.await) }),
+        }
+    }
+}
+
+impl Future for Call {
+    type Output = Result<Response, PipelineError>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        match self.get_mut() {
+            Call::Ready(result) => std::task::Poll::Ready(result.take().expect("a Call polled after its answer")),
+            Call::Waiting(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+/// One stage of the pipeline, erased: answers a request, now or later.
+///
+/// Implemented for every `Fn(Request) -> Call`; a middleware builds its
+/// stage with [`Pipeline::from_fn`] around the inner [`Pipeline`].
+pub trait Stage: Send + Sync + 'static {
+    /// Answers `request` (the replies in order, or why the whole request failed).
+    fn call(&self, request: Request) -> Call;
+}
+
+impl<F> Stage for F
+where
+    F: Fn(Request) -> Call + Send + Sync + 'static,
+{
+    fn call(&self, request: Request) -> Call {
+        self(request)
+    }
+}
+
+/// The erased, cloneable pipeline every protocol receives: the chain of
+/// stages, called by reference (a clone is an `Arc`).
+///
+/// It is a [`tower::Service`] (always ready), so tower layers and utilities
+/// apply to it, and any tower service becomes a stage with
+/// [`Pipeline::from_service`].
+#[derive(Clone)]
+pub struct Pipeline(Arc<dyn Stage>);
+
+impl Pipeline {
+    /// A pipeline of one stage.
+    pub fn new(stage: impl Stage) -> Self {
+        Pipeline(Arc::new(stage))
+    }
+
+    /// A stage from a function of the request.
+    pub fn from_fn<F>(f: F) -> Self
+    where
+        F: Fn(Request) -> Call + Send + Sync + 'static,
+    {
+        Pipeline::new(f)
+    }
+
+    /// A stage from any tower service: each request is served by a clone
+    /// of it once it is ready (`clone().oneshot(..)`, as tower's shared
+    /// services are used).
+    pub fn from_service<S>(service: S) -> Self
+    where
+        S: tower::Service<Request, Response = Response, Error = PipelineError> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+    {
+        use tower::ServiceExt;
+        Pipeline::from_fn(move |request| Call::waiting(service.clone().oneshot(request)))
     }
 
     /// Calls the pipeline once.
-    pub async fn call(&self, request: Request) -> Result<Response, PipelineError> {
-        match self.start(request) {
-            Started::Running(future) => future.await,
-            Started::Failed(e) => Err(e),
-            Started::NotReady(pipeline, request) => {
-                use tower::ServiceExt;
-                pipeline.oneshot(request).await
-            }
-        }
+    pub fn call(&self, request: Request) -> Call {
+        self.0.call(request)
     }
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pipeline")
+    }
+}
+
+impl tower::Service<Request> for Pipeline {
+    type Response = Response;
+    type Error = PipelineError;
+    type Future = Call;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), PipelineError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Call {
+        Stage::call(&*self.0, request)
+    }
+}
+
+/// Calls a pipeline once.
+pub async fn call(pipeline: &Pipeline, request: Request) -> Result<Response, PipelineError> {
+    pipeline.call(request).await
 }
 
 /// Asks the pipeline whether `credentials` are accepted, with an empty
@@ -251,20 +353,44 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn shared_pipeline_waits_for_readiness_and_reports_its_errors() {
+    async fn a_tower_service_stage_waits_for_readiness_and_reports_its_errors() {
         use std::sync::atomic::Ordering;
         let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let shared = SharedPipeline::new(BoxCloneSyncService::new(Reluctant { polls: polls.clone(), fail: false }));
+        let pipeline = Pipeline::from_service(Reluctant { polls: polls.clone(), fail: false });
         let request = || Request { ctx: RequestContext::new("test"), commands: vec![Command::Size, Command::Size] };
-        // Not ready at first: answered through a clone that waited.
-        let first = shared.call(request()).await.expect("answered");
+        // Not ready at first: answered once it was.
+        let first = pipeline.call(request()).await.expect("answered");
         assert_eq!(first.replies, vec![Reply::Count(2)]);
         assert_eq!(polls.load(Ordering::SeqCst), 2, "polled again after pending");
-        // Ready now: answered in place.
-        assert_eq!(shared.call(request()).await.expect("answered").replies, vec![Reply::Count(2)]);
+        assert_eq!(pipeline.call(request()).await.expect("answered").replies, vec![Reply::Count(2)]);
         assert_eq!(polls.load(Ordering::SeqCst), 3);
-        let failing = SharedPipeline::new(BoxCloneSyncService::new(Reluctant { polls, fail: true }));
+        let failing = Pipeline::from_service(Reluctant { polls, fail: true });
         assert_eq!(failing.call(request()).await.unwrap_err(), PipelineError::ShuttingDown);
+    }
+
+    #[tokio::test]
+    async fn then_runs_at_once_on_a_ready_answer_and_after_the_wait_otherwise() {
+        let count = |r: Result<Response, PipelineError>| {
+            r.map(|mut resp| {
+                resp.replies.push(Reply::Count(resp.replies.len() as u64));
+                resp
+            })
+        };
+        let ready = Call::ready(Ok(Response { replies: vec![Reply::Ok] })).then(count);
+        let Ok(answer) = ready.now() else { panic!("a ready answer stays ready through then") };
+        assert_eq!(answer.unwrap().replies, vec![Reply::Ok, Reply::Count(1)]);
+
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let later = Call::waiting(async move {
+            rx.await.expect("sent");
+            Ok(Response::default())
+        })
+        .then(count);
+        let Err(later) = later.now() else { panic!("a waiting answer is not ready") };
+        tx.send(()).unwrap();
+        assert_eq!(later.await.unwrap().replies, vec![Reply::Count(0)]);
+        let failed = Call::ready(Err(PipelineError::ShuttingDown)).then(count);
+        assert_eq!(failed.await.unwrap_err(), PipelineError::ShuttingDown);
     }
 
     #[test]

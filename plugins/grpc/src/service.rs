@@ -586,10 +586,7 @@ mod tests {
 
     /// A service whose pipeline fails every request with `error`.
     fn failing(error: PipelineError) -> Service {
-        let pipeline = Pipeline::new(tower::service_fn(move |_req: Request| {
-            let error = error.clone();
-            async move { Err::<gerdu_api::Response, _>(error) }
-        }));
+        let pipeline = Pipeline::from_fn(move |_req: Request| gerdu_api::Call::ready(Err(error.clone())));
         let limits = Limits { max_key: 100, max_value: 100 };
         Service::new(pipeline, Arc::new(NoAdmin), Arc::new(SystemClock), limits, CancellationToken::new())
     }

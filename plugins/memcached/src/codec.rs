@@ -255,15 +255,23 @@ fn error(text: &'static str) -> Frame {
 /// Whether a key is acceptable: 1 to 250 bytes, no control characters or
 /// spaces.
 pub fn valid_key(key: &[u8]) -> bool {
-    !key.is_empty() && key.len() <= MAX_KEY && key.iter().all(|&b| b > b' ' && b != 0x7f)
+    // Without an early exit, so that it is a few vector instructions.
+    !key.is_empty() && key.len() <= MAX_KEY && key.iter().fold(true, |ok, &b| ok & (b > b' ') & (b != 0x7f))
 }
 
-fn num<T: std::str::FromStr>(tok: &[u8]) -> Option<T> {
+/// Parses a number token as Rust's `str::parse` does (an optional sign,
+/// digits); a token of up to 19 plain digits (every count and flag a client
+/// sends) is read directly.
+fn num<T: std::str::FromStr + TryFrom<u64>>(tok: &[u8]) -> Option<T> {
+    if (1..=19).contains(&tok.len()) && tok.iter().all(u8::is_ascii_digit) {
+        let n = tok.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        return T::try_from(n).ok();
+    }
     std::str::from_utf8(tok).ok()?.parse().ok()
 }
 
 /// Parses a number token the way the meta commands need it.
-pub fn token_num<T: std::str::FromStr>(tok: &[u8]) -> Option<T> {
+pub fn token_num<T: std::str::FromStr + TryFrom<u64>>(tok: &[u8]) -> Option<T> {
     if tok.is_empty() || tok[0] == b'+' { None } else { num(tok) }
 }
 
@@ -271,7 +279,7 @@ pub fn token_num<T: std::str::FromStr>(tok: &[u8]) -> Option<T> {
 pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Option<Frame> {
     // A line over the limit closes the connection whether or not its
     // newline has arrived yet, so the outcome never depends on read sizes.
-    let nl = buf.iter().position(|&b| b == b'\n');
+    let nl = memchr::memchr(b'\n', buf);
     if nl.unwrap_or(buf.len()) > limits.max_line {
         buf.clear();
         return Some(Frame::Error { text: "CLIENT_ERROR line too long", noreply: false, swallow: 0, close: true });
@@ -307,19 +315,12 @@ fn data_len(tok: &[u8]) -> Option<usize> {
 /// Where the space-separated tokens of a line are.
 fn spans(line: &[u8]) -> SmallVec<[Range<usize>; 8]> {
     let mut out = SmallVec::new();
-    let mut start = None;
-    for (i, &b) in line.iter().enumerate() {
-        match (b == b' ', start) {
-            (true, Some(s)) => {
-                out.push(s..i);
-                start = None;
-            }
-            (false, None) => start = Some(i),
-            _ => {}
+    let mut start = 0;
+    for space in memchr::memchr_iter(b' ', line).chain([line.len()]) {
+        if space > start {
+            out.push(start..space);
         }
-    }
-    if let Some(s) = start {
-        out.push(s..line.len());
+        start = space + 1;
     }
     out
 }

@@ -89,8 +89,6 @@ enum Step {
 /// A connection's state.
 struct Conn {
     shared: Arc<Shared>,
-    /// This connection's handle on the pipeline (no clone per request).
-    pipeline: gerdu_api::SharedPipeline,
     credentials: Option<Arc<Credentials>>,
     authenticated: bool,
     /// Data-block bytes still to discard (a value that was refused).
@@ -132,7 +130,7 @@ fn pipeline_error_text(e: &PipelineError) -> String {
 
 async fn call(conn: &Conn, commands: Vec<Command>) -> Result<Vec<Reply>, PipelineError> {
     let request = Request { ctx: conn.context(), commands };
-    conn.pipeline.call(request).await.map(|r| r.replies)
+    conn.shared.pipeline.call(request).await.map(|r| r.replies)
 }
 
 /// Answers every step of the batch into `out`, calling the pipeline once
@@ -303,7 +301,6 @@ pub async fn serve(mut stream: Stream, _peer: SocketAddr, shared: Arc<Shared>, s
     shared.total_connections.fetch_add(1, Ordering::Relaxed);
     shared.curr_connections.fetch_add(1, Ordering::Relaxed);
     let mut conn = Conn {
-        pipeline: gerdu_api::SharedPipeline::new(shared.pipeline.clone()),
         shared: shared.clone(),
         credentials: None,
         authenticated: false,

@@ -19,7 +19,7 @@ use crate::codec::{Meta, MetaCmd, token_num};
 use crate::text::{expiry, line};
 
 /// The number after `flag`, if the flag is given.
-fn tok<T: std::str::FromStr>(m: &Meta, flag: u8) -> Result<Option<T>, &'static str> {
+fn tok<T: std::str::FromStr + TryFrom<u64>>(m: &Meta, flag: u8) -> Result<Option<T>, &'static str> {
     m.token(flag).map(|t| token_num::<T>(t).ok_or("CLIENT_ERROR bad token in command line format")).transpose()
 }
 

@@ -50,7 +50,7 @@ fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
 
 #[inline]
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
+    memchr::memchr(needle, hay)
 }
 
 /// Parses a count like Redis' `string2ll`: an optional `-`, then digits
@@ -58,16 +58,24 @@ fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
 /// count is at most 20 bytes long, which keeps the "count string too big"
 /// checks from depending on how the input was split into reads.
 fn parse_len(digits: &[u8]) -> Option<i64> {
-    let unsigned = digits.strip_prefix(b"-").unwrap_or(digits);
-    let canonical = match unsigned {
-        [b'0'] => digits.len() == 1,
-        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
-        _ => false,
+    let (negative, unsigned) = match digits.strip_prefix(b"-") {
+        Some(rest) => (true, rest),
+        None => (false, digits),
     };
-    if !canonical {
-        return None;
+    match unsigned {
+        [b'0'] if !negative => return Some(0),
+        [b'1'..=b'9', ..] if unsigned.len() <= 19 => {}
+        _ => return None,
     }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    // At most 19 digits: fits in a u64 (and is checked against i64 below).
+    let mut n: u64 = 0;
+    for &d in unsigned {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(d - b'0');
+    }
+    if negative { 0i64.checked_sub_unsigned(n) } else { i64::try_from(n).ok() }
 }
 
 /// Parses one request off the front of `buf`.
@@ -75,18 +83,88 @@ fn parse_len(digits: &[u8]) -> Option<i64> {
 /// `Ok(None)`: incomplete, read more. `Ok(Some(args))`: one request
 /// (possibly empty: blank inline lines and `*0` are ignored by the caller).
 pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-    if buf.is_empty() {
-        return Ok(None);
-    }
-    if buf[0] == b'*' { parse_multibulk(buf, limits) } else { parse_inline(buf, limits) }
+    let mut args = Vec::new();
+    Ok(parse_into(buf, limits, &mut args)?.then_some(args))
 }
 
-fn parse_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+/// [`parse`] into `args` (cleared first), so a connection reuses one vector
+/// for all its requests. `Ok(true)`: `args` holds one request (possibly
+/// none: blank inline lines and `*0` are ignored by the caller).
+pub fn parse_into(buf: &mut BytesMut, limits: &Limits, args: &mut Vec<Bytes>) -> Result<bool, ProtocolError> {
+    args.clear();
+    if buf.is_empty() {
+        return Ok(false);
+    }
+    if buf[0] != b'*' {
+        return parse_inline(buf, limits, args);
+    }
+    if canonical_multibulk(buf, limits, args) {
+        return Ok(true);
+    }
+    parse_multibulk(buf, limits, args)
+}
+
+/// A count of at most 9 digits (no sign, no leading zero) and its `\r\n`
+/// at `at`: the count and where the line after it starts.
+#[inline]
+fn short_count(b: &[u8], at: usize) -> Option<(usize, usize)> {
+    let mut i = at;
+    let mut n = 0usize;
+    while let Some(&d) = b.get(i) {
+        if !d.is_ascii_digit() || i - at == 9 {
+            break;
+        }
+        n = n * 10 + usize::from(d - b'0');
+        i += 1;
+    }
+    let digits = i - at;
+    if digits == 0 || (digits > 1 && b[at] == b'0') || b.get(i..i + 2)? != b"\r\n" {
+        return None;
+    }
+    Some((n, i + 2))
+}
+
+/// Most arguments of a request [`canonical_multibulk`] takes.
+const FAST_ARGS: usize = 16;
+
+/// The request every client sends, complete in `buf`: `*N\r\n` (N at most
+/// [`FAST_ARGS`]), then N times `$L\r\n` + L bytes + `\r\n`, every count
+/// in canonical form and within the limits. When `buf` starts with one, it
+/// is cut off the front and its arguments go into `args` (slices of it).
+/// Anything else (incomplete, malformed, over a limit, `*0`, bare `\n`s,
+/// more arguments) is left untouched to [`parse_multibulk`], which takes the
+/// same request apart the same way and knows every error.
+#[inline]
+fn canonical_multibulk(buf: &mut BytesMut, limits: &Limits, args: &mut Vec<Bytes>) -> bool {
+    let b = &buf[..];
+    let Some((n, mut pos)) = short_count(b, 1) else { return false };
+    if n == 0 || n > limits.max_args || n > FAST_ARGS {
+        return false;
+    }
+    let mut spans = [(0usize, 0usize); FAST_ARGS];
+    for span in &mut spans[..n] {
+        if b.get(pos) != Some(&b'$') {
+            return false;
+        }
+        let Some((len, start)) = short_count(b, pos + 1) else { return false };
+        let end = start + len;
+        if len > limits.max_bulk || b.get(end..end + 2) != Some(b"\r\n") {
+            return false;
+        }
+        *span = (start, end);
+        pos = end + 2;
+    }
+    let frame = buf.split_to(pos).freeze();
+    args.extend(spans[..n].iter().map(|&(a, z)| frame.slice(a..z)));
+    true
+}
+
+fn parse_multibulk(buf: &mut BytesMut, limits: &Limits, args: &mut Vec<Bytes>) -> Result<bool, ProtocolError> {
     let Some(end) = find_crlf(buf, 1) else {
         if buf.len() > limits.max_inline {
             return Err(perr("too big mbulk count string"));
         }
-        return Ok(None);
+        return Ok(false);
     };
     let n = parse_len(&buf[1..end])
         .filter(|&n| n <= 0 || n as u64 <= limits.max_args as u64)
@@ -94,14 +172,14 @@ fn parse_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Byt
     let mut pos = end + if buf.get(end) == Some(&b'\r') { 2 } else { 1 };
     if n <= 0 {
         buf.advance(pos);
-        return Ok(Some(Vec::new()));
+        return Ok(true);
     }
     let n = n as usize;
     // First pass: find every argument's span without copying.
     let mut spans: smallvec::SmallVec<[(usize, usize); 8]> = smallvec::SmallVec::with_capacity(n.min(1024));
     for _ in 0..n {
         if pos >= buf.len() {
-            return Ok(None);
+            return Ok(false);
         }
         if buf[pos] != b'$' {
             return Err(perr(format!("expected '$', got '{}'", buf[pos] as char)));
@@ -110,7 +188,7 @@ fn parse_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Byt
             if buf.len() - pos > 32 {
                 return Err(perr("too big bulk count string"));
             }
-            return Ok(None);
+            return Ok(false);
         };
         let len = parse_len(&buf[pos + 1..end])
             .filter(|&l| l >= 0 && l as usize <= limits.max_bulk)
@@ -121,21 +199,22 @@ fn parse_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Byt
             // steps, but only up to a bound: a client that announces a huge
             // bulk and sends nothing must not make us allocate it.
             buf.reserve((start + len + 2 - buf.len()).min(MAX_RESERVE));
-            return Ok(None);
+            return Ok(false);
         }
         spans.push((start, start + len));
         pos = start + len + 2;
     }
     let frame = buf.split_to(pos).freeze();
-    Ok(Some(spans.into_iter().map(|(a, b)| frame.slice(a..b)).collect()))
+    args.extend(spans.into_iter().map(|(a, b)| frame.slice(a..b)));
+    Ok(true)
 }
 
-fn parse_inline(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+fn parse_inline(buf: &mut BytesMut, limits: &Limits, args: &mut Vec<Bytes>) -> Result<bool, ProtocolError> {
     let Some(nl) = memchr(b'\n', buf) else {
         if buf.len() > limits.max_inline {
             return Err(perr("too big inline request"));
         }
-        return Ok(None);
+        return Ok(false);
     };
     if nl > limits.max_inline {
         return Err(perr("too big inline request"));
@@ -145,7 +224,8 @@ fn parse_inline(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Bytes>
     if line.last() == Some(&b'\r') {
         line = &line[..line.len() - 1];
     }
-    split_args(line).map(Some).ok_or_else(|| perr("unbalanced quotes in request"))
+    *args = split_args(line).ok_or_else(|| perr("unbalanced quotes in request"))?;
+    Ok(true)
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -427,7 +507,23 @@ mod tests {
         assert_eq!(parse_len(b"0"), Some(0));
         assert_eq!(parse_len(b"-1"), Some(-1));
         assert_eq!(parse_len(b"9223372036854775807"), Some(i64::MAX));
-        for bad in [&b"03"[..], b"+3", b"-0", b" 3", b"3 ", b"", b"-", b"9223372036854775808"] {
+        assert_eq!(parse_len(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_len(b"1234567890"), Some(1_234_567_890));
+        for bad in [
+            &b"03"[..],
+            b"+3",
+            b"-0",
+            b" 3",
+            b"3 ",
+            b"",
+            b"-",
+            b"--1",
+            b"1a",
+            b"9223372036854775808",
+            b"-9223372036854775809",
+            b"18446744073709551616",
+            b"99999999999999999999",
+        ] {
             assert_eq!(parse_len(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
     }
@@ -507,6 +603,36 @@ mod tests {
                 }
             }
             prop_assert_eq!(got, whole);
+        }
+
+        /// The fast path for canonical requests and the general parser agree
+        /// on every request the fast path takes, with bytes changed here and
+        /// there (counts, line ends, lengths) so that both paths are tried.
+        #[test]
+        fn the_fast_path_agrees_with_the_general_parser(
+            args in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..12), 1..20),
+            edits in proptest::collection::vec((any::<usize>(), prop_oneof![Just(b'0'), Just(b'1'), Just(b'9'), Just(b'\r'), Just(b'\n'), Just(b'$'), Just(b'-'), any::<u8>()]), 0..3),
+            tail in 0usize..4,
+        ) {
+            let mut wire = encode(&args);
+            for (at, byte) in edits {
+                let at = at % wire.len();
+                wire[at] = byte;
+            }
+            wire.truncate(wire.len() - tail.min(wire.len() - 1));
+            let limits = Limits { max_bulk: 10, ..Limits::default() };
+            let mut fast_buf = BytesMut::from(&wire[..]);
+            let mut fast = Vec::new();
+            if canonical_multibulk(&mut fast_buf, &limits, &mut fast) {
+                let mut slow_buf = BytesMut::from(&wire[..]);
+                let mut slow = Vec::new();
+                prop_assert_eq!(parse_multibulk(&mut slow_buf, &limits, &mut slow), Ok(true));
+                prop_assert_eq!(fast, slow);
+                prop_assert_eq!(fast_buf, slow_buf);
+            } else {
+                prop_assert!(fast.is_empty());
+                prop_assert_eq!(&fast_buf[..], &wire[..], "left untouched");
+            }
         }
 
         #[test]

@@ -164,8 +164,6 @@ pub struct ConnState {
     pub info: Arc<ClientInfo>,
     /// Listener state.
     pub shared: Arc<Shared>,
-    /// This connection's handle on the pipeline (no clone per request).
-    pub pipeline: gerdu_api::SharedPipeline,
 }
 
 impl ConnState {
@@ -181,7 +179,12 @@ impl ConnState {
 
     /// A request context carrying this connection's credentials.
     pub fn context(&self) -> RequestContext {
-        let mut ctx = RequestContext::new("redis");
+        self.context_at(Instant::now())
+    }
+
+    /// [`Self::context`] for a request received at `received`.
+    pub fn context_at(&self, received: Instant) -> RequestContext {
+        let mut ctx = RequestContext::received_at("redis", received);
         ctx.credentials = self.credentials.clone();
         ctx
     }
@@ -196,11 +199,27 @@ enum Step {
     },
 }
 
-#[derive(Default)]
 struct Batch {
     steps: Vec<Step>,
     commands: Vec<Command>,
     local: BytesMut,
+    /// The request being dispatched (reused: no vector per request).
+    args: Vec<Bytes>,
+    /// When the read that brought the batch completed (one clock read per
+    /// read, for the latency metrics and `CLIENT LIST`'s idle time).
+    received: Instant,
+}
+
+impl Batch {
+    fn new() -> Self {
+        Batch {
+            steps: Vec::new(),
+            commands: Vec::new(),
+            local: BytesMut::new(),
+            args: Vec::new(),
+            received: Instant::now(),
+        }
+    }
 }
 
 /// Answers every step of the batch into `out`, calling the pipeline once.
@@ -215,8 +234,8 @@ async fn execute(batch: &mut Batch, conn: &ConnState, out: &mut BytesMut) {
     let result = if batch.commands.is_empty() {
         Ok(Vec::new())
     } else {
-        let request = Request { ctx: conn.context(), commands: std::mem::take(&mut batch.commands) };
-        conn.pipeline.call(request).await.map(|r| r.replies)
+        let request = Request { ctx: conn.context_at(batch.received), commands: std::mem::take(&mut batch.commands) };
+        conn.shared.pipeline.call(request).await.map(|r| r.replies)
     };
     let info = |o: &mut Out<'_>, sections: &[String], reply: &Reply| {
         crate::commands::server::render_info(o, sections, reply, conn);
@@ -243,10 +262,10 @@ async fn process(input: &mut BytesMut, conn: &mut ConnState, batch: &mut Batch, 
         if batch.steps.len() >= MAX_BATCH {
             execute(batch, conn, out).await;
         }
-        let args = match codec::parse(input, &conn.shared.limits) {
-            Ok(Some(args)) if args.is_empty() => continue,
-            Ok(Some(args)) => args,
-            Ok(None) => break,
+        match codec::parse_into(input, &conn.shared.limits, &mut batch.args) {
+            Ok(true) if batch.args.is_empty() => continue,
+            Ok(true) => {}
+            Ok(false) => break,
             Err(e) => {
                 execute(batch, conn, out).await;
                 Out::new(out, conn.resp3).error(&format!("ERR {}", e.0));
@@ -254,7 +273,7 @@ async fn process(input: &mut BytesMut, conn: &mut ConnState, batch: &mut Batch, 
             }
         };
         let start = batch.local.len();
-        let action = commands::dispatch(args, conn, &mut Out::new(&mut batch.local, conn.resp3));
+        let action = commands::dispatch(&batch.args, conn, &mut Out::new(&mut batch.local, conn.resp3));
         match action {
             Action::Local => batch.steps.push(Step::Local(start..batch.local.len())),
             Action::Remote(command, render) => {
@@ -289,17 +308,10 @@ pub async fn serve(mut stream: Stream, peer: SocketAddr, shared: Arc<Shared>, sh
         resp: AtomicUsize::new(2),
     });
     shared.clients.lock().insert(id, info.clone());
-    let mut conn = ConnState {
-        resp3: false,
-        credentials: None,
-        authenticated: false,
-        info,
-        shared: shared.clone(),
-        pipeline: gerdu_api::SharedPipeline::new(shared.pipeline.clone()),
-    };
+    let mut conn = ConnState { resp3: false, credentials: None, authenticated: false, info, shared: shared.clone() };
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut out = BytesMut::with_capacity(16 * 1024);
-    let mut batch = Batch::default();
+    let mut batch = Batch::new();
     let idle = (shared.config.timeout > 0).then(|| Duration::from_secs(shared.config.timeout));
     // Registered once, not once per read.
     let cancelled = shutdown.cancelled();
@@ -308,7 +320,9 @@ pub async fn serve(mut stream: Stream, peer: SocketAddr, shared: Arc<Shared>, sh
         if gerdu_api::net::read_more(&mut stream, &mut input, cancelled.as_mut(), idle).await.is_none() {
             break;
         }
-        conn.info.last_active_ms.store(conn.info.created.elapsed().as_millis() as u64, Ordering::Relaxed);
+        batch.received = Instant::now();
+        let active = batch.received.saturating_duration_since(conn.info.created);
+        conn.info.last_active_ms.store(active.as_millis() as u64, Ordering::Relaxed);
         let close = process(&mut input, &mut conn, &mut batch, &mut out).await;
         if !out.is_empty() {
             if stream.write_all(&out).await.is_err() {

@@ -96,7 +96,7 @@ fn client(args: &[Bytes], conn: &mut ConnState, out: &mut Out<'_>) -> Action {
 }
 
 /// Dispatches a connection command (arity already checked).
-pub fn dispatch(name: &str, args: Vec<Bytes>, conn: &mut ConnState, out: &mut Out<'_>) -> Action {
+pub fn dispatch(name: &str, args: &[Bytes], conn: &mut ConnState, out: &mut Out<'_>) -> Action {
     match name {
         "ping" => {
             match args.len() {
@@ -118,7 +118,7 @@ pub fn dispatch(name: &str, args: Vec<Bytes>, conn: &mut ConnState, out: &mut Ou
             }
             Action::Local
         }
-        "client" => client(&args, conn, out),
+        "client" => client(args, conn, out),
         "auth" => match args.len() {
             2 => Action::Barrier(Barrier::Auth { user: None, password: args[1].clone() }),
             3 => Action::Barrier(Barrier::Auth { user: Some(args[1].clone()), password: args[2].clone() }),

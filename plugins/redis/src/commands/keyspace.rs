@@ -108,12 +108,12 @@ fn scan(args: &[Bytes], out: &mut Out<'_>) -> Action {
 }
 
 /// Dispatches a keyspace command (arity already checked).
-pub fn dispatch(name: &str, args: Vec<Bytes>, out: &mut Out<'_>) -> Action {
+pub fn dispatch(name: &str, args: &[Bytes], out: &mut Out<'_>) -> Action {
     match name {
         "del" | "unlink" => Action::Remote(Command::Delete { keys: args[1..].to_vec() }, Render::Int),
         "exists" => Action::Remote(Command::Exists { keys: args[1..].to_vec() }, Render::Int),
         "type" => Action::Remote(Command::Exists { keys: vec![args[1].clone()] }, Render::Type),
-        "expire" | "pexpire" | "expireat" | "pexpireat" => expire(name, &args, out),
+        "expire" | "pexpire" | "expireat" | "pexpireat" => expire(name, args, out),
         "ttl" | "pttl" | "expiretime" | "pexpiretime" => {
             let ms = name.starts_with('p');
             let absolute = name.ends_with("time");
@@ -127,7 +127,7 @@ pub fn dispatch(name: &str, args: Vec<Bytes>, out: &mut Out<'_>) -> Action {
         "keys" => {
             Action::Remote(Command::Scan { cursor: 0, pattern: Some(args[1].clone()), count: usize::MAX }, Render::Keys)
         }
-        "scan" => scan(&args, out),
+        "scan" => scan(args, out),
         "randomkey" => Action::Remote(Command::RandomKey, Render::Key),
         "rename" | "renamenx" => {
             let nx = name == "renamenx";

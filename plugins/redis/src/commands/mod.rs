@@ -153,9 +153,9 @@ fn unknown_command(out: &mut Out<'_>, args: &[Bytes]) {
 }
 
 /// Decides what to do with one request (see the module docs).
-pub fn dispatch(args: Vec<Bytes>, conn: &mut ConnState, out: &mut Out<'_>) -> Action {
+pub fn dispatch(args: &[Bytes], conn: &mut ConnState, out: &mut Out<'_>) -> Action {
     let Some((index, family)) = table::lookup(&args[0]) else {
-        unknown_command(out, &args);
+        unknown_command(out, args);
         return Action::Local;
     };
     let spec = &table::COMMANDS[index];

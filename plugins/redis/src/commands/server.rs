@@ -146,10 +146,10 @@ fn config(args: &[Bytes], conn: &ConnState, out: &mut Out<'_>) {
 }
 
 /// Dispatches a server command (arity already checked).
-pub fn dispatch(name: &str, args: Vec<Bytes>, conn: &mut ConnState, out: &mut Out<'_>) -> Action {
+pub fn dispatch(name: &str, args: &[Bytes], conn: &mut ConnState, out: &mut Out<'_>) -> Action {
     match name {
-        "command" => command(&args, out),
-        "config" => config(&args, conn, out),
+        "command" => command(args, out),
+        "config" => config(args, conn, out),
         "time" => {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
             out.array(2);

@@ -42,7 +42,7 @@ fn expiry_option(args: &[Bytes], i: usize, cmd: &str) -> Option<Result<Expiry, S
     })
 }
 
-fn set(args: Vec<Bytes>, out: &mut Out<'_>) -> Action {
+fn set(args: &[Bytes], out: &mut Out<'_>) -> Action {
     let mut cmd = SetCommand::new(args[1].clone(), args[2].clone());
     let (mut cond, mut expiry, mut get) = (None, None, false);
     let mut i = 3;
@@ -57,7 +57,7 @@ fn set(args: Vec<Bytes>, out: &mut Out<'_>) -> Action {
         } else if is(a, "keepttl") && expiry.is_none() {
             expiry = Some(Expiry::Keep);
         } else if expiry.is_none()
-            && let Some(e) = expiry_option(&args, i, "set")
+            && let Some(e) = expiry_option(args, i, "set")
         {
             match e {
                 Ok(e) => expiry = Some(e),
@@ -84,7 +84,7 @@ fn incr(key: &Bytes, by: i64) -> Action {
 }
 
 /// Dispatches a string command (arity already checked).
-pub fn dispatch(name: &str, args: Vec<Bytes>, out: &mut Out<'_>) -> Action {
+pub fn dispatch(name: &str, args: &[Bytes], out: &mut Out<'_>) -> Action {
     let key = args[1].clone();
     match name {
         "get" => Action::Remote(Command::Get { keys: vec![key] }, Render::Bulk),
@@ -118,7 +118,7 @@ pub fn dispatch(name: &str, args: Vec<Bytes>, out: &mut Out<'_>) -> Action {
             let expiry = match args.len() {
                 2 => None,
                 3 if is(&args[2], "persist") => Some(Ok(Expiry::Never)),
-                4 => expiry_option(&args, 2, "getex"),
+                4 => expiry_option(args, 2, "getex"),
                 _ => None,
             };
             match (args.len(), expiry) {
