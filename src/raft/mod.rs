@@ -218,7 +218,7 @@ pub struct RaftNode {
     pub node: Node,
     /// Default read consistency.
     pub default_consistency: ReadConsistency,
-    proposals: mpsc::Sender<proposer::Proposal>,
+    proposals: mpsc::UnboundedSender<proposer::Proposal>,
     reads: mpsc::Sender<read_index::Waiter>,
     log: log_store::MemLog,
     leader_wait: Duration,
@@ -300,7 +300,11 @@ impl RaftNode {
             .await
             .map_err(|e| RaftStartError::Raft(e.to_string()))?;
 
-        let (ptx, prx) = mpsc::channel(16 * 1024);
+        // Unbounded: every proposer awaits its replies before proposing
+        // again, so the queue never holds more than the callers in flight
+        // (connections and requests, bounded by the listeners' limits), and
+        // a bound would only add a semaphore to every write.
+        let (ptx, prx) = mpsc::unbounded_channel();
         let sweep =
             sweeper::Sweep { interval: Duration::from_millis(cfg.expiry.sweep_ms), keys: cfg.expiry.sweep_keys };
         let (sweep_clock, sweep_metrics) = (clock.clone(), metrics.clone());
@@ -392,10 +396,7 @@ impl RaftNode {
         // Here, on the client's task, not on the proposer's: copies run in parallel.
         gerdu_api::command::detach_all(&mut commands);
         let (tx, rx) = oneshot::channel();
-        self.proposals
-            .send(proposer::Proposal { commands, reply: tx })
-            .await
-            .map_err(|_| PipelineError::ShuttingDown)?;
+        self.proposals.send(proposer::Proposal { commands, reply: tx }).map_err(|_| PipelineError::ShuttingDown)?;
         rx.await.map_err(|_| PipelineError::ShuttingDown)?
     }
 

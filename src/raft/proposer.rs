@@ -42,7 +42,7 @@ pub struct Proposal {
 /// Runs the proposer until every sender is dropped.
 pub async fn run(
     raft: Raft,
-    mut rx: mpsc::Receiver<Proposal>,
+    mut rx: mpsc::UnboundedReceiver<Proposal>,
     clock: Arc<dyn Clock>,
     max_batch: usize,
     leader_wait: Duration,

@@ -436,6 +436,12 @@ impl Op {
 /// that kept a small value's `Bytes` as it is would keep the whole batch's
 /// buffer alive with it.
 pub fn detach_all(commands: &mut [Command]) {
+    if let [one] = commands {
+        // One command (a write without pipelining): a copy per field, in
+        // one pass, costs the same allocations as the shared buffer.
+        one.detach();
+        return;
+    }
     let small = |b: &Bytes| b.len() <= crate::store::PACK_LIMIT;
     let mut total = 0;
     for c in commands.iter_mut() {
