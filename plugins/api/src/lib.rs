@@ -4,7 +4,7 @@
 //! server core (Cargo forbids the cycle: the core depends on the plugins):
 //!
 //! ```text
-//!  client ─► Protocol ─► Pipeline (tower): auth ─► metrics ─► raft ─► local store ─► Policy
+//!  client ─► Protocol ─► Pipeline (stages): auth ─► metrics ─► raft ─► local store ─► Policy
 //!            bytes →      Request{ctx, [Command]}                          exec::read / exec::apply
 //!            Commands     Response{[Reply]}
 //! ```

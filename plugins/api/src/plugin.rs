@@ -288,6 +288,14 @@ pub struct MiddlewareContext<'a> {
 }
 
 /// A pipeline stage: wraps the inner pipeline.
+///
+/// A middleware returns a stage around `inner`, usually
+/// `Pipeline::from_fn(move |req| ...)`. Its answer is a [`crate::Call`]: the
+/// inner call's when the stage adds nothing (`inner.call(req)`), a ready
+/// one when it can answer without waiting (`Call::ready`), or a future when
+/// it must wait (`Call::waiting(async move { .. })`). A stage that only looks
+/// at the answer takes it with [`crate::Call::now`] when it is ready and stays
+/// ready, so that reads keep passing the chain without an allocation.
 pub trait Middleware: Send + Sync + 'static {
     /// Wraps `inner`.
     fn layer(&self, inner: Pipeline) -> Pipeline;
