@@ -47,15 +47,20 @@ impl Middleware for RaftMiddleware {
                     Err(e) => Call::ready(Err(e)),
                 };
             }
+            // Only writes (the usual write request): one proposal, in a future
+            // that holds no more than it needs.
+            if any_write && req.commands.iter().all(Command::is_write) {
+                let node = node.clone();
+                return Call::waiting(async move {
+                    let replies = node.propose(req.commands).await?;
+                    Ok(Response { replies })
+                });
+            }
             let (node, inner) = (node.clone(), inner.clone());
             Call::waiting(async move {
                 if !any_write {
                     node.read_barrier(consistency).await?;
                     return inner.call(req).await;
-                }
-                if req.commands.iter().all(Command::is_write) {
-                    let replies = node.propose(req.commands).await?;
-                    return Ok(Response { replies });
                 }
                 let mut replies = Vec::with_capacity(req.commands.len());
                 let mut commands = req.commands.into_iter().peekable();
