@@ -178,8 +178,12 @@ fn idle_purge_point(raft: &Raft) -> Option<u64> {
 /// applied here before it was acknowledged, and the local state is
 /// linearizable without a quorum round (there is no quorum to ask). Reads
 /// check the flag instead of the metrics, which would take a lock per read.
+///
+/// It watches openraft's server metrics (vote, role, leader, membership),
+/// which change only when those do, not the full metrics, which openraft
+/// sends after every turn of its loop (several per log entry).
 async fn watch_sole_voter(raft: Raft, id: NodeId, flag: Arc<AtomicBool>, leader: Arc<AtomicBool>) {
-    let mut metrics = raft.metrics();
+    let mut metrics = raft.server_metrics();
     let mut last_role = None;
     loop {
         let (sole, leads) = {
@@ -188,7 +192,8 @@ async fn watch_sole_voter(raft: Raft, id: NodeId, flag: Arc<AtomicBool>, leader:
                 let leader = m
                     .current_leader
                     .and_then(|l| m.membership_config.nodes().find(|(nid, _)| **nid == l).map(|(_, n)| n.name.clone()));
-                tracing::info!(role = role_name(m.state), term = m.current_term, leader = ?leader, "raft role");
+                let term = m.vote.leader_id().get_term();
+                tracing::info!(role = role_name(m.state), term, leader = ?leader, "raft role");
                 last_role = Some(m.state);
             }
             let leads = m.state == ServerState::Leader;
@@ -408,7 +413,7 @@ impl RaftNode {
     pub fn read_barrier_now(&self, consistency: ReadConsistency) -> Option<Result<(), PipelineError>> {
         match consistency {
             ReadConsistency::Local => Some(Ok(())),
-            ReadConsistency::Leader => Some(if self.raft.metrics().borrow().current_leader == Some(self.id) {
+            ReadConsistency::Leader => Some(if self.leader.load(Ordering::Acquire) {
                 Ok(())
             } else {
                 Err(PipelineError::Unavailable("this node is not the leader".into()))
