@@ -5,11 +5,12 @@
 
 use std::sync::Arc;
 
-use crate::metrics::ServerMetrics;
 use gerdu_api::{
     Call, Middleware, MiddlewareContext, MiddlewarePlugin, Op, Pipeline, PipelineError, PluginError, Reply, Response,
     register_middleware,
 };
+
+use crate::metrics::ServerMetrics;
 
 struct MetricsMiddleware {
     metrics: Arc<ServerMetrics>,
