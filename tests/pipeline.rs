@@ -127,3 +127,40 @@ async fn empty_request_passes_auth_and_returns_nothing() {
     assert!(resp.replies.is_empty());
     s.server.shutdown().await;
 }
+
+/// A read on a node that is the only voter passes every stage at once (the
+/// store answers synchronously and each stage hands the ready answer on: no
+/// future, no allocation, no task switch), and is counted like any other; a
+/// write waits for its log entry.
+#[tokio::test]
+async fn a_read_on_a_sole_voter_is_answered_at_once_and_a_write_waits() {
+    let s = start("").await;
+    let p = s.server.pipeline();
+    // The role watcher sets the leader flag on the runtime; give it turns.
+    for _ in 0..10_000 {
+        if s.server.raft().is_leader() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(s.server.raft().is_leader(), "a single node leads");
+    let write = p.call(Request { ctx: RequestContext::new("test"), commands: vec![set("k", "v")] });
+    let Err(write) = write.now() else { panic!("a write must wait for its log entry") };
+    assert!(matches!(write.await.unwrap().replies[..], [Reply::Stored { created: true, .. }]));
+    let read = p.call(Request { ctx: RequestContext::new("test"), commands: vec![get("k"), get("missing")] });
+    let Ok(answer) = read.now() else { panic!("a read on a sole voter must not wait") };
+    let values: Vec<Option<Bytes>> = answer
+        .unwrap()
+        .replies
+        .iter()
+        .map(|r| match r {
+            Reply::Values(v) => v[0].as_ref().map(|i| i.value.clone()),
+            other => panic!("unexpected reply {other:?}"),
+        })
+        .collect();
+    assert_eq!(values, vec![Some(Bytes::from("v")), None]);
+    let metrics = common::get(s.http, "/metrics").await.text();
+    assert_eq!(common::metric(&metrics, "gerdu_hits_total"), 1.0);
+    assert_eq!(common::metric(&metrics, "gerdu_misses_total"), 1.0);
+    s.server.shutdown().await;
+}
