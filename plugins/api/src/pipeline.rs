@@ -196,18 +196,6 @@ impl Call {
             other => Err(other),
         }
     }
-
-    /// Runs `f` on the answer when it comes: at once when it is here (no
-    /// allocation), else after the wait.
-    pub fn then<F>(self, f: F) -> Call
-    where
-        F: FnOnce(Result<Response, PipelineError>) -> Result<Response, PipelineError> + Send + 'static,
-    {
-        match self.now() {
-            Ok(result) => Call::ready(f(result)),
-            Err(call) => Call::waiting(async move { f(call.await) }),
-        }
-    }
 }
 
 impl Future for Call {
@@ -366,31 +354,6 @@ mod tests {
         assert_eq!(polls.load(Ordering::SeqCst), 3);
         let failing = Pipeline::from_service(Reluctant { polls, fail: true });
         assert_eq!(failing.call(request()).await.unwrap_err(), PipelineError::ShuttingDown);
-    }
-
-    #[tokio::test]
-    async fn then_runs_at_once_on_a_ready_answer_and_after_the_wait_otherwise() {
-        let count = |r: Result<Response, PipelineError>| {
-            r.map(|mut resp| {
-                resp.replies.push(Reply::Count(resp.replies.len() as u64));
-                resp
-            })
-        };
-        let ready = Call::ready(Ok(Response { replies: vec![Reply::Ok] })).then(count);
-        let Ok(answer) = ready.now() else { panic!("a ready answer stays ready through then") };
-        assert_eq!(answer.unwrap().replies, vec![Reply::Ok, Reply::Count(1)]);
-
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let later = Call::waiting(async move {
-            rx.await.expect("sent");
-            Ok(Response::default())
-        })
-        .then(count);
-        let Err(later) = later.now() else { panic!("a waiting answer is not ready") };
-        tx.send(()).unwrap();
-        assert_eq!(later.await.unwrap().replies, vec![Reply::Count(0)]);
-        let failed = Call::ready(Err(PipelineError::ShuttingDown)).then(count);
-        assert_eq!(failed.await.unwrap_err(), PipelineError::ShuttingDown);
     }
 
     #[test]
