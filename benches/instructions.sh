@@ -82,17 +82,17 @@ run() {
 }
 
 for server in $servers; do
-  mapfile -t p < <(free_ports 4)
   case $server in
     gerdu)
       for proto in resp mc; do
-        mapfile -t p < <(free_ports 4)
+        mapfile -t p < <(free_ports 3)
         run gerdu "$proto" "${p[0]}" "$bin" -id solo -redisport "${p[0]}" -mcdport "${p[0]}" -httpport "${p[1]}" \
           -raft "127.0.0.1:${p[2]}" -protocols "$([ "$proto" = mc ] && echo mcd || echo redis)" -log warn
       done
       ;;
     redis)
       command -v redis-server >/dev/null || { echo "redis-server not installed: skipped" >&2; continue; }
+      mapfile -t p < <(free_ports 1)
       run redis-server resp "${p[0]}" redis-server --port "${p[0]}" --bind 127.0.0.1 --save '' --appendonly no
       ;;
   esac
