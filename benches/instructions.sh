@@ -40,6 +40,7 @@ def name(tok):
     return names.get(m.group(1), tok)
 for line in open(sys.argv[1]):
     if line.startswith('fn='): fn = name(line[3:].strip())
+    elif line.startswith('cfn='): name(line[4:].strip())  # a callee's name may be defined here first
     elif line.startswith('calls='): skip = True
     elif line[:1].isdigit() or line[:1] in '+-*':
         parts = line.split()
@@ -84,7 +85,7 @@ run() {
 for server in $servers; do
   case $server in
     gerdu)
-      for proto in resp mc; do
+      for proto in ${PROTOS:-resp mc}; do
         mapfile -t p < <(free_ports 3)
         run gerdu "$proto" "${p[0]}" "$bin" -id solo -redisport "${p[0]}" -mcdport "${p[0]}" -httpport "${p[1]}" \
           -raft "127.0.0.1:${p[2]}" -protocols "$([ "$proto" = mc ] && echo mcd || echo redis)" -log warn
