@@ -1,6 +1,6 @@
 //! The `gerdu` binary; everything lives in the library (`gerdu::app`).
 //!
-//! mimalloc is the global allocator: a cache server allocates and frees many
+//! mimalloc is the global allocator ([`Mimalloc`]): a cache server allocates and frees many
 //! small buffers per request, and glibc malloc showed up in the profile.
 //!
 //! mimalloc returns freed memory to the OS 10 ms after a page empties. Under
@@ -22,7 +22,72 @@
 //! keeps them.
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: Mimalloc = Mimalloc;
+
+/// mimalloc as the global allocator, through its plain entry points for the
+/// alignments every block has anyway (the `mimalloc` crate's `MiMalloc`
+/// calls the `_aligned` ones for every allocation: 51 instructions a call in
+/// callgrind against about half that for `mi_malloc`, several times per
+/// request).
+struct Mimalloc;
+
+/// Every mimalloc block is aligned to a word, whatever its size class (a
+/// 24-byte block is not 16-aligned): larger alignments take the aligned calls.
+const MI_WORD: usize = std::mem::size_of::<usize>();
+
+// SAFETY: each call forwards to mimalloc, which returns blocks of at least
+// the size asked, aligned to a word by every entry point and to `align` by
+// the `_aligned` ones (used whenever `align` exceeds a word), or null; a
+// block from any of them may be freed with `mi_free` and resized with
+// `mi_realloc`/`mi_realloc_aligned`, which keep its contents.
+#[allow(unsafe_code)]
+unsafe impl std::alloc::GlobalAlloc for Mimalloc {
+    #[inline]
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        use libmimalloc_sys::{mi_malloc, mi_malloc_aligned};
+        // SAFETY: as the impl's note.
+        unsafe {
+            if layout.align() <= MI_WORD {
+                mi_malloc(layout.size()).cast()
+            } else {
+                mi_malloc_aligned(layout.size(), layout.align()).cast()
+            }
+        }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        use libmimalloc_sys::{mi_zalloc, mi_zalloc_aligned};
+        // SAFETY: as the impl's note.
+        unsafe {
+            if layout.align() <= MI_WORD {
+                mi_zalloc(layout.size()).cast()
+            } else {
+                mi_zalloc_aligned(layout.size(), layout.align()).cast()
+            }
+        }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: std::alloc::Layout) {
+        // SAFETY: `ptr` came from this allocator (the caller's contract).
+        unsafe { libmimalloc_sys::mi_free(ptr.cast()) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        use libmimalloc_sys::{mi_realloc, mi_realloc_aligned};
+        // SAFETY: `ptr` came from this allocator with `layout` (the caller's
+        // contract); the alignment kept is the one it was allocated with.
+        unsafe {
+            if layout.align() <= MI_WORD {
+                mi_realloc(ptr.cast(), new_size).cast()
+            } else {
+                mi_realloc_aligned(ptr.cast(), new_size, layout.align()).cast()
+            }
+        }
+    }
+}
 
 /// mimalloc's `mi_option_purge_delay` (not among the crate's named constants).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;

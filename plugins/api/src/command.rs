@@ -432,16 +432,17 @@ impl Op {
 /// allocations per write, and frees it whole when the log is compacted);
 /// larger ones get their own allocation as with [`Command::detach`].
 ///
+/// One command (a write without pipelining) takes this path too: its key
+/// and value then cost two allocations (the buffer, and the shared header
+/// its first split adds), and the clone of the value that applying it makes
+/// is a reference count. Copied one by one, the fields cost one allocation
+/// each and that clone a third (a `Bytes` made from a `Vec` allocates its
+/// shared header on its first clone).
+///
 /// Stores copy small values into their entries ([`crate::store`]); a policy
 /// that kept a small value's `Bytes` as it is would keep the whole batch's
 /// buffer alive with it.
 pub fn detach_all(commands: &mut [Command]) {
-    if let [one] = commands {
-        // One command (a write without pipelining): a copy per field, in
-        // one pass, costs the same allocations as the shared buffer.
-        one.detach();
-        return;
-    }
     let small = |b: &Bytes| b.len() <= crate::store::PACK_LIMIT;
     let mut total = 0;
     for c in commands.iter_mut() {
