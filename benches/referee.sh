@@ -29,25 +29,26 @@ out=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 stop() { kill "${pids[@]}" 2>/dev/null || true; wait "${pids[@]}" 2>/dev/null || true; pids=(); }
+# referee LABEL RESP_PORT MC_PORT: peers.sh once against the servers on those
+# ports (then stopped), into $out/LABEL$r.
+referee() {
+  wait_resp "$2"
+  bash "$peers" --resp "$2" --mc "$3" --no-wrk --reps 1 --pipelines "$pipes" --label "$1" --out "$out/$1$r" >/dev/null
+  stop
+}
 for r in $(seq "$reps"); do
   mapfile -t p < <(free_ports 6)
   redis_peer "${p[0]}"; pids+=($!)
   memcached_peer "${p[1]}"; pids+=($!)
-  wait_resp "${p[0]}"
-  bash "$peers" --resp "${p[0]}" --mc "${p[1]}" --no-wrk --reps 1 --pipelines "$pipes" --label peer --out "$out/peer$r" >/dev/null
-  stop
+  referee peer "${p[0]}" "${p[1]}"
   if [ "$ceiling" = 1 ]; then
     target/release/gerdu-ceiling --proto resp --port "${p[0]}" & pids+=($!)
     target/release/gerdu-ceiling --proto mc --port "${p[1]}" & pids+=($!)
-    wait_resp "${p[0]}"
-    bash "$peers" --resp "${p[0]}" --mc "${p[1]}" --no-wrk --reps 1 --pipelines "$pipes" --label ceiling --out "$out/ceiling$r" >/dev/null
-    stop
+    referee ceiling "${p[0]}" "${p[1]}"
   fi
   "$bin" -id solo -redisport "${p[2]}" -mcdport "${p[3]}" -httpport "${p[4]}" -raft "127.0.0.1:${p[5]}" \
     -protocols redis,mcd -log warn & pids+=($!)
-  wait_resp "${p[2]}"
-  bash "$peers" --resp "${p[2]}" --mc "${p[3]}" --no-wrk --reps 1 --pipelines "$pipes" --label gerdu --out "$out/gerdu$r" >/dev/null
-  stop
+  referee gerdu "${p[2]}" "${p[3]}"
   echo "pair $r of $reps done" >&2
 done
 python3 - "$out" "$reps" "$ceiling" <<'PY'
@@ -67,9 +68,9 @@ print(f"{'proto':5} {'tool':16} {'test':4} {'P':>3} {'peer ops/s':>11} {'gerdu o
 for key in sorted(rows):
     peer, gerdu = rows[key]["peer"], rows[key]["gerdu"]
     pairs = [g[0] / p[0] for p, g in zip(peer, gerdu)]
-    top = f"{st.median(c[0] / p[0] for p, c in zip(peer, rows[key]['ceiling'])):>7.2f}  " if ceiling else ""
+    ceil = f"{st.median(c[0] / p[0] for p, c in zip(peer, rows[key]['ceiling'])):>7.2f}  " if ceiling else ""
     print(f"{key[0]:5} {key[1]:16} {key[2]:4} {key[3]:>3} {st.median(x[0] for x in peer):>11,.0f} "
           f"{st.median(x[0] for x in gerdu):>11,.0f} {st.median(pairs):>6.2f}  {st.median(x[1] for x in peer):>8.3f} "
-          f"{st.median(x[1] for x in gerdu):>9.3f}  {top}{' '.join(f'{x:.2f}' for x in pairs)}")
+          f"{st.median(x[1] for x in gerdu):>9.3f}  {ceil}{' '.join(f'{x:.2f}' for x in pairs)}")
 PY
 echo "raw rows: $out" >&2

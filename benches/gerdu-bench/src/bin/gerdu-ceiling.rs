@@ -17,9 +17,10 @@
 //!
 //! So the ops/s a load generator reaches against it is the most any server
 //! can reach on this machine with that generator: what remains is the
-//! kernel's TCP work and the generator itself. `benches/ceiling.sh` runs it
-//! side by side with redis-server, memcached and gerdu under the referee
-//! (`../shared/bench/peers.sh`) and prints each one's ratio to the peer.
+//! kernel's TCP work and the generator itself. `CEILING=1 bash
+//! benches/referee.sh` runs it side by side with redis-server, memcached and
+//! gerdu under the referee (`../shared/bench/peers.sh`) and prints each one's
+//! ratio to the peer.
 //!
 //! It binds 127.0.0.1 only and runs until killed.
 
@@ -31,6 +32,8 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
 const LISTENER: Token = Token(usize::MAX);
+
+const USAGE: &str = "usage: gerdu-ceiling --proto resp|mc --port PORT [-d VALUE_BYTES]";
 
 #[derive(Clone, Copy, PartialEq)]
 enum Proto {
@@ -81,13 +84,13 @@ fn main() -> ExitCode {
             ("--proto", Some("mc")) => proto = Proto::Mc,
             ("-d", Some(v)) => size = v.parse().unwrap_or(100),
             _ => {
-                eprintln!("usage: gerdu-ceiling --proto resp|mc --port PORT [-d VALUE_BYTES]");
+                eprintln!("{USAGE}");
                 return ExitCode::from(2);
             }
         }
     }
     let Some(port) = port else {
-        eprintln!("usage: gerdu-ceiling --proto resp|mc --port PORT [-d VALUE_BYTES]");
+        eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
     match serve(SocketAddr::from(([127, 0, 0, 1], port)), proto, &Canned::new(&vec![b'x'; size])) {
@@ -287,23 +290,23 @@ mod tests {
 
     #[test]
     fn resp_answers_whole_requests_and_waits_for_the_rest() {
-        let mut out = Vec::new();
+        let (canned, mut out) = (Canned::new(b"abc"), Vec::new());
         let req = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\nvv\r\n";
-        let first = resp(req, &Canned::new(b"abc"), &mut out).unwrap();
+        let first = resp(req, &canned, &mut out).unwrap();
         assert_eq!(&out, b"$3\r\nabc\r\n");
-        assert_eq!(resp(&req[first..], &Canned::new(b"abc"), &mut out), Some(req.len() - first));
+        assert_eq!(resp(&req[first..], &canned, &mut out), Some(req.len() - first));
         assert!(out.ends_with(b"+OK\r\n"));
-        assert_eq!(resp(&req[first..req.len() - 1], &Canned::new(b"abc"), &mut Vec::new()), None);
+        assert_eq!(resp(&req[first..req.len() - 1], &canned, &mut Vec::new()), None);
     }
 
     #[test]
     fn mc_skips_the_data_block_of_a_set() {
-        let mut out = Vec::new();
+        let (canned, mut out) = (Canned::new(b"abc"), Vec::new());
         let req = b"set k 0 0 2\r\nvv\r\nget k\r\n";
-        let first = mc(req, &Canned::new(b"abc"), &mut out).unwrap();
+        let first = mc(req, &canned, &mut out).unwrap();
         assert_eq!(first, 17);
-        assert_eq!(mc(&req[first..], &Canned::new(b"abc"), &mut out), Some(7));
+        assert_eq!(mc(&req[first..], &canned, &mut out), Some(7));
         assert_eq!(&out, b"STORED\r\nVALUE k 0 3\r\nabc\r\nEND\r\n");
-        assert_eq!(mc(&req[..15], &Canned::new(b"abc"), &mut Vec::new()), None);
+        assert_eq!(mc(&req[..15], &canned, &mut Vec::new()), None);
     }
 }
