@@ -398,8 +398,10 @@ impl RaftNode {
 
     /// Replicates writes; resolves with their replies once applied.
     pub async fn propose(&self, mut commands: Vec<Command>) -> Result<Vec<Reply>, PipelineError> {
-        // Here, on the client's task, not on the proposer's: copies run in parallel.
-        gerdu_api::command::detach_all(&mut commands);
+        // Large fields here, on the client's task (copies of different
+        // clients run in parallel); small ones once per log entry, by the
+        // proposer (one allocation for the writes of every client in it).
+        gerdu_api::command::detach_large(&mut commands);
         let (tx, rx) = oneshot::channel();
         self.proposals.send(proposer::Proposal { commands, reply: tx }).map_err(|_| PipelineError::ShuttingDown)?;
         rx.await.map_err(|_| PipelineError::ShuttingDown)?

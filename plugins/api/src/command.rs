@@ -426,28 +426,47 @@ impl Op {
 }
 
 /// Detaches a batch of commands (see [`Command::detach`]) with one
-/// allocation for all their small keys and values: those of up to
-/// [`crate::store::PACK_LIMIT`] bytes are copied into one shared buffer
-/// (the log entry of the batch then owns one buffer instead of two
-/// allocations per write, and frees it whole when the log is compacted);
-/// larger ones get their own allocation as with [`Command::detach`].
-///
-/// One command (a write without pipelining) takes this path too: its key
-/// and value then cost two allocations (the buffer, and the shared header
-/// its first split adds), and the clone of the value that applying it makes
-/// is a reference count. Copied one by one, the fields cost one allocation
-/// each and that clone a third (a `Bytes` made from a `Vec` allocates its
-/// shared header on its first clone).
+/// allocation for all their small keys and values: [`detach_large`], then
+/// [`pack_small`].
 ///
 /// Stores copy small values into their entries ([`crate::store`]); a policy
 /// that kept a small value's `Bytes` as it is would keep the whole batch's
 /// buffer alive with it.
 pub fn detach_all(commands: &mut [Command]) {
-    let small = |b: &Bytes| b.len() <= crate::store::PACK_LIMIT;
+    detach_large(commands);
+    pack_small(commands);
+}
+
+/// Whether a field is packed into a batch's shared buffer by [`pack_small`].
+fn is_small(b: &Bytes) -> bool {
+    b.len() <= crate::store::PACK_LIMIT
+}
+
+/// Gives the keys and values of more than [`crate::store::PACK_LIMIT`] bytes
+/// their own allocation, as [`Command::detach`] does; leaves the small ones.
+/// gerdu runs it on the client's task, so that large copies of different
+/// clients run in parallel on a multi-threaded runtime.
+pub fn detach_large(commands: &mut [Command]) {
+    for c in commands.iter_mut() {
+        c.each_bytes(|b| {
+            if !is_small(b) {
+                *b = crate::exec::detach(b);
+            }
+        });
+    }
+}
+
+/// Copies the keys and values of up to [`crate::store::PACK_LIMIT`] bytes
+/// into one shared buffer; leaves the large ones. gerdu's proposer runs it
+/// on each log entry's writes (those of every client merged into it): the
+/// entry then owns one buffer, freed whole when the log is compacted,
+/// instead of two allocations per write, and applying a write clones its
+/// value with a reference count.
+pub fn pack_small(commands: &mut [Command]) {
     let mut total = 0;
     for c in commands.iter_mut() {
-        c.each_bytes(&mut |b| {
-            if small(b) {
+        c.each_bytes(|b| {
+            if is_small(b) {
                 total += b.len();
             }
         });
@@ -455,12 +474,10 @@ pub fn detach_all(commands: &mut [Command]) {
     // Each small field is split off the front of the one buffer as it is copied.
     let mut arena = bytes::BytesMut::with_capacity(total);
     for c in commands.iter_mut() {
-        c.each_bytes(&mut |b| {
-            if small(b) {
+        c.each_bytes(|b| {
+            if is_small(b) {
                 arena.extend_from_slice(b);
                 *b = arena.split().freeze();
-            } else {
-                *b = crate::exec::detach(b);
             }
         });
     }
@@ -516,7 +533,7 @@ impl Command {
     }
 
     /// Calls `f` on every key and value the command carries.
-    fn each_bytes(&mut self, f: &mut dyn FnMut(&mut Bytes)) {
+    fn each_bytes(&mut self, mut f: impl FnMut(&mut Bytes)) {
         match self {
             Command::Set(s) => {
                 f(&mut s.key);
@@ -531,7 +548,7 @@ impl Command {
             Command::Delete { keys }
             | Command::GetAndTouch { keys, .. }
             | Command::Evict { keys }
-            | Command::Sweep { keys } => keys.iter_mut().for_each(f),
+            | Command::Sweep { keys } => keys.iter_mut().for_each(&mut f),
             Command::GetDelete { key }
             | Command::Touch { key, .. }
             | Command::Incr { key, .. }
@@ -566,7 +583,7 @@ impl Command {
     /// the item it stores pins that buffer. Reads are never kept and need not
     /// be detached. A batch is better detached with [`detach_all`].
     pub fn detach(&mut self) {
-        self.each_bytes(&mut |b| *b = crate::exec::detach(b));
+        self.each_bytes(|b| *b = crate::exec::detach(b));
     }
 
     /// The command's kind.
@@ -645,6 +662,29 @@ mod tests {
         // Reads are left alone.
         let Command::Get { keys } = &cmds[1] else { unreachable!() };
         assert!(range.contains(&keys[0].as_ptr()));
+    }
+
+    #[test]
+    fn the_two_halves_of_detaching_split_the_fields_by_size() {
+        let read = Bytes::from(vec![b'x'; 16 * 1024]);
+        let big = crate::store::PACK_LIMIT + 1;
+        let fresh = || vec![Command::Set(SetCommand::new(read.slice(0..3), read.slice(3..3 + big)))];
+        let in_read = |b: &Bytes| read.as_ptr_range().contains(&b.as_ptr());
+        let fields = |c: &[Command]| {
+            let Command::Set(s) = &c[0] else { unreachable!() };
+            (s.key.clone(), s.value.clone())
+        };
+        // Large fields only: the small key is still a slice of the read.
+        let mut cmds = fresh();
+        detach_large(&mut cmds);
+        let (key, value) = fields(&cmds);
+        assert!(in_read(&key) && !in_read(&value));
+        // Small fields only: the large value is still a slice of the read.
+        let mut cmds = fresh();
+        pack_small(&mut cmds);
+        let (key, value) = fields(&cmds);
+        assert!(!in_read(&key) && in_read(&value));
+        assert_eq!((&key[..], value.len()), (&b"xxx"[..], big));
     }
 
     #[test]

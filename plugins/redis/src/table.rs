@@ -186,7 +186,17 @@ fn index() -> &'static Index {
 }
 
 /// The position in [`COMMANDS`] and family of a command name, in any case.
+/// `GET` and `SET`, the commands nearly every request is, are compared
+/// before the others are hashed.
 pub fn lookup(name: &[u8]) -> Option<(usize, Family)> {
+    const HOT: [&[u8; 3]; 2] = [b"get", b"set"];
+    static FOUND: OnceLock<[(usize, Family); 2]> = OnceLock::new();
+    if let Ok(three) = <&[u8; 3]>::try_from(name) {
+        let lower = three.map(|b| b.to_ascii_lowercase());
+        if let Some(at) = HOT.iter().position(|n| **n == lower) {
+            return Some(FOUND.get_or_init(|| HOT.map(|n| index()[&n[..]]))[at]);
+        }
+    }
     let mut buf = [0u8; 24];
     let lower = buf.get_mut(..name.len())?;
     for (d, s) in lower.iter_mut().zip(name) {
@@ -228,6 +238,22 @@ mod tests {
         assert_eq!(lookup(b"Expire").map(|(_, f)| f), Some(Family::Keyspace));
         assert_eq!(lookup(b"hset"), None);
         assert_eq!(lookup(&[b'x'; 100]), None);
+    }
+
+    #[test]
+    fn every_three_letter_name_is_found_as_the_hash_finds_it() {
+        // GET and SET take the compare-first path; the other three-letter
+        // names (and near misses) must still reach the hash.
+        for name in COMMANDS.iter().map(|s| s.name).filter(|n| n.len() == 3).chain(["gex", "sat", "g\0t"]) {
+            for case in [name.to_string(), name.to_ascii_uppercase()] {
+                let hashed = index().get(name.as_bytes()).copied();
+                assert_eq!(lookup(case.as_bytes()), hashed, "{case}");
+            }
+        }
+        assert_eq!(lookup(b"SET").map(|(i, _)| COMMANDS[i].name), Some("set"));
+        assert_eq!(lookup(b"gET").map(|(i, _)| COMMANDS[i].name), Some("get"));
+        // Letters only fold: '@' is not a capital '`'.
+        assert_eq!(lookup(b"G@T"), None);
     }
 
     #[test]
