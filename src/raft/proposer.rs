@@ -11,9 +11,9 @@
 //! entry): while it commits, the next one fills up, so under load each entry
 //! carries the writes of many clients (fewer log entries, fewer apply rounds,
 //! fewer snapshots per write, one allocation for all their bytes), and with
-//! no load a lone write is proposed at once. An entry costs about 24,000
-//! instructions besides its writes' own (callgrind, `redis-benchmark -c 1`
-//! against `-c 50`), most of them openraft's loop.
+//! no load a lone write is proposed at once. An entry costs about 22,000
+//! instructions besides its writes' own, most of them openraft's loop
+//! (PERFORMANCE.md, "The cost of a log entry").
 //! One rather than two: kvbench memcached SET `-P 16` against a single node,
 //! four alternating runs, did 592k-664k SET/s with one against 530k-641k with
 //! two, with a lower p99 (2.3-2.8 ms against 2.2-4.8 ms); without pipelining
