@@ -50,6 +50,9 @@ pub const MAX_FRAME: usize = 1 << 30;
 /// Read buffer per connection: most frames fit, so a frame is one `read`.
 const READ_BUFFER: usize = 64 << 10;
 
+/// The most [`read_frame`] reserves before a frame's bytes arrive.
+const FRAME_RESERVE: usize = 1 << 20;
+
 /// How long a dial may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -57,16 +60,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 trait Io: AsyncRead + AsyncWrite + Send + Sync + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin> Io for T {}
 
-/// Encodes one frame: length, the kind byte when given, then `value`.
-fn frame<T: Serialize>(kind: Option<u8>, value: &T) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
+/// Encodes one frame into `out` (cleared first; its room is kept from one
+/// frame to the next): length, the kind byte when given, then `value`.
+fn frame<T: Serialize>(out: &mut Vec<u8>, kind: Option<u8>, value: &T) {
+    out.clear();
     out.extend_from_slice(&[0; 4]);
     out.extend(kind);
     // Serializing plain data into a Vec cannot fail.
-    rmp_serde::encode::write_named(&mut out, value).expect("MessagePack encoding of a raft message");
+    rmp_serde::encode::write_named(out, value).expect("MessagePack encoding of a raft message");
     let len = u32::try_from(out.len() - 4).expect("a raft message under 4 GiB");
     out[..4].copy_from_slice(&len.to_be_bytes());
-    out
 }
 
 /// Reads one frame's payload into `buf`; `Ok(false)` at a clean end of
@@ -82,8 +85,10 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> io::R
     if len > MAX_FRAME {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("peer frame of {len} bytes")));
     }
-    // Grown as the bytes arrive, not reserved from the length a peer claims.
+    // Room for a usual frame at once; a larger one grows as its bytes
+    // arrive, rather than by the length a peer claims.
     buf.clear();
+    buf.reserve(len.min(FRAME_RESERVE));
     (&mut *r).take(len as u64).read_to_end(buf).await?;
     if buf.len() < len {
         return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the peer closed the connection mid-frame"));
@@ -118,6 +123,8 @@ impl std::fmt::Display for CallError {
 pub struct Conn {
     io: BufReader<Box<dyn Io>>,
     buf: Vec<u8>,
+    /// The request being sent (its room reused).
+    out: Vec<u8>,
 }
 
 impl Conn {
@@ -141,12 +148,13 @@ impl Conn {
             }
         };
         io.write_all(MAGIC).await?;
-        Ok(Conn { io: BufReader::with_capacity(READ_BUFFER, io), buf: Vec::new() })
+        Ok(Conn { io: BufReader::with_capacity(READ_BUFFER, io), buf: Vec::new(), out: Vec::new() })
     }
 
     /// Sends one request and waits for its answer.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(&mut self, kind: u8, req: &Req) -> io::Result<Resp> {
-        self.io.write_all(&frame(Some(kind), req)).await?;
+        frame(&mut self.out, Some(kind), req);
+        self.io.write_all(&self.out).await?;
         if !read_frame(&mut self.io, &mut self.buf).await? {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the peer closed the connection"));
         }
@@ -197,7 +205,7 @@ where
     S: AsyncRead + AsyncWrite + Send + Unpin,
 {
     let mut io = BufReader::with_capacity(READ_BUFFER, io);
-    let mut buf = Vec::new();
+    let (mut buf, mut answer) = (Vec::new(), Vec::new());
     loop {
         let more = tokio::select! {
             r = read_frame(&mut io, &mut buf) => r?,
@@ -206,21 +214,26 @@ where
         if !more {
             return Ok(());
         }
-        let Some((&kind, body)) = buf.split_first() else {
+        // The frame becomes shared (no copy): the entries' keys and values
+        // are decoded as slices of it (`gerdu_api::shared`), and it lives as
+        // long as the log holds one of them.
+        let request = bytes::Bytes::from(std::mem::take(&mut buf));
+        let Some((&kind, body)) = request.split_first() else {
             return Err(invalid("an empty frame"));
         };
-        let answer = match kind {
+        match kind {
             APPEND_ENTRIES => {
                 let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> =
-                    rmp_serde::from_slice(body).map_err(invalid)?;
-                frame(None, &node.raft.append_entries(rpc).await)
+                    gerdu_api::shared::decode_from(&request, || rmp_serde::from_slice(body)).map_err(invalid)?;
+                drop(request);
+                frame(&mut answer, None, &node.raft.append_entries(rpc).await);
             }
             VOTE => {
                 let rpc: openraft::raft::VoteRequest<NodeId> = rmp_serde::from_slice(body).map_err(invalid)?;
-                frame(None, &node.raft.vote(rpc).await)
+                frame(&mut answer, None, &node.raft.vote(rpc).await);
             }
             other => return Err(invalid(format!("unknown request kind {other}"))),
-        };
+        }
         io.write_all(&answer).await?;
     }
 }
@@ -232,7 +245,8 @@ mod tests {
     #[tokio::test]
     async fn frames_round_trip_over_any_split() {
         let value = ("key".to_string(), vec![1u8, 2, 3], 42u64);
-        let bytes = frame(Some(VOTE), &value);
+        let mut bytes = vec![9; 3];
+        frame(&mut bytes, Some(VOTE), &value);
         assert_eq!(u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize, bytes.len() - 4);
         // Two frames back to back, fed through a pipe in small pieces.
         let (mut w, r) = tokio::io::duplex(3);

@@ -84,18 +84,24 @@ impl Batch {
         })
     }
 
-    /// Decodes [`Batch::encoded`]'s output.
-    pub fn decode(data: &[u8]) -> Result<Self, String> {
+    /// Decodes [`Batch::encoded`]'s output. The commands' small keys and
+    /// values become slices of `data` ([`gerdu_api::shared`]), and `data`
+    /// is kept as the batch's encoding (a follower that becomes leader
+    /// sends it on as it is).
+    pub fn decode(data: Bytes) -> Result<Self, String> {
         let (&format, rest) = data.split_first().ok_or("an empty batch")?;
         if format != BATCH_FORMAT {
             return Err(format!("batch format {format} (this build reads {BATCH_FORMAT})"));
         }
         let (now, rest) = rest.split_first_chunk::<8>().ok_or("a batch cut short")?;
-        let (commands, left): (Vec<Command>, _) = postcard::take_from_bytes(rest).map_err(|e| e.to_string())?;
+        let (commands, left): (Vec<Command>, _) =
+            gerdu_api::shared::decode_from(&data, || postcard::take_from_bytes(rest)).map_err(|e| e.to_string())?;
         if !left.is_empty() {
             return Err(format!("{} bytes after a batch's commands", left.len()));
         }
-        Ok(Batch::new(u64::from_le_bytes(*now), commands.into()))
+        let batch = Batch::new(u64::from_le_bytes(*now), commands.into());
+        batch.encoded.get_or_init(|| data);
+        Ok(batch)
     }
 }
 
@@ -115,7 +121,11 @@ impl<'de> Deserialize<'de> for Batch {
                 f.write_str("an encoded batch")
             }
 
+            /// A slice of the buffer being decoded when it is a
+            /// [`gerdu_api::shared::decode_from`] source (a peer frame), a copy
+            /// otherwise: either way the commands then share it.
             fn visit_bytes<E: serde::de::Error>(self, data: &[u8]) -> Result<Batch, E> {
+                let data = gerdu_api::shared::slice_of_source(data).unwrap_or_else(|| Bytes::copy_from_slice(data));
                 Batch::decode(data).map_err(E::custom)
             }
 
@@ -181,6 +191,15 @@ mod tests {
         assert_eq!((back.now_ms, &back.commands[..]), (batch.now_ms, &commands[..]));
         // No field names: the 100-byte value, the keys and a little framing.
         assert!(wire.len() < 100 + 40, "{} bytes", wire.len());
+        // Decoded from a peer frame, the batch keeps its bytes as its
+        // encoding, and the small keys and values are slices of it too.
+        let frame = Bytes::from(wire.clone());
+        let shared: Batch = gerdu_api::shared::decode_from(&frame, || rmp_serde::from_slice(&frame)).unwrap();
+        let in_frame = |p: *const u8| frame.as_ptr_range().contains(&p);
+        assert!(in_frame(shared.encoded().as_ptr()));
+        let Command::Set(s) = &shared.commands[0] else { panic!("{shared}") };
+        assert!(in_frame(s.key.as_ptr()) && in_frame(s.value.as_ptr()));
+        assert_eq!(&shared.commands[..], &commands[..]);
         // The clones share one encoding.
         assert!(std::ptr::eq(batch.clone().encoded().as_ptr(), batch.encoded().as_ptr()));
 
@@ -196,12 +215,12 @@ mod tests {
 
         // Damage is an error, not a panic.
         let data = batch.encoded();
-        assert!(Batch::decode(&data[..data.len() - 1]).is_err());
-        assert!(Batch::decode(&[2]).is_err());
-        assert!(Batch::decode(&[]).is_err());
+        assert!(Batch::decode(data.slice(..data.len() - 1)).is_err());
+        assert!(Batch::decode(Bytes::from_static(&[2])).is_err());
+        assert!(Batch::decode(Bytes::new()).is_err());
         let mut trailing = data.to_vec();
         trailing.push(0);
-        assert!(Batch::decode(&trailing).is_err());
+        assert!(Batch::decode(trailing.into()).is_err());
     }
 
     #[test]

@@ -84,8 +84,10 @@ pub enum ExpireCondition {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SetCommand {
     /// The key.
+    #[serde(deserialize_with = "crate::shared::bytes")]
     pub key: Key,
     /// The value.
+    #[serde(deserialize_with = "crate::shared::bytes")]
     pub value: Bytes,
     /// Opaque client flags (memcached's 32-bit flags).
     pub flags: u32,
@@ -141,6 +143,7 @@ pub enum Delta {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MetaGet {
     /// Key.
+    #[serde(deserialize_with = "crate::shared::bytes")]
     pub key: Key,
     /// On a miss, create an empty item with this expiry and hand this
     /// client the recache token (`N`).
@@ -157,6 +160,7 @@ pub struct MetaGet {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MetaArith {
     /// Key.
+    #[serde(deserialize_with = "crate::shared::bytes")]
     pub key: Key,
     /// Decrement instead of increment (`MD`).
     pub decr: bool,
@@ -179,16 +183,19 @@ pub enum Command {
     /// Fetch many keys (missing or expired keys answer `None`).
     Get {
         /// Keys, answered in this order.
+        #[serde(deserialize_with = "crate::shared::list")]
         keys: Vec<Key>,
     },
     /// How many of the keys exist (a key named twice counts twice, as Redis does).
     Exists {
         /// Keys.
+        #[serde(deserialize_with = "crate::shared::list")]
         keys: Vec<Key>,
     },
     /// Remaining time to live of a key.
     Ttl {
         /// Key.
+        #[serde(deserialize_with = "crate::shared::bytes")]
         key: Key,
     },
     /// Iterate the key space: keys in `cursor..`, at most `count`, filtered by a glob.
@@ -196,6 +203,7 @@ pub enum Command {
         /// Where to continue (0 starts).
         cursor: u64,
         /// Optional glob (`*`, `?`, `[...]`, `\`).
+        #[serde(deserialize_with = "crate::shared::optional")]
         pattern: Option<Bytes>,
         /// How many keys to visit at most.
         count: usize,
@@ -205,6 +213,7 @@ pub enum Command {
     /// One item without recording an access (memcached `me`, `mg ... u`).
     Inspect {
         /// Key.
+        #[serde(deserialize_with = "crate::shared::bytes")]
         key: Key,
     },
     /// Number of live items.
@@ -225,16 +234,19 @@ pub enum Command {
     /// Remove keys; the reply counts those that existed.
     Delete {
         /// Keys.
+        #[serde(deserialize_with = "crate::shared::list")]
         keys: Vec<Key>,
     },
     /// Fetch and remove (`GETDEL`).
     GetDelete {
         /// Key.
+        #[serde(deserialize_with = "crate::shared::bytes")]
         key: Key,
     },
     /// Fetch keys and change their expiry (memcached `gat`, Redis `GETEX`).
     GetAndTouch {
         /// Keys.
+        #[serde(deserialize_with = "crate::shared::list")]
         keys: Vec<Key>,
         /// New expiry.
         expiry: Expiry,
@@ -242,6 +254,7 @@ pub enum Command {
     /// Change a key's expiry (`touch`, `EXPIRE`, `PERSIST` with [`Expiry::Never`]).
     Touch {
         /// Key.
+        #[serde(deserialize_with = "crate::shared::bytes")]
         key: Key,
         /// New expiry.
         expiry: Expiry,
@@ -251,6 +264,7 @@ pub enum Command {
     /// Add to a numeric value.
     Incr {
         /// Key.
+        #[serde(deserialize_with = "crate::shared::bytes")]
         key: Key,
         /// Amount and arithmetic.
         delta: Delta,
@@ -258,8 +272,10 @@ pub enum Command {
     /// Append or prepend bytes.
     Append {
         /// Key.
+        #[serde(deserialize_with = "crate::shared::bytes")]
         key: Key,
         /// Bytes to add.
+        #[serde(deserialize_with = "crate::shared::bytes")]
         value: Bytes,
         /// Prepend instead of append.
         prepend: bool,
@@ -272,17 +288,21 @@ pub enum Command {
     /// Overwrite part of a value (`SETRANGE`), zero-padding as needed.
     SetRange {
         /// Key.
+        #[serde(deserialize_with = "crate::shared::bytes")]
         key: Key,
         /// Byte offset.
         offset: u64,
         /// Bytes written at the offset.
+        #[serde(deserialize_with = "crate::shared::bytes")]
         value: Bytes,
     },
     /// Rename a key (`RENAME`, `RENAMENX` with `only_if_absent`).
     Rename {
         /// Source.
+        #[serde(deserialize_with = "crate::shared::bytes")]
         from: Key,
         /// Destination.
+        #[serde(deserialize_with = "crate::shared::bytes")]
         to: Key,
         /// Only if the destination does not exist.
         only_if_absent: bool,
@@ -290,8 +310,10 @@ pub enum Command {
     /// Copy a key (`COPY`).
     Copy {
         /// Source.
+        #[serde(deserialize_with = "crate::shared::bytes")]
         from: Key,
         /// Destination.
+        #[serde(deserialize_with = "crate::shared::bytes")]
         to: Key,
         /// Overwrite an existing destination.
         replace: bool,
@@ -313,6 +335,7 @@ pub enum Command {
     /// removing.
     MetaDelete {
         /// Key.
+        #[serde(deserialize_with = "crate::shared::bytes")]
         key: Key,
         /// Only if the item's cas equals this (`C`).
         cas: Option<u64>,
@@ -328,6 +351,7 @@ pub enum Command {
     /// Remove keys chosen by the leader's eviction policy (replicated evictions).
     Evict {
         /// Keys.
+        #[serde(deserialize_with = "crate::shared::list")]
         keys: Vec<Key>,
     },
     /// Remove those of `keys` that have expired at the entry's timestamp
@@ -335,6 +359,7 @@ pub enum Command {
     /// sweep saw it stays).
     Sweep {
         /// Keys.
+        #[serde(deserialize_with = "crate::shared::list")]
         keys: Vec<Key>,
     },
 }

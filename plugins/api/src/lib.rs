@@ -32,6 +32,7 @@ pub mod pipeline;
 pub mod plugin;
 pub mod policy;
 pub mod reply;
+pub mod shared;
 pub mod size;
 pub mod store;
 pub mod testkit;
