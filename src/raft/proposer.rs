@@ -98,7 +98,7 @@ pub async fn run(
                 }
                 gerdu_api::command::pack_small(&mut commands);
                 metrics.batch_commands.observe(count as f64);
-                let batch = Batch::new(clock.now_ms(), commands.into());
+                let batch = Batch::new(clock.now_ms(), commands);
                 // Submit in order; the commit is awaited above.
                 match raft.client_write_ff(batch.clone()).await {
                     Ok(receiver) => in_flight = Some(InFlight { receiver, waiters, batch }),

@@ -58,8 +58,9 @@ pub fn node_id(name: &str) -> NodeId {
 pub struct Batch {
     /// Leader's unix time in ms when proposing.
     pub now_ms: u64,
-    /// The writes, applied in order.
-    pub commands: Arc<[Command]>,
+    /// The writes, applied in order (a `Vec` behind the `Arc`: made from
+    /// the proposer's or the decoder's vector without copying the commands).
+    pub commands: Arc<Vec<Command>>,
     /// The encoding, once made.
     encoded: Arc<OnceLock<Bytes>>,
 }
@@ -69,8 +70,8 @@ pub const BATCH_FORMAT: u8 = 1;
 
 impl Batch {
     /// A batch of `commands` proposed at `now_ms`.
-    pub fn new(now_ms: u64, commands: Arc<[Command]>) -> Self {
-        Batch { now_ms, commands, encoded: Arc::default() }
+    pub fn new(now_ms: u64, commands: Vec<Command>) -> Self {
+        Batch { now_ms, commands: Arc::new(commands), encoded: Arc::default() }
     }
 
     /// The batch's encoding (made on first use).
@@ -80,7 +81,7 @@ impl Batch {
             out.push(BATCH_FORMAT);
             out.extend_from_slice(&self.now_ms.to_le_bytes());
             // Writing plain data into a Vec cannot fail.
-            postcard::to_extend(&*self.commands, out).expect("postcard encoding of commands").into()
+            postcard::to_extend(&self.commands[..], out).expect("postcard encoding of commands").into()
         })
     }
 
@@ -99,7 +100,7 @@ impl Batch {
         if !left.is_empty() {
             return Err(format!("{} bytes after a batch's commands", left.len()));
         }
-        let batch = Batch::new(u64::from_le_bytes(*now), commands.into());
+        let batch = Batch::new(u64::from_le_bytes(*now), commands);
         batch.encoded.get_or_init(|| data);
         Ok(batch)
     }
@@ -137,7 +138,7 @@ impl<'de> Deserialize<'de> for Batch {
                     commands: Vec<Command>,
                 }
                 let named = Named::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-                Ok(Batch::new(named.now_ms, named.commands.into()))
+                Ok(Batch::new(named.now_ms, named.commands))
             }
         }
         deserializer.deserialize_any(Visitor)
@@ -183,8 +184,7 @@ mod tests {
         let mut set = SetCommand::new("key:1", vec![7u8; 100]);
         set.expiry = Expiry::In(5_000);
         set.flags = 42;
-        let commands: Arc<[Command]> =
-            vec![Command::Set(set), Command::Delete { keys: vec!["a".into(), "b".into()] }].into();
+        let commands = vec![Command::Set(set), Command::Delete { keys: vec!["a".into(), "b".into()] }];
         let batch = Batch::new(1_700_000_000_123, commands.clone());
         let wire = rmp_serde::to_vec_named(&batch).unwrap();
         let back: Batch = rmp_serde::from_slice(&wire).unwrap();
