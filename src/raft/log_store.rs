@@ -19,10 +19,18 @@ use parking_lot::Mutex;
 use super::journal::{self, Done, Fsync, Journal, Record, RecordRef};
 use super::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
+/// An entry and its size as [`entry_bytes`] counted it when it came, so
+/// that purging a few thousand entries at once does not walk their commands
+/// again on the raft task.
+struct Held {
+    entry: Entry,
+    bytes: u64,
+}
+
 #[derive(Default)]
 struct Inner {
     last_purged: Option<LogId>,
-    log: BTreeMap<u64, Entry>,
+    log: BTreeMap<u64, Held>,
     /// Approximate bytes of the entries held (see [`entry_bytes`]).
     bytes: u64,
     committed: Option<LogId>,
@@ -32,23 +40,24 @@ struct Inner {
 }
 
 impl Inner {
-    fn insert(&mut self, e: Entry) {
-        self.bytes += entry_bytes(&e);
-        if let Some(old) = self.log.insert(e.log_id.index, e) {
-            self.bytes -= entry_bytes(&old);
+    fn insert(&mut self, entry: Entry) {
+        let bytes = entry_bytes(&entry);
+        self.bytes += bytes;
+        if let Some(old) = self.log.insert(entry.log_id.index, Held { entry, bytes }) {
+            self.bytes -= old.bytes;
         }
     }
 
     fn truncate(&mut self, index: u64) {
         let removed = self.log.split_off(&index);
-        self.bytes -= removed.values().map(entry_bytes).sum::<u64>();
+        self.bytes -= removed.values().map(|h| h.bytes).sum::<u64>();
     }
 
-    fn purge(&mut self, log_id: LogId) -> BTreeMap<u64, Entry> {
+    fn purge(&mut self, log_id: LogId) -> BTreeMap<u64, Held> {
         self.last_purged = Some(log_id);
         let keep = self.log.split_off(&(log_id.index + 1));
         let purged = std::mem::replace(&mut self.log, keep);
-        self.bytes -= purged.values().map(entry_bytes).sum::<u64>();
+        self.bytes -= purged.values().map(|h| h.bytes).sum::<u64>();
         purged
     }
 
@@ -72,7 +81,7 @@ impl Inner {
         if let Some(p) = self.last_purged {
             journal::frame(&RecordRef::Purge(p), &mut out);
         }
-        let entries: Vec<Entry> = self.log.values().cloned().collect();
+        let entries: Vec<Entry> = self.log.values().map(|h| h.entry.clone()).collect();
         for chunk in entries.chunks(1024) {
             journal::frame(&RecordRef::Entries(chunk), &mut out);
         }
@@ -127,7 +136,7 @@ impl MemLog {
             dir = %dir.display(),
             records = count,
             entries = inner.log.len(),
-            last = ?inner.log.values().next_back().map(|e| e.log_id.index),
+            last = ?inner.log.values().next_back().map(|h| h.entry.log_id.index),
             "raft log loaded"
         );
         let journal = Journal::open(dir, valid, fsync)?;
@@ -165,7 +174,7 @@ impl RaftLogReader<TypeConfig> for MemLog {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        Ok(self.inner.lock().log.range(range).map(|(_, e)| e.clone()).collect())
+        Ok(self.inner.lock().log.range(range).map(|(_, h)| h.entry.clone()).collect())
     }
 }
 
@@ -174,7 +183,7 @@ impl RaftLogStorage<TypeConfig> for MemLog {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let inner = self.inner.lock();
-        let last = inner.log.values().next_back().map(|e| e.log_id).or(inner.last_purged);
+        let last = inner.log.values().next_back().map(|h| h.entry.log_id).or(inner.last_purged);
         Ok(LogState { last_purged_log_id: inner.last_purged, last_log_id: last })
     }
 
