@@ -225,7 +225,6 @@ where
             APPEND_ENTRIES => {
                 let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> =
                     gerdu_api::shared::decode_from(&request, || rmp_serde::from_slice(body)).map_err(invalid)?;
-                drop(request);
                 frame(&mut answer, None, &node.raft.append_entries(rpc).await);
             }
             VOTE => {

@@ -100,9 +100,8 @@ impl Batch {
         if !left.is_empty() {
             return Err(format!("{} bytes after a batch's commands", left.len()));
         }
-        let batch = Batch::new(u64::from_le_bytes(*now), commands);
-        batch.encoded.get_or_init(|| data);
-        Ok(batch)
+        let now_ms = u64::from_le_bytes(*now);
+        Ok(Batch { now_ms, commands: Arc::new(commands), encoded: Arc::new(OnceLock::from(data)) })
     }
 }
 

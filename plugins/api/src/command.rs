@@ -462,8 +462,9 @@ pub fn detach_all(commands: &mut [Command]) {
     pack_small(commands);
 }
 
-/// Whether a field is packed into a batch's shared buffer by [`pack_small`].
-fn is_small(b: &Bytes) -> bool {
+/// Whether a field is packed into a batch's shared buffer by [`pack_small`]
+/// (and shared with the buffer it is decoded from, [`crate::shared`]).
+pub(crate) fn is_small(b: &[u8]) -> bool {
     b.len() <= crate::store::PACK_LIMIT
 }
 

@@ -5,11 +5,12 @@
 //! entry, then each key and value inside it), and each copy is freed again
 //! when the log is compacted. Inside [`decode_from`] the byte strings of
 //! [`Command`](crate::Command) that lie within the given buffer and are
-//! small ([`PACK_LIMIT`] bytes at most) become slices of it instead: a
-//! reference count, no allocation, no copy. Large ones are still copied, so
-//! that a stored large value never keeps a whole network frame alive (the
-//! same split as [`crate::command::detach_all`]: stores copy small values
-//! into their own entries anyway).
+//! small ([`PACK_LIMIT`](crate::store::PACK_LIMIT) bytes at most) become
+//! slices of it instead: a reference count, no allocation, no copy. Large
+//! ones are still copied, so that a stored large value never keeps a whole
+//! network frame alive: the same split, by the same test, as
+//! [`crate::command::detach_all`] makes (stores copy small values into their
+//! own entries anyway).
 //!
 //! Outside [`decode_from`], or for bytes that are not in its buffer (a
 //! decoder that unescapes, JSON), the functions here copy exactly as the
@@ -23,7 +24,7 @@ use bytes::Bytes;
 use serde::Deserializer;
 use serde::de::{self, SeqAccess, Visitor};
 
-use crate::store::PACK_LIMIT;
+use crate::command::is_small;
 
 thread_local! {
     /// The buffer of the innermost [`decode_from`] running on this thread.
@@ -59,7 +60,7 @@ pub fn slice_of_source(data: &[u8]) -> Option<Bytes> {
 
 /// A decoded byte string: shared when small and within the source, copied otherwise.
 fn share(data: &[u8]) -> Bytes {
-    if data.len() <= PACK_LIMIT
+    if is_small(data)
         && let Some(b) = slice_of_source(data)
     {
         return b;
@@ -158,6 +159,7 @@ pub fn optional<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Bytes>, D::Err
 mod tests {
     use super::*;
     use crate::command::{Command, SetCommand};
+    use crate::store::PACK_LIMIT;
 
     fn inside(outer: &Bytes, b: &Bytes) -> bool {
         let r = outer.as_ptr_range();
