@@ -160,9 +160,11 @@ async fn execute(conn: &mut Conn, out: &mut BytesMut) {
             }
         }
     }
-    let now_ms = conn.shared.clock.now_ms();
+    // Read once, and only for the replies that show times (meta, stats).
+    let mut now = None;
     // Drained, not taken: the step list keeps its capacity across batches.
     let Conn { steps, local, stats, shared, .. } = conn;
+    let mut now_ms = || *now.get_or_insert_with(|| shared.clock.now_ms());
     for step in steps.drain(..) {
         match step {
             Step::Local(range) => out.extend_from_slice(&local[range]),
@@ -182,8 +184,8 @@ async fn execute(conn: &mut Conn, out: &mut BytesMut) {
                 }
                 match &render {
                     Render::Text(r) => text::render(r, reply, out),
-                    Render::Meta(m) => meta::render(m, reply, now_ms, out),
-                    Render::Stats(group) => crate::stats::render(group.as_deref(), reply, shared, now_ms, out),
+                    Render::Meta(m) => meta::render(m, reply, now_ms(), out),
+                    Render::Stats(group) => crate::stats::render(group.as_deref(), reply, shared, now_ms(), out),
                 }
             }
         }
@@ -287,7 +289,8 @@ async fn process(input: &mut BytesMut, conn: &mut Conn, out: &mut BytesMut) -> b
                 Err(text) => conn.local(text),
             },
             req => {
-                let (command, render) = text::translate(req, conn.shared.clock.now_ms());
+                let clock = &conn.shared.clock;
+                let (command, render) = text::translate(req, || clock.now_ms());
                 conn.remote(command, Render::Text(render), noreply);
             }
         }

@@ -79,8 +79,8 @@ pub enum TextRender {
 }
 
 /// Translates a classic command that needs the store. `now_ms` turns an
-/// absolute `flush_all` time into a delay.
-pub fn translate(req: Req, now_ms: u64) -> (Command, TextRender) {
+/// absolute `flush_all` time into a delay (it is read only for that).
+pub fn translate(req: Req, now_ms: impl FnOnce() -> u64) -> (Command, TextRender) {
     match req {
         Req::Get { keys, cas } => (Command::Get { keys: keys.clone() }, TextRender::Values { keys, cas }),
         Req::Gat { exptime, keys, cas } => {
@@ -112,7 +112,10 @@ pub fn translate(req: Req, now_ms: u64) -> (Command, TextRender) {
         Req::FlushAll { delay, .. } => {
             let command = match expiry(delay) {
                 Expiry::In(ms) => Command::FlushAfter { delay_ms: ms },
-                Expiry::At(at) if at > now_ms => Command::FlushAfter { delay_ms: at - now_ms },
+                Expiry::At(at) => match at.checked_sub(now_ms()) {
+                    Some(delay_ms) if delay_ms > 0 => Command::FlushAfter { delay_ms },
+                    _ => Command::Flush,
+                },
                 _ => Command::Flush,
             };
             (command, TextRender::Flush)
@@ -178,5 +181,25 @@ mod tests {
         assert_eq!(expiry(10), Expiry::In(10_000));
         assert_eq!(expiry(REALTIME_MAXDELTA), Expiry::In(REALTIME_MAXDELTA as u64 * 1000));
         assert_eq!(expiry(REALTIME_MAXDELTA + 1), Expiry::At((REALTIME_MAXDELTA as u64 + 1) * 1000));
+    }
+
+    #[test]
+    fn the_clock_is_read_only_for_an_absolute_flush_time() {
+        let now_ms = 2_000_000_000_000;
+        let reads = std::cell::Cell::new(0);
+        let clock = || {
+            reads.set(reads.get() + 1);
+            now_ms
+        };
+        let get = Req::Get { keys: vec![bytes::Bytes::from_static(b"k")], cas: false };
+        assert!(matches!(translate(get, clock).0, Command::Get { .. }));
+        let flush = |delay| translate(Req::FlushAll { delay, noreply: false }, clock).0;
+        assert_eq!(flush(5), Command::FlushAfter { delay_ms: 5_000 });
+        assert_eq!(reads.get(), 0);
+        // An absolute time: a delay from now, or at once when it has passed.
+        assert_eq!(flush(now_ms as i64 / 1000 + 7), Command::FlushAfter { delay_ms: 7_000 });
+        assert_eq!(flush(now_ms as i64 / 1000), Command::Flush);
+        assert_eq!(flush(REALTIME_MAXDELTA + 1), Command::Flush);
+        assert_eq!(reads.get(), 3);
     }
 }
