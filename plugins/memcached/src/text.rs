@@ -55,8 +55,9 @@ pub fn command_error(e: &CommandError, out: &mut BytesMut) {
 pub enum TextRender {
     /// `VALUE` blocks and `END`.
     Values {
-        /// The keys asked, aligned with the reply.
-        keys: Vec<bytes::Bytes>,
+        /// The keys asked, aligned with the reply (the command takes the
+        /// request's vector; a copy of one key needs no allocation).
+        keys: smallvec::SmallVec<[bytes::Bytes; 1]>,
         /// Include the cas (`gets`, `gats`).
         cas: bool,
     },
@@ -82,9 +83,13 @@ pub enum TextRender {
 /// absolute `flush_all` time into a delay (it is read only for that).
 pub fn translate(req: Req, now_ms: impl FnOnce() -> u64) -> (Command, TextRender) {
     match req {
-        Req::Get { keys, cas } => (Command::Get { keys: keys.clone() }, TextRender::Values { keys, cas }),
+        Req::Get { keys, cas } => {
+            let render = TextRender::Values { keys: keys.iter().cloned().collect(), cas };
+            (Command::Get { keys }, render)
+        }
         Req::Gat { exptime, keys, cas } => {
-            (Command::GetAndTouch { keys: keys.clone(), expiry: expiry(exptime) }, TextRender::Values { keys, cas })
+            let render = TextRender::Values { keys: keys.iter().cloned().collect(), cas };
+            (Command::GetAndTouch { keys, expiry: expiry(exptime) }, render)
         }
         Req::Store { op: op @ (StoreOp::Append | StoreOp::Prepend), key, data, .. } => (
             Command::Append { key, value: data, prepend: op == StoreOp::Prepend, create: None, cas: None },
