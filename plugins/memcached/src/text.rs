@@ -117,8 +117,8 @@ pub fn translate(req: Req, now_ms: impl FnOnce() -> u64) -> (Command, TextRender
         Req::FlushAll { delay, .. } => {
             let command = match expiry(delay) {
                 Expiry::In(ms) => Command::FlushAfter { delay_ms: ms },
-                Expiry::At(at) => match at.checked_sub(now_ms()) {
-                    Some(delay_ms) if delay_ms > 0 => Command::FlushAfter { delay_ms },
+                Expiry::At(at) => match now_ms() {
+                    now if at > now => Command::FlushAfter { delay_ms: at - now },
                     _ => Command::Flush,
                 },
                 _ => Command::Flush,
