@@ -267,8 +267,9 @@ pub fn valid_key(key: &[u8]) -> bool {
 /// digits); a token of up to 19 plain digits (every count and flag a client
 /// sends) is read directly.
 fn num<T: std::str::FromStr + TryFrom<u64>>(tok: &[u8]) -> Option<T> {
-    if (1..=19).contains(&tok.len()) && tok.iter().all(u8::is_ascii_digit) {
-        let n = tok.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+    if let Some((n, end)) = digits(tok, 0)
+        && end == tok.len()
+    {
         return T::try_from(n).ok();
     }
     std::str::from_utf8(tok).ok()?.parse().ok()
