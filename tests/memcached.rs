@@ -411,3 +411,21 @@ async fn stats_and_connection_limit() {
     assert!(d.closed().await);
     m.s.server.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn idle_connections_close_after_idle_timeout() {
+    let m = start("idle_timeout = 60\n").await;
+    let mut c = Conn::open(m.addr).await;
+    c.check("version\r\n", "VERSION ").await;
+    let _ = read_line(&mut c).await;
+    // Each request restarts the idle clock.
+    tokio::time::advance(Duration::from_secs(45)).await;
+    c.check("mn\r\n", "MN\r\n").await;
+    let last = tokio::time::Instant::now();
+    // Time is paused: the runtime jumps to the next deadline once nothing else runs.
+    let mut rest = Vec::new();
+    c.0.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty());
+    assert!(last.elapsed() >= Duration::from_secs(60), "closed {:?} after the last request", last.elapsed());
+    m.s.server.shutdown().await;
+}

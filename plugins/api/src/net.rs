@@ -21,7 +21,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
 use crate::plugin::PluginError;
@@ -168,44 +168,99 @@ pub fn acceptor(base: &Arc<rustls::ServerConfig>, alpn: &[&[u8]]) -> tokio_rustl
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
-/// Reads more of a connection's input into `buf`. `None` when the peer
-/// closed or failed, the server is shutting down (`cancelled`, the pinned
-/// `shutdown.cancelled()` of the connection, registered once), or nothing
-/// arrived for `idle` (the protocol's idle timeout; `None` = never).
+/// What a connection's reads wait on besides its input: the server's
+/// shutdown and the idle timeout. One per connection, made at its start.
 ///
-/// The read is polled first. Shutdown is checked whenever the read has to
-/// wait (so a waiting connection is woken by it) and when the input was
-/// there at once (so a client that never stops sending still sees it), but
-/// not again when the read completes after a wait: that is one check per
-/// request at pipeline depth 1, not two (each takes two locks).
-pub async fn read_more(
-    stream: &mut Stream,
-    buf: &mut BytesMut,
-    mut cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
+/// Both are cheap per read. The shutdown future is registered with the
+/// connection's task on the first wait and stays registered (the task is
+/// woken when the token is cancelled); later waits check the token's flag
+/// instead of polling the future again. The idle timer is one timer for the
+/// connection, not one per read: it is armed for the last input's time plus
+/// the timeout, and when it fires early (input came since) it is moved to the
+/// new deadline, so a busy connection touches the timer about once per
+/// timeout, not once per request.
+pub struct Reader {
+    shutdown: CancellationToken,
+    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    registered: bool,
     idle: Option<Duration>,
-) -> Option<usize> {
-    let mut read = std::pin::pin!(stream.read_buf(buf));
-    let mut idle = std::pin::pin!(async {
-        match idle {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    last_input: tokio::time::Instant,
+}
+
+impl Reader {
+    /// Reads for a connection of a server that stops on `shutdown`, closing
+    /// it after `idle` without input (the protocol's idle timeout; `None` =
+    /// never).
+    pub fn new(shutdown: CancellationToken, idle: Option<Duration>) -> Self {
+        Reader {
+            cancelled: Box::pin(shutdown.clone().cancelled_owned()),
+            shutdown,
+            registered: false,
+            idle,
+            timer: None,
+            last_input: tokio::time::Instant::now(),
         }
-    });
-    let mut first = true;
-    std::future::poll_fn(|cx| {
-        let waited = !std::mem::replace(&mut first, false);
-        if let Poll::Ready(r) = read.as_mut().poll(cx) {
-            if !waited && cancelled.as_mut().poll(cx).is_ready() {
+    }
+
+    /// Whether the server is shutting down; on the first call, also registers
+    /// the connection's task to be woken when it does.
+    fn shutting_down(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.registered {
+            return self.shutdown.is_cancelled();
+        }
+        self.registered = true;
+        self.cancelled.as_mut().poll(cx).is_ready()
+    }
+
+    /// Whether the connection has been idle for the timeout; else the timer
+    /// is armed to wake the task at the deadline.
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(idle) = self.idle else { return false };
+        let deadline = self.last_input + idle;
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return true;
+            }
+            // Input came after the timer was armed: wait for the new deadline.
+            timer.as_mut().reset(deadline);
+        }
+    }
+
+    /// Reads more of the connection's input into `buf`. `None` when the peer
+    /// closed or failed, the server is shutting down, or nothing arrived for
+    /// the idle timeout.
+    ///
+    /// The read is polled first. Shutdown is checked whenever the read has
+    /// to wait (so a waiting connection is woken by it) and when the input
+    /// was there at once (so a client that never stops sending still sees
+    /// it), but not again when the read completes after a wait.
+    pub async fn read_more(&mut self, stream: &mut Stream, buf: &mut BytesMut) -> Option<usize> {
+        let mut read = std::pin::pin!(stream.read_buf(buf));
+        let mut first = true;
+        let n = std::future::poll_fn(|cx| {
+            let waited = !std::mem::replace(&mut first, false);
+            if let Poll::Ready(r) = read.as_mut().poll(cx) {
+                if !waited && self.shutting_down(cx) {
+                    return Poll::Ready(None);
+                }
+                return Poll::Ready(r.ok().filter(|&n| n > 0));
+            }
+            if self.shutting_down(cx) || self.idle_expired(cx) {
                 return Poll::Ready(None);
             }
-            return Poll::Ready(r.ok().filter(|&n| n > 0));
+            Poll::Pending
+        })
+        .await;
+        if n.is_some() && self.idle.is_some() {
+            self.last_input = tokio::time::Instant::now();
         }
-        if cancelled.as_mut().poll(cx).is_ready() || idle.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(None);
-        }
-        Poll::Pending
-    })
-    .await
+        n
+    }
 }
 
 /// Answers a connection over the limit with the protocol's `reply` and

@@ -75,8 +75,9 @@ pub struct Shared {
 pub enum Render {
     /// A classic command.
     Text(TextRender),
-    /// A meta command (the request, its data block dropped).
-    Meta(Meta),
+    /// A meta command (the request, its data block dropped; boxed, so that
+    /// the step of every other request stays small).
+    Meta(Box<Meta>),
     /// `stats [group]`.
     Stats(Option<Bytes>),
 }
@@ -95,6 +96,8 @@ struct Conn {
     swallow: usize,
     stats: Local,
     steps: Vec<Step>,
+    /// Meta commands among `steps` (only they may need a second call).
+    metas: usize,
     commands: Vec<Command>,
     local: BytesMut,
 }
@@ -141,7 +144,9 @@ async fn execute(conn: &mut Conn, out: &mut BytesMut) {
     }
     let commands = std::mem::take(&mut conn.commands);
     let mut result = if commands.is_empty() { Ok(Vec::new()) } else { call(conn, commands).await };
-    if let Ok(replies) = &mut result {
+    if let Ok(replies) = &mut result
+        && conn.metas > 0
+    {
         let claims: Vec<(usize, Command)> = conn
             .steps
             .iter()
@@ -191,6 +196,7 @@ async fn execute(conn: &mut Conn, out: &mut BytesMut) {
         }
     }
     local.clear();
+    conn.metas = 0;
     conn.shared.counters.add(&mut conn.stats);
 }
 
@@ -284,7 +290,8 @@ async fn process(input: &mut BytesMut, conn: &mut Conn, out: &mut BytesMut) -> b
             Req::Meta(mut m) => match meta::translate(&m) {
                 Ok(command) => {
                     m.data = Bytes::new();
-                    conn.remote(command, Render::Meta(m), false);
+                    conn.remote(command, Render::Meta(Box::new(m)), false);
+                    conn.metas += 1;
                 }
                 Err(text) => conn.local(text),
             },
@@ -310,16 +317,16 @@ pub async fn serve(mut stream: Stream, _peer: SocketAddr, shared: Arc<Shared>, s
         swallow: 0,
         stats: Local::default(),
         steps: Vec::new(),
+        metas: 0,
         commands: Vec::new(),
         local: BytesMut::new(),
     };
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut out = BytesMut::with_capacity(16 * 1024);
     let idle = (shared.config.idle_timeout > 0).then(|| Duration::from_secs(shared.config.idle_timeout));
-    let cancelled = shutdown.cancelled();
-    tokio::pin!(cancelled);
+    let mut reader = gerdu_api::net::Reader::new(shutdown, idle);
     loop {
-        let Some(n) = gerdu_api::net::read_more(&mut stream, &mut input, cancelled.as_mut(), idle).await else {
+        let Some(n) = reader.read_more(&mut stream, &mut input).await else {
             break;
         };
         conn.stats.inc(Stat::BytesRead, n as u64);

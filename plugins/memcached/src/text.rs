@@ -15,7 +15,7 @@
 //! is a unix time, negative is already expired. A touch keeps the item's cas;
 //! every other write gives it a new one.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use gerdu_api::{Command, CommandError, Condition, Delta, Expiry, Reply, SetCommand};
 
 use crate::codec::{Req, StoreOp};
@@ -82,13 +82,19 @@ pub enum TextRender {
 /// Translates a classic command that needs the store. `now_ms` turns an
 /// absolute `flush_all` time into a delay (it is read only for that).
 pub fn translate(req: Req, now_ms: impl FnOnce() -> u64) -> (Command, TextRender) {
+    // The render's copy of the keys; one key (the usual `get`) without the
+    // iterator's general path.
+    let copy = |keys: &[Bytes]| match keys {
+        [key] => smallvec::smallvec![key.clone()],
+        keys => keys.iter().cloned().collect(),
+    };
     match req {
         Req::Get { keys, cas } => {
-            let render = TextRender::Values { keys: keys.iter().cloned().collect(), cas };
+            let render = TextRender::Values { keys: copy(&keys), cas };
             (Command::Get { keys }, render)
         }
         Req::Gat { exptime, keys, cas } => {
-            let render = TextRender::Values { keys: keys.iter().cloned().collect(), cas };
+            let render = TextRender::Values { keys: copy(&keys), cas };
             (Command::GetAndTouch { keys, expiry: expiry(exptime) }, render)
         }
         Req::Store { op: op @ (StoreOp::Append | StoreOp::Prepend), key, data, .. } => (

@@ -313,11 +313,9 @@ pub async fn serve(mut stream: Stream, peer: SocketAddr, shared: Arc<Shared>, sh
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut batch = Batch::new();
     let idle = (shared.config.timeout > 0).then(|| Duration::from_secs(shared.config.timeout));
-    // Registered once, not once per read.
-    let cancelled = shutdown.cancelled();
-    tokio::pin!(cancelled);
+    let mut reader = gerdu_api::net::Reader::new(shutdown, idle);
     loop {
-        if gerdu_api::net::read_more(&mut stream, &mut input, cancelled.as_mut(), idle).await.is_none() {
+        if reader.read_more(&mut stream, &mut input).await.is_none() {
             break;
         }
         batch.received = Instant::now();
