@@ -175,17 +175,20 @@ pub fn acceptor(base: &Arc<rustls::ServerConfig>, alpn: &[&[u8]]) -> tokio_rustl
 /// connection's task on the first wait and stays registered (the task is
 /// woken when the token is cancelled); later waits check the token's flag
 /// instead of polling the future again. The idle timer is one timer for the
-/// connection, not one per read: it is armed for the last input's time plus
-/// the timeout, and when it fires early (input came since) it is moved to the
-/// new deadline, so a busy connection touches the timer about once per
-/// timeout, not once per request.
+/// connection, not one per read: it is armed for the time the connection
+/// went back to waiting plus the timeout, and when it fires early (the
+/// connection has been served since) it is moved to the new deadline, so a
+/// busy connection touches the timer about once per timeout, not once per
+/// request.
 pub struct Reader {
     shutdown: CancellationToken,
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
     registered: bool,
     idle: Option<Duration>,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    last_input: tokio::time::Instant,
+    /// When the connection last went back to waiting for input (after
+    /// its last answer was written), with an idle timeout only.
+    waiting_since: tokio::time::Instant,
 }
 
 impl Reader {
@@ -199,7 +202,7 @@ impl Reader {
             registered: false,
             idle,
             timer: None,
-            last_input: tokio::time::Instant::now(),
+            waiting_since: tokio::time::Instant::now(),
         }
     }
 
@@ -217,7 +220,7 @@ impl Reader {
     /// is armed to wake the task at the deadline.
     fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
         let Some(idle) = self.idle else { return false };
-        let deadline = self.last_input + idle;
+        let deadline = self.waiting_since + idle;
         let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         loop {
             if timer.as_mut().poll(cx).is_pending() {
@@ -226,7 +229,7 @@ impl Reader {
             if tokio::time::Instant::now() >= deadline {
                 return true;
             }
-            // Input came after the timer was armed: wait for the new deadline.
+            // Served since the timer was armed: wait for the new deadline.
             timer.as_mut().reset(deadline);
         }
     }
@@ -240,9 +243,14 @@ impl Reader {
     /// was there at once (so a client that never stops sending still sees
     /// it), but not again when the read completes after a wait.
     pub async fn read_more(&mut self, stream: &mut Stream, buf: &mut BytesMut) -> Option<usize> {
+        // Idle from here: a request that took long to answer is not idle
+        // time (Redis counts from the last interaction, reads and writes).
+        if self.idle.is_some() {
+            self.waiting_since = tokio::time::Instant::now();
+        }
         let mut read = std::pin::pin!(stream.read_buf(buf));
         let mut first = true;
-        let n = std::future::poll_fn(|cx| {
+        std::future::poll_fn(|cx| {
             let waited = !std::mem::replace(&mut first, false);
             if let Poll::Ready(r) = read.as_mut().poll(cx) {
                 if !waited && self.shutting_down(cx) {
@@ -255,11 +263,7 @@ impl Reader {
             }
             Poll::Pending
         })
-        .await;
-        if n.is_some() && self.idle.is_some() {
-            self.last_input = tokio::time::Instant::now();
-        }
-        n
+        .await
     }
 }
 
