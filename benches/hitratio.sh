@@ -13,5 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 traces=${1:-../shared/traces}
 shift || true
-cargo build --release --quiet -p gerdu-bench
+# The same package set as compare.sh and .ci/run build: cargo unifies
+# dependency features across the packages it builds, so gerdu-bench alone
+# would rebuild much of the tree that those just built.
+cargo build --release --quiet -p gerdu -p gerdu-bench
 target/release/gerdu-bench hitratio --traces "$traces" --check "$@"
