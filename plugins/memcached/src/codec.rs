@@ -347,8 +347,12 @@ fn common(buf: &mut BytesMut, nl: usize, line_end: usize, limits: &Limits) -> Op
         return None;
     }
     let from = line_end - key.len();
-    let line = buf.split_to(nl + 1).freeze();
-    Some(Some(Frame::Req(Req::Get { keys: vec![line.slice(from..line_end)], cas })))
+    // The key is the line itself, cut down: no second reference count on
+    // the read buffer to take and give back.
+    let mut key = buf.split_to(nl + 1).freeze();
+    key.truncate(line_end);
+    key.advance(from);
+    Some(Some(Frame::Req(Req::Get { keys: vec![key], cas })))
 }
 
 /// [`common`]'s `set`, its key ending at `key_end`.

@@ -273,7 +273,7 @@ async fn process(input: &mut BytesMut, conn: &mut ConnState, batch: &mut Batch, 
             }
         };
         let start = batch.local.len();
-        let action = commands::dispatch(&batch.args, conn, &mut Out::new(&mut batch.local, conn.resp3));
+        let action = commands::dispatch(&mut batch.args, conn, &mut Out::new(&mut batch.local, conn.resp3));
         match action {
             Action::Local => batch.steps.push(Step::Local(start..batch.local.len())),
             Action::Remote(command, render) => {

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use gerdu_api::{Command, ExpireCondition, Expiry};
 
-use super::{Action, Render, int_arg, is, not_integer, syntax_error};
+use super::{Action, Render, int_arg, is, not_integer, syntax_error, take, take_from};
 use crate::codec::Out;
 
 fn expire(name: &str, args: &[Bytes], out: &mut Out<'_>) -> Action {
@@ -108,22 +108,22 @@ fn scan(args: &[Bytes], out: &mut Out<'_>) -> Action {
 }
 
 /// Dispatches a keyspace command (arity already checked).
-pub fn dispatch(name: &str, args: &[Bytes], out: &mut Out<'_>) -> Action {
+pub fn dispatch(name: &str, args: &mut [Bytes], out: &mut Out<'_>) -> Action {
     match name {
-        "del" | "unlink" => Action::Remote(Command::Delete { keys: args[1..].to_vec() }, Render::Int),
-        "exists" => Action::Remote(Command::Exists { keys: args[1..].to_vec() }, Render::Int),
-        "type" => Action::Remote(Command::Exists { keys: vec![args[1].clone()] }, Render::Type),
+        "del" | "unlink" => Action::Remote(Command::Delete { keys: take_from(args, 1) }, Render::Int),
+        "exists" => Action::Remote(Command::Exists { keys: take_from(args, 1) }, Render::Int),
+        "type" => Action::Remote(Command::Exists { keys: vec![take(args, 1)] }, Render::Type),
         "expire" | "pexpire" | "expireat" | "pexpireat" => expire(name, args, out),
         "ttl" | "pttl" | "expiretime" | "pexpiretime" => {
             let ms = name.starts_with('p');
             let absolute = name.ends_with("time");
-            Action::Remote(Command::Ttl { key: args[1].clone() }, Render::Ttl { ms, absolute })
+            Action::Remote(Command::Ttl { key: take(args, 1) }, Render::Ttl { ms, absolute })
         }
         "persist" => Action::Remote(
             Command::Touch { key: args[1].clone(), expiry: Expiry::Never, condition: ExpireCondition::Always },
             Render::Bool,
         ),
-        "touch" => Action::Remote(Command::Get { keys: args[1..].to_vec() }, Render::Found),
+        "touch" => Action::Remote(Command::Get { keys: take_from(args, 1) }, Render::Found),
         "keys" => {
             Action::Remote(Command::Scan { cursor: 0, pattern: Some(args[1].clone()), count: usize::MAX }, Render::Keys)
         }

@@ -141,6 +141,19 @@ pub fn not_integer(out: &mut Out<'_>) {
     out.error("ERR value is not an integer or out of range");
 }
 
+/// Moves argument `i` out of the request, leaving it empty: the command
+/// keeps the reference count the parser took on the read buffer, instead of
+/// taking a second one and giving both back later (an atomic operation
+/// each). Only for an argument read for the last time.
+pub fn take(args: &mut [Bytes], i: usize) -> Bytes {
+    std::mem::take(&mut args[i])
+}
+
+/// [`take`] for every argument from `from` on.
+pub fn take_from(args: &mut [Bytes], from: usize) -> Vec<Bytes> {
+    args[from..].iter_mut().map(std::mem::take).collect()
+}
+
 fn unknown_command(out: &mut Out<'_>, args: &[Bytes]) {
     let mut msg = format!("ERR unknown command '{}', with args beginning with: ", String::from_utf8_lossy(&args[0]));
     for a in args.iter().skip(1) {
@@ -152,8 +165,9 @@ fn unknown_command(out: &mut Out<'_>, args: &[Bytes]) {
     out.error(&msg);
 }
 
-/// Decides what to do with one request (see the module docs).
-pub fn dispatch(args: &[Bytes], conn: &mut ConnState, out: &mut Out<'_>) -> Action {
+/// Decides what to do with one request (see the module docs). Arguments
+/// the command keeps are moved out of `args` ([`take`]).
+pub fn dispatch(args: &mut [Bytes], conn: &mut ConnState, out: &mut Out<'_>) -> Action {
     let Some((index, family)) = table::lookup(&args[0]) else {
         unknown_command(out, args);
         return Action::Local;

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use gerdu_api::exec::MAX_VALUE_LEN;
 use gerdu_api::{Command, Condition, Delta, Expiry, SetCommand};
 
-use super::{Action, Render, arity_error, int_arg, is, not_integer, syntax_error};
+use super::{Action, Render, arity_error, int_arg, is, not_integer, syntax_error, take, take_from};
 use crate::codec::Out;
 
 /// Parses an expiry argument: `unit_ms` per unit, absolute or relative.
@@ -42,8 +42,8 @@ fn expiry_option(args: &[Bytes], i: usize, cmd: &str) -> Option<Result<Expiry, S
     })
 }
 
-fn set(args: &[Bytes], out: &mut Out<'_>) -> Action {
-    let mut cmd = SetCommand::new(args[1].clone(), args[2].clone());
+fn set(args: &mut [Bytes], out: &mut Out<'_>) -> Action {
+    let mut cmd = SetCommand::new(take(args, 1), take(args, 2));
     let (mut cond, mut expiry, mut get) = (None, None, false);
     let mut i = 3;
     while i < args.len() {
@@ -79,18 +79,23 @@ fn set(args: &[Bytes], out: &mut Out<'_>) -> Action {
     Action::Remote(Command::Set(cmd), Render::Set { get })
 }
 
-fn incr(key: &Bytes, by: i64) -> Action {
-    Action::Remote(Command::Incr { key: key.clone(), delta: Delta::Signed(by) }, Render::Number)
+fn incr(key: Bytes, by: i64) -> Action {
+    Action::Remote(Command::Incr { key, delta: Delta::Signed(by) }, Render::Number)
 }
 
 /// Dispatches a string command (arity already checked).
-pub fn dispatch(name: &str, args: &[Bytes], out: &mut Out<'_>) -> Action {
-    let key = args[1].clone();
+pub fn dispatch(name: &str, args: &mut [Bytes], out: &mut Out<'_>) -> Action {
+    // The first key, moved out for the commands that keep it alone (the
+    // SETs move their keys with their values).
+    let key = match name {
+        "set" | "mset" | "msetnx" => Bytes::new(),
+        _ => take(args, 1),
+    };
     match name {
         "get" => Action::Remote(Command::Get { keys: vec![key] }, Render::Bulk),
         "set" => set(args, out),
         "setnx" => {
-            let mut s = SetCommand::new(key, args[2].clone());
+            let mut s = SetCommand::new(key, take(args, 2));
             s.condition = Condition::IfAbsent;
             Action::Remote(Command::Set(s), Render::StoredInt)
         }
@@ -98,7 +103,7 @@ pub fn dispatch(name: &str, args: &[Bytes], out: &mut Out<'_>) -> Action {
             let unit = if name == "setex" { 1000 } else { 1 };
             match expiry_arg(&args[2], unit, false, name) {
                 Ok(expiry) => {
-                    let mut s = SetCommand::new(key, args[3].clone());
+                    let mut s = SetCommand::new(key, take(args, 3));
                     s.expiry = expiry;
                     Action::Remote(Command::Set(s), Render::Ok)
                 }
@@ -109,7 +114,7 @@ pub fn dispatch(name: &str, args: &[Bytes], out: &mut Out<'_>) -> Action {
             }
         }
         "getset" => {
-            let mut s = SetCommand::new(key, args[2].clone());
+            let mut s = SetCommand::new(key, take(args, 2));
             s.return_old = true;
             Action::Remote(Command::Set(s), Render::Old)
         }
@@ -134,19 +139,24 @@ pub fn dispatch(name: &str, args: &[Bytes], out: &mut Out<'_>) -> Action {
                 }
             }
         }
-        "mget" => Action::Remote(Command::Get { keys: args[1..].to_vec() }, Render::Array),
+        "mget" => {
+            let mut keys = Vec::with_capacity(args.len() - 1);
+            keys.push(key);
+            keys.extend(take_from(args, 2));
+            Action::Remote(Command::Get { keys }, Render::Array)
+        }
         "mset" | "msetnx" => {
             if args.len().is_multiple_of(2) {
                 arity_error(out, name);
                 return Action::Local;
             }
-            let items = args[1..].chunks(2).map(|kv| SetCommand::new(kv[0].clone(), kv[1].clone())).collect();
+            let items = args[1..].chunks_exact_mut(2).map(|kv| SetCommand::new(take(kv, 0), take(kv, 1))).collect();
             let nx = name == "msetnx";
             let render = if nx { Render::Bool } else { Render::Ok };
             Action::Remote(Command::SetMany { items, only_if_none_exist: nx }, render)
         }
-        "incr" => incr(&key, 1),
-        "decr" => incr(&key, -1),
+        "incr" => incr(key, 1),
+        "decr" => incr(key, -1),
         "incrby" | "decrby" => match int_arg(&args[2]) {
             None => {
                 not_integer(out);
@@ -156,7 +166,7 @@ pub fn dispatch(name: &str, args: &[Bytes], out: &mut Out<'_>) -> Action {
                 out.error("ERR decrement would overflow");
                 Action::Local
             }
-            Some(n) => incr(&key, if name == "decrby" { -n } else { n }),
+            Some(n) => incr(key, if name == "decrby" { -n } else { n }),
         },
         "incrbyfloat" => {
             let by = std::str::from_utf8(&args[2]).ok().and_then(|s| s.parse::<f64>().ok()).filter(|f| f.is_finite());
@@ -169,7 +179,7 @@ pub fn dispatch(name: &str, args: &[Bytes], out: &mut Out<'_>) -> Action {
             }
         }
         "append" => Action::Remote(
-            Command::Append { key, value: args[2].clone(), prepend: false, create: Some(Expiry::Never), cas: None },
+            Command::Append { key, value: take(args, 2), prepend: false, create: Some(Expiry::Never), cas: None },
             Render::Int,
         ),
         "strlen" => Action::Remote(Command::Get { keys: vec![key] }, Render::Strlen),
@@ -193,7 +203,7 @@ pub fn dispatch(name: &str, args: &[Bytes], out: &mut Out<'_>) -> Action {
                 out.error("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
                 Action::Local
             }
-            Some(o) => Action::Remote(Command::SetRange { key, offset: o as u64, value: args[3].clone() }, Render::Int),
+            Some(o) => Action::Remote(Command::SetRange { key, offset: o as u64, value: take(args, 3) }, Render::Int),
         },
         _ => {
             out.error("ERR unknown command");
