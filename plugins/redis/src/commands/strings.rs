@@ -85,10 +85,10 @@ fn incr(key: Bytes, by: i64) -> Action {
 
 /// Dispatches a string command (arity already checked).
 pub fn dispatch(name: &str, args: &mut [Bytes], out: &mut Out<'_>) -> Action {
-    // The first key, moved out for the commands that keep it alone (the
-    // SETs move their keys with their values).
+    // The first key, moved out for the commands that name one key (SET and
+    // the many-key commands move their own).
     let key = match name {
-        "set" | "mset" | "msetnx" => Bytes::new(),
+        "set" | "mset" | "msetnx" | "mget" => Bytes::new(),
         _ => take(args, 1),
     };
     match name {
@@ -139,12 +139,7 @@ pub fn dispatch(name: &str, args: &mut [Bytes], out: &mut Out<'_>) -> Action {
                 }
             }
         }
-        "mget" => {
-            let mut keys = Vec::with_capacity(args.len() - 1);
-            keys.push(key);
-            keys.extend(take_from(args, 2));
-            Action::Remote(Command::Get { keys }, Render::Array)
-        }
+        "mget" => Action::Remote(Command::Get { keys: take_from(args, 1) }, Render::Array),
         "mset" | "msetnx" => {
             if args.len().is_multiple_of(2) {
                 arity_error(out, name);
