@@ -9,7 +9,7 @@ use gerdu_api::{Command, ExpireCondition, Expiry};
 use super::{Action, Render, int_arg, is, not_integer, syntax_error, take, take_from};
 use crate::codec::Out;
 
-fn expire(name: &str, args: &[Bytes], out: &mut Out<'_>) -> Action {
+fn expire(name: &str, args: &mut [Bytes], out: &mut Out<'_>) -> Action {
     let Some(n) = int_arg(&args[2]) else {
         not_integer(out);
         return Action::Local;
@@ -67,7 +67,7 @@ fn expire(name: &str, args: &[Bytes], out: &mut Out<'_>) -> Action {
             }
         }
     };
-    Action::Remote(Command::Touch { key: args[1].clone(), expiry, condition }, Render::Bool)
+    Action::Remote(Command::Touch { key: take(args, 1), expiry, condition }, Render::Bool)
 }
 
 fn scan(args: &[Bytes], out: &mut Out<'_>) -> Action {
@@ -120,18 +120,18 @@ pub fn dispatch(name: &str, args: &mut [Bytes], out: &mut Out<'_>) -> Action {
             Action::Remote(Command::Ttl { key: take(args, 1) }, Render::Ttl { ms, absolute })
         }
         "persist" => Action::Remote(
-            Command::Touch { key: args[1].clone(), expiry: Expiry::Never, condition: ExpireCondition::Always },
+            Command::Touch { key: take(args, 1), expiry: Expiry::Never, condition: ExpireCondition::Always },
             Render::Bool,
         ),
         "touch" => Action::Remote(Command::Get { keys: take_from(args, 1) }, Render::Found),
         "keys" => {
-            Action::Remote(Command::Scan { cursor: 0, pattern: Some(args[1].clone()), count: usize::MAX }, Render::Keys)
+            Action::Remote(Command::Scan { cursor: 0, pattern: Some(take(args, 1)), count: usize::MAX }, Render::Keys)
         }
         "scan" => scan(args, out),
         "randomkey" => Action::Remote(Command::RandomKey, Render::Key),
         "rename" | "renamenx" => {
             let nx = name == "renamenx";
-            let cmd = Command::Rename { from: args[1].clone(), to: args[2].clone(), only_if_absent: nx };
+            let cmd = Command::Rename { from: take(args, 1), to: take(args, 2), only_if_absent: nx };
             Action::Remote(cmd, if nx { Render::Bool } else { Render::Ok })
         }
         "copy" => {
@@ -152,7 +152,7 @@ pub fn dispatch(name: &str, args: &mut [Bytes], out: &mut Out<'_>) -> Action {
                 }
                 i += 1;
             }
-            Action::Remote(Command::Copy { from: args[1].clone(), to: args[2].clone(), replace }, Render::Bool)
+            Action::Remote(Command::Copy { from: take(args, 1), to: take(args, 2), replace }, Render::Bool)
         }
         _ => {
             out.error("ERR unknown command");

@@ -85,17 +85,11 @@ fn incr(key: Bytes, by: i64) -> Action {
 
 /// Dispatches a string command (arity already checked).
 pub fn dispatch(name: &str, args: &mut [Bytes], out: &mut Out<'_>) -> Action {
-    // The first key, moved out for the commands that name one key (SET and
-    // the many-key commands move their own).
-    let key = match name {
-        "set" | "mset" | "msetnx" | "mget" => Bytes::new(),
-        _ => take(args, 1),
-    };
     match name {
-        "get" => Action::Remote(Command::Get { keys: vec![key] }, Render::Bulk),
+        "get" => Action::Remote(Command::Get { keys: vec![take(args, 1)] }, Render::Bulk),
         "set" => set(args, out),
         "setnx" => {
-            let mut s = SetCommand::new(key, take(args, 2));
+            let mut s = SetCommand::new(take(args, 1), take(args, 2));
             s.condition = Condition::IfAbsent;
             Action::Remote(Command::Set(s), Render::StoredInt)
         }
@@ -103,7 +97,7 @@ pub fn dispatch(name: &str, args: &mut [Bytes], out: &mut Out<'_>) -> Action {
             let unit = if name == "setex" { 1000 } else { 1 };
             match expiry_arg(&args[2], unit, false, name) {
                 Ok(expiry) => {
-                    let mut s = SetCommand::new(key, take(args, 3));
+                    let mut s = SetCommand::new(take(args, 1), take(args, 3));
                     s.expiry = expiry;
                     Action::Remote(Command::Set(s), Render::Ok)
                 }
@@ -114,11 +108,11 @@ pub fn dispatch(name: &str, args: &mut [Bytes], out: &mut Out<'_>) -> Action {
             }
         }
         "getset" => {
-            let mut s = SetCommand::new(key, take(args, 2));
+            let mut s = SetCommand::new(take(args, 1), take(args, 2));
             s.return_old = true;
             Action::Remote(Command::Set(s), Render::Old)
         }
-        "getdel" => Action::Remote(Command::GetDelete { key }, Render::ValueBulk),
+        "getdel" => Action::Remote(Command::GetDelete { key: take(args, 1) }, Render::ValueBulk),
         "getex" => {
             let expiry = match args.len() {
                 2 => None,
@@ -127,8 +121,10 @@ pub fn dispatch(name: &str, args: &mut [Bytes], out: &mut Out<'_>) -> Action {
                 _ => None,
             };
             match (args.len(), expiry) {
-                (2, _) => Action::Remote(Command::Get { keys: vec![key] }, Render::Bulk),
-                (_, Some(Ok(expiry))) => Action::Remote(Command::GetAndTouch { keys: vec![key], expiry }, Render::Bulk),
+                (2, _) => Action::Remote(Command::Get { keys: vec![take(args, 1)] }, Render::Bulk),
+                (_, Some(Ok(expiry))) => {
+                    Action::Remote(Command::GetAndTouch { keys: vec![take(args, 1)], expiry }, Render::Bulk)
+                }
                 (_, Some(Err(msg))) => {
                     out.error(&msg);
                     Action::Local
@@ -150,8 +146,8 @@ pub fn dispatch(name: &str, args: &mut [Bytes], out: &mut Out<'_>) -> Action {
             let render = if nx { Render::Bool } else { Render::Ok };
             Action::Remote(Command::SetMany { items, only_if_none_exist: nx }, render)
         }
-        "incr" => incr(key, 1),
-        "decr" => incr(key, -1),
+        "incr" => incr(take(args, 1), 1),
+        "decr" => incr(take(args, 1), -1),
         "incrby" | "decrby" => match int_arg(&args[2]) {
             None => {
                 not_integer(out);
@@ -161,12 +157,14 @@ pub fn dispatch(name: &str, args: &mut [Bytes], out: &mut Out<'_>) -> Action {
                 out.error("ERR decrement would overflow");
                 Action::Local
             }
-            Some(n) => incr(key, if name == "decrby" { -n } else { n }),
+            Some(n) => incr(take(args, 1), if name == "decrby" { -n } else { n }),
         },
         "incrbyfloat" => {
             let by = std::str::from_utf8(&args[2]).ok().and_then(|s| s.parse::<f64>().ok()).filter(|f| f.is_finite());
             match by {
-                Some(by) => Action::Remote(Command::Incr { key, delta: Delta::Float(by) }, Render::Number),
+                Some(by) => {
+                    Action::Remote(Command::Incr { key: take(args, 1), delta: Delta::Float(by) }, Render::Number)
+                }
                 None => {
                     out.error("ERR value is not a valid float");
                     Action::Local
@@ -174,12 +172,18 @@ pub fn dispatch(name: &str, args: &mut [Bytes], out: &mut Out<'_>) -> Action {
             }
         }
         "append" => Action::Remote(
-            Command::Append { key, value: take(args, 2), prepend: false, create: Some(Expiry::Never), cas: None },
+            Command::Append {
+                key: take(args, 1),
+                value: take(args, 2),
+                prepend: false,
+                create: Some(Expiry::Never),
+                cas: None,
+            },
             Render::Int,
         ),
-        "strlen" => Action::Remote(Command::Get { keys: vec![key] }, Render::Strlen),
+        "strlen" => Action::Remote(Command::Get { keys: vec![take(args, 1)] }, Render::Strlen),
         "getrange" | "substr" => match (int_arg(&args[2]), int_arg(&args[3])) {
-            (Some(s), Some(e)) => Action::Remote(Command::Get { keys: vec![key] }, Render::Range(s, e)),
+            (Some(s), Some(e)) => Action::Remote(Command::Get { keys: vec![take(args, 1)] }, Render::Range(s, e)),
             _ => {
                 not_integer(out);
                 Action::Local
@@ -198,7 +202,10 @@ pub fn dispatch(name: &str, args: &mut [Bytes], out: &mut Out<'_>) -> Action {
                 out.error("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
                 Action::Local
             }
-            Some(o) => Action::Remote(Command::SetRange { key, offset: o as u64, value: take(args, 3) }, Render::Int),
+            Some(o) => Action::Remote(
+                Command::SetRange { key: take(args, 1), offset: o as u64, value: take(args, 3) },
+                Render::Int,
+            ),
         },
         _ => {
             out.error("ERR unknown command");
