@@ -189,7 +189,7 @@ fn set(store: &dyn Policy, cmd: &SetCommand, st: &mut ApplyState) -> Reply {
             };
             reply = Reply::Stored { created: current.is_none(), cas: item_cas, old: old() };
             let meta = ItemMeta::stored(now).with_stale(stale);
-            Update::Store(Item { value: cmd.value.clone(), flags: cmd.flags, meta, cas: item_cas, expires_at })
+            Update::Store(Item { value: &cmd.value, flags: cmd.flags, meta, cas: item_cas, expires_at })
         },
         &mut evicted,
     );

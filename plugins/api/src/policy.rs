@@ -49,11 +49,12 @@ pub struct PolicySettings {
 
 /// What [`Policy::update`] does with the entry it found.
 #[derive(Debug)]
-pub enum Update {
+pub enum Update<'v> {
     /// Leave the entry as it is (or absent).
     Keep,
-    /// Store this item under the key (insert or replace).
-    Store(Item),
+    /// Store this item under the key (insert or replace). Its value is
+    /// borrowed from the write: the policy keeps a copy or a shared handle.
+    Store(Item<&'v Bytes>),
     /// Remove the entry.
     Remove,
 }
@@ -134,16 +135,16 @@ pub trait Policy: Send + Sync + 'static {
     /// The default is [`Policy::peek`] followed by [`Policy::insert`] or
     /// [`Policy::remove`]; sharded policies override it to do one lookup
     /// under one lock.
-    fn update(
+    fn update<'v>(
         &self,
         key: &Bytes,
-        f: &mut dyn FnMut(Option<&Item>) -> Update,
+        f: &mut dyn FnMut(Option<&Item>) -> Update<'v>,
         evicted: &mut Vec<Bytes>,
     ) -> Option<Item> {
         let current = self.peek(key);
         match f(current.as_ref()) {
             Update::Keep => None,
-            Update::Store(item) => self.insert(key.clone(), item, evicted),
+            Update::Store(item) => self.insert(key.clone(), item.owned(), evicted),
             Update::Remove => self.remove(key),
         }
     }
@@ -153,7 +154,12 @@ pub trait Policy: Send + Sync + 'static {
     /// nothing is returned. The write path of a set.
     ///
     /// The default calls [`Policy::update`]; the sharded store overrides it.
-    fn update_in_place(&self, key: &Bytes, f: &mut dyn FnMut(Option<ItemRef<'_>>) -> Update, evicted: &mut Vec<Bytes>) {
+    fn update_in_place<'v>(
+        &self,
+        key: &Bytes,
+        f: &mut dyn FnMut(Option<ItemRef<'_>>) -> Update<'v>,
+        evicted: &mut Vec<Bytes>,
+    ) {
         self.update(key, &mut |found| f(found.map(ItemRef::from)), evicted);
     }
 

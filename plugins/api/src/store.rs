@@ -68,7 +68,7 @@ use parking_lot::{Mutex, MutexGuard};
 use crate::cow::{CowCoordinator, ShardedCapture};
 use crate::index::{self, Index, prefetch};
 use crate::policy::{Capture, Captured, Policy, Update, charge};
-use crate::reply::{Item, ItemMeta, ItemRef};
+use crate::reply::{Item, ItemMeta, ItemRef, ItemValue};
 
 /// The "no slot" link value.
 pub const NIL: u32 = u32::MAX;
@@ -360,15 +360,15 @@ impl<L> Slots<L> {
 
     /// Puts `item` in slot `i` under `key`.
     #[allow(unsafe_code)]
-    fn put(&mut self, i: u32, key: &[u8], item: Item) {
+    fn put<V: ItemValue>(&mut self, i: u32, key: &[u8], item: Item<V>) {
         let Item { value, flags, meta, cas, expires_at } = item;
-        let word = Node::<L>::word_for(key.len(), value.len(), expires_at != 0);
+        let word = Node::<L>::word_for(key.len(), value.as_ref().len(), expires_at != 0);
         let n = &mut self.nodes[i as usize];
         let was_large = !n.packed();
         let deadline = expires_at.to_le_bytes();
         let head: &[u8] = if expires_at != 0 { &deadline } else { &[] };
         let packed = word & LARGE == 0;
-        let tail: &[u8] = if packed { &value } else { &[] };
+        let tail: &[u8] = if packed { value.as_ref() } else { &[] };
         // A rewrite that keeps the layout and the sizes reuses the allocation.
         if n.word == word && n.key() == key {
             let len = n.data_len();
@@ -385,7 +385,7 @@ impl<L> Slots<L> {
         }
         (n.flags, n.meta, n.cas) = (flags, meta, cas);
         if !packed {
-            self.large.insert(i, value);
+            self.large.insert(i, value.into_shared());
         } else if was_large {
             self.large.remove(&i);
         }
@@ -412,7 +412,7 @@ impl<L: Default> Slots<L> {
         Slots { nodes: Vec::new(), large: Default::default(), live: Vec::new(), free: Vec::new(), hasher, overhead }
     }
 
-    fn alloc(&mut self, key: &[u8], item: Item) -> u32 {
+    fn alloc<V: ItemValue>(&mut self, key: &[u8], item: Item<V>) -> u32 {
         let i = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -675,8 +675,15 @@ impl<O: Order> Shard<O> {
     /// Stores `item` under `key` in slot `found` (or a new slot), evicting
     /// first what it takes to fit. Callers that answer with the replaced item
     /// read it before.
-    fn store(&mut self, hash: u64, found: Option<u32>, key: &Bytes, item: Item, evicted: &mut Vec<Bytes>) {
-        let charge = charge(key.len(), item.value.len(), 0) as u64 + self.slots.overhead;
+    fn store<V: ItemValue>(
+        &mut self,
+        hash: u64,
+        found: Option<u32>,
+        key: &Bytes,
+        item: Item<V>,
+        evicted: &mut Vec<Bytes>,
+    ) {
+        let charge = charge(key.len(), item.value.as_ref().len(), 0) as u64 + self.slots.overhead;
         // Eviction keeps `found`, so its charge stays what it is now.
         let old_charge = found.map_or(0, |i| self.slots.charge(i));
         let grows = charge.saturating_sub(old_charge);
@@ -990,10 +997,10 @@ impl<O: Order> Policy for Sharded<O> {
         old
     }
 
-    fn update(
+    fn update<'v>(
         &self,
         key: &Bytes,
-        f: &mut dyn FnMut(Option<&Item>) -> Update,
+        f: &mut dyn FnMut(Option<&Item>) -> Update<'v>,
         evicted: &mut Vec<Bytes>,
     ) -> Option<Item> {
         // The current item is copied out: `f` judges it, and it is the
@@ -1014,7 +1021,12 @@ impl<O: Order> Policy for Sharded<O> {
         old
     }
 
-    fn update_in_place(&self, key: &Bytes, f: &mut dyn FnMut(Option<ItemRef<'_>>) -> Update, evicted: &mut Vec<Bytes>) {
+    fn update_in_place<'v>(
+        &self,
+        key: &Bytes,
+        f: &mut dyn FnMut(Option<ItemRef<'_>>) -> Update<'v>,
+        evicted: &mut Vec<Bytes>,
+    ) {
         let (hash, mut s) = self.lock_for_write(key);
         let found = s.find(hash, key);
         match (f(found.map(|i| s.slots.item_ref(i))), found) {

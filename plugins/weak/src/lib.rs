@@ -222,10 +222,10 @@ impl Policy for WeakPolicy {
         self.inner.remove(key)
     }
 
-    fn update(
+    fn update<'v>(
         &self,
         key: &Bytes,
-        f: &mut dyn FnMut(Option<&Item>) -> Update,
+        f: &mut dyn FnMut(Option<&Item>) -> Update<'v>,
         evicted: &mut Vec<Bytes>,
     ) -> Option<Item> {
         let before = evicted.len();
@@ -234,7 +234,12 @@ impl Policy for WeakPolicy {
         old
     }
 
-    fn update_in_place(&self, key: &Bytes, f: &mut dyn FnMut(Option<ItemRef<'_>>) -> Update, evicted: &mut Vec<Bytes>) {
+    fn update_in_place<'v>(
+        &self,
+        key: &Bytes,
+        f: &mut dyn FnMut(Option<ItemRef<'_>>) -> Update<'v>,
+        evicted: &mut Vec<Bytes>,
+    ) {
         let before = evicted.len();
         self.inner.update_in_place(key, f, evicted);
         self.count(evicted, before);
