@@ -20,6 +20,7 @@
 //! see [`state_machine`]), and purge the log down to `raft.keep_logs`
 //! entries, so memory stays flat.
 
+pub mod batch;
 pub mod evictor;
 pub mod forwarder;
 pub mod journal;

@@ -2,10 +2,10 @@
 //!
 //! Every write request (a batch of commands from one client) is sent to one
 //! proposer task. The task takes whatever is queued — up to `raft.max_batch`
-//! commands — flattens it into one [`Batch`] stamped with the clock, copies
-//! its small keys and values (until then slices of the clients' network
-//! reads) into one buffer the entry owns ([`gerdu_api::command::pack_small`]),
-//! hands it to openraft without waiting for the commit (`client_write_ff`),
+//! commands — flattens it into one [`Batch`] stamped with the clock and
+//! encodes it, the encoding then holding its small keys and values (until
+//! then slices of the clients' network reads: [`Batch::packed`]), hands it
+//! to openraft without waiting for the commit (`client_write_ff`),
 //! and goes back for more. At most one entry is uncommitted at once (its
 //! reply channel is polled by the task itself: no task or boxed future per
 //! entry): while it commits, the next one fills up, so under load each entry
@@ -96,9 +96,8 @@ pub async fn run(
                     waiters.push((p.commands.len(), p.reply));
                     commands.extend(p.commands);
                 }
-                gerdu_api::command::pack_small(&mut commands);
                 metrics.batch_commands.observe(count as f64);
-                let batch = Batch::new(clock.now_ms(), commands);
+                let batch = Batch::packed(clock.now_ms(), commands);
                 // Submit in order; the commit is awaited above.
                 match raft.client_write_ff(batch.clone()).await {
                     Ok(receiver) => in_flight = Some(InFlight { receiver, waiters, batch }),

@@ -5,7 +5,7 @@
 //! safe) inside `Blob`s; forwarded client requests use [`ForwardRequest`]
 //! and [`ForwardResponse`]. A log entry's payload, the bulk of the traffic,
 //! is one MessagePack binary inside that: the compact encoding of
-//! [`super::types::Batch`], made once per entry whatever the followers. A
+//! [`super::batch::Batch`], made once per entry whatever the followers. A
 //! follower decodes an AppendEntries frame without copying its writes: the
 //! frame becomes shared `Bytes`, and each entry's batch and the small keys
 //! and values in it are slices of it ([`gerdu_api::shared`]); the frame is

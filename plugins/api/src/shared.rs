@@ -9,8 +9,8 @@
 //! slices of it instead: a reference count, no allocation, no copy. Large
 //! ones are still copied, so that a stored large value never keeps a whole
 //! network frame alive: the same split, by the same test, as
-//! [`crate::command::detach_all`] makes (stores copy small values into their
-//! own entries anyway).
+//! [`crate::command::detach_large`] makes (stores copy small values into
+//! their own entries anyway).
 //!
 //! Outside [`decode_from`], or for bytes that are not in its buffer (a
 //! decoder that unescapes, JSON), the functions here copy exactly as the
