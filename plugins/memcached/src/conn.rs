@@ -142,7 +142,7 @@ async fn execute(conn: &mut Conn, out: &mut BytesMut) {
     if conn.steps.is_empty() {
         return;
     }
-    let commands = std::mem::take(&mut conn.commands);
+    let commands = Request::take_commands(&mut conn.commands);
     let mut result = if commands.is_empty() { Ok(Vec::new()) } else { call(conn, commands).await };
     if let Ok(replies) = &mut result
         && conn.metas > 0

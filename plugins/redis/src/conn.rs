@@ -234,7 +234,8 @@ async fn execute(batch: &mut Batch, conn: &ConnState, out: &mut BytesMut) {
     let result = if batch.commands.is_empty() {
         Ok(Vec::new())
     } else {
-        let request = Request { ctx: conn.context_at(batch.received), commands: std::mem::take(&mut batch.commands) };
+        let request =
+            Request { ctx: conn.context_at(batch.received), commands: Request::take_commands(&mut batch.commands) };
         conn.shared.pipeline.call(request).await.map(|r| r.replies)
     };
     let info = |o: &mut Out<'_>, sections: &[String], reply: &Reply| {
