@@ -128,11 +128,11 @@ impl Batch {
         let commands = match format {
             BATCH_FORMAT => {
                 let mut r = Reader { data: &data, pos: 9 };
-                let n = r.varint()?;
+                let n = r.varint().map_err(|e| e.to_string())?;
                 // Bounded by what the bytes can hold: a record is at least one.
                 let mut commands = Vec::with_capacity(n.min((data.len() - r.pos) as u64) as usize);
                 for _ in 0..n {
-                    commands.push(r.command()?);
+                    commands.push(r.command().map_err(|e| e.to_string())?);
                 }
                 if r.pos != data.len() {
                     return Err(format!("{} bytes after a batch's commands", data.len() - r.pos));
@@ -243,22 +243,51 @@ fn varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// Reads records from an encoding; every read is bounds-checked, and
-/// damage is an error.
+/// damage is an error ([`Damage`]: small, so the reads' results stay in
+/// registers; the message is made only for a damaged batch).
 struct Reader<'a> {
     data: &'a Bytes,
     pos: usize,
 }
 
+/// What was wrong with a damaged batch.
+#[derive(Debug)]
+enum Damage {
+    Cut,
+    LongVarint,
+    LongFlags,
+    Code(&'static str, u8),
+    Postcard(postcard::Error),
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Damage::Cut => f.write_str("a batch cut short"),
+            Damage::LongVarint => f.write_str("a varint over 64 bits in a batch"),
+            Damage::LongFlags => f.write_str("set flags over 32 bits in a batch"),
+            Damage::Code(what, code) => write!(f, "{what} {code:#x} in a batch"),
+            Damage::Postcard(e) => write!(f, "a command in a batch: {e}"),
+        }
+    }
+}
+
 impl Reader<'_> {
-    fn byte(&mut self) -> Result<u8, String> {
-        let b = *self.data.get(self.pos).ok_or("a batch cut short")?;
+    #[inline]
+    fn byte(&mut self) -> Result<u8, Damage> {
+        let b = *self.data.get(self.pos).ok_or(Damage::Cut)?;
         self.pos += 1;
         Ok(b)
     }
 
-    fn varint(&mut self) -> Result<u64, String> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
+    #[inline]
+    fn varint(&mut self) -> Result<u64, Damage> {
+        let first = self.byte()?;
+        if first < 0x80 {
+            return Ok(u64::from(first));
+        }
+        let mut v = u64::from(first & 0x7f);
+        for shift in (7..64).step_by(7) {
             let b = self.byte()?;
             let bits = u64::from(b & 0x7f);
             if shift == 63 && bits > 1 {
@@ -269,49 +298,46 @@ impl Reader<'_> {
                 return Ok(v);
             }
         }
-        Err("a varint over 64 bits in a batch".into())
+        Err(Damage::LongVarint)
     }
 
     /// A key or value: a slice of the encoding when small, else a copy.
-    fn field(&mut self) -> Result<Bytes, String> {
+    #[inline]
+    fn field(&mut self) -> Result<Bytes, Damage> {
         let len = self.varint()?;
         let end = usize::try_from(len)
             .ok()
             .and_then(|len| self.pos.checked_add(len))
             .filter(|&end| end <= self.data.len())
-            .ok_or("a batch cut short")?;
-        let range = self.pos..end;
+            .ok_or(Damage::Cut)?;
+        let (start, len) = (self.pos, end - self.pos);
         self.pos = end;
-        Ok(if is_small(&self.data[range.clone()]) {
-            self.data.slice(range)
-        } else {
-            Bytes::copy_from_slice(&self.data[range])
-        })
+        Ok(if len <= PACK_LIMIT { self.data.slice(start..end) } else { Bytes::copy_from_slice(&self.data[start..end]) })
     }
 
-    fn command(&mut self) -> Result<Command, String> {
+    fn command(&mut self) -> Result<Command, Damage> {
         match self.byte()? {
             SET => {
                 let key = self.field()?;
                 let value = self.field()?;
-                let flags = u32::try_from(self.varint()?).map_err(|_| "set flags over 32 bits")?;
+                let flags = u32::try_from(self.varint()?).map_err(|_| Damage::LongFlags)?;
                 let expiry = match self.byte()? {
                     0 => Expiry::Never,
                     1 => Expiry::Keep,
                     2 => Expiry::In(self.varint()?),
                     3 => Expiry::At(self.varint()?),
-                    code => return Err(format!("expiry code {code} in a batch")),
+                    code => return Err(Damage::Code("expiry code", code)),
                 };
                 let condition = match self.byte()? {
                     0 => Condition::Always,
                     1 => Condition::IfAbsent,
                     2 => Condition::IfPresent,
                     3 => Condition::IfCas(self.varint()?),
-                    code => return Err(format!("condition code {code} in a batch")),
+                    code => return Err(Damage::Code("condition code", code)),
                 };
                 let bits = self.byte()?;
                 if bits & !0b111 != 0 {
-                    return Err(format!("set bits {bits:#x} in a batch"));
+                    return Err(Damage::Code("set bits", bits));
                 }
                 let new_cas = if bits & 4 != 0 { Some(self.varint()?) } else { None };
                 Ok(Command::Set(SetCommand {
@@ -328,11 +354,11 @@ impl Reader<'_> {
             OTHER => {
                 let rest = &self.data[self.pos..];
                 let (command, left) = gerdu_api::shared::decode_from(self.data, || postcard::take_from_bytes(rest))
-                    .map_err(|e| e.to_string())?;
+                    .map_err(Damage::Postcard)?;
                 self.pos = self.data.len() - left.len();
                 Ok(command)
             }
-            tag => Err(format!("record tag {tag} in a batch")),
+            tag => Err(Damage::Code("record tag", tag)),
         }
     }
 }
