@@ -129,8 +129,9 @@ impl Batch {
             BATCH_FORMAT => {
                 let mut r = Reader { data: &data, pos: 9 };
                 let n = r.varint().map_err(|e| e.to_string())?;
-                // Bounded by what the bytes can hold: a record is at least one.
-                let mut commands = Vec::with_capacity(n.min((data.len() - r.pos) as u64) as usize);
+                // Room for as many sets as the bytes can hold (a set record
+                // is at least 7 bytes): a damaged count reserves no more.
+                let mut commands = Vec::with_capacity(n.min((data.len() - r.pos) as u64 / 7) as usize);
                 for _ in 0..n {
                     commands.push(r.command().map_err(|e| e.to_string())?);
                 }
@@ -412,6 +413,7 @@ impl fmt::Display for Batch {
 mod tests {
     use super::*;
     use gerdu_api::Delta;
+    use proptest::prelude::*;
 
     /// Sets with every option, short and long keys and values (both sides
     /// of the sharing limit), and other commands between them.
@@ -545,5 +547,79 @@ mod tests {
         );
         assert!(head(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]).is_err());
         assert!(Batch::decode(Bytes::from_static(&[3, 0, 0, 0, 0, 0, 0, 0, 0])).is_err(), "an unknown format");
+    }
+
+    fn any_set() -> impl Strategy<Value = Command> {
+        let expiry = prop_oneof![
+            Just(Expiry::Never),
+            Just(Expiry::Keep),
+            any::<u64>().prop_map(Expiry::In),
+            any::<u64>().prop_map(Expiry::At)
+        ];
+        let condition = prop_oneof![
+            Just(Condition::Always),
+            Just(Condition::IfAbsent),
+            Just(Condition::IfPresent),
+            any::<u64>().prop_map(Condition::IfCas)
+        ];
+        // Keys and values on both sides of the sharing limit.
+        let bytes = || prop::collection::vec(any::<u8>(), 0..PACK_LIMIT * 2);
+        (bytes(), bytes(), any::<u32>(), expiry, condition, any::<(bool, bool)>(), any::<Option<u64>>()).prop_map(
+            |(key, value, flags, expiry, condition, (return_old, invalidate), new_cas)| {
+                Command::Set(SetCommand {
+                    key: key.into(),
+                    value: value.into(),
+                    flags,
+                    expiry,
+                    condition,
+                    return_old,
+                    new_cas,
+                    invalidate,
+                })
+            },
+        )
+    }
+
+    fn any_command() -> impl Strategy<Value = Command> {
+        prop_oneof![
+            4 => any_set(),
+            1 => prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 0..4)
+                .prop_map(|keys| Command::Delete { keys: keys.into_iter().map(Bytes::from).collect() }),
+            1 => Just(Command::Flush),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_batch_round_trips(now_ms: u64, commands in prop::collection::vec(any_command(), 0..12)) {
+            let batch = Batch::new(now_ms, commands.clone());
+            let back = Batch::decode(batch.encoded().clone()).unwrap();
+            prop_assert_eq!((back.now_ms, &back.commands[..]), (now_ms, &commands[..]));
+            check_sharing(&back.commands, batch.encoded());
+            let packed = Batch::packed(now_ms, commands.clone());
+            prop_assert_eq!(packed.encoded(), batch.encoded());
+            prop_assert_eq!(&packed.commands[..], &commands[..]);
+        }
+
+        /// Bytes overwritten anywhere, or the end cut: an error or a batch,
+        /// never a panic; and a batch that decodes encodes back to itself.
+        #[test]
+        fn damaged_batches_never_panic(
+            commands in prop::collection::vec(any_command(), 1..6),
+            hits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut data = Batch::new(5, commands).encoded().to_vec();
+            for (at, b) in hits {
+                let i = at.index(data.len());
+                data[i] = b;
+            }
+            data.truncate(1 + cut.index(data.len()));
+            if let Ok(batch) = Batch::decode(data.into()) {
+                let again = Batch::new(batch.now_ms, batch.commands.to_vec());
+                let back = Batch::decode(again.encoded().clone()).unwrap();
+                prop_assert_eq!(&back.commands[..], &batch.commands[..]);
+            }
+        }
     }
 }
