@@ -22,7 +22,10 @@
 //! [`PACK_LIMIT`] bytes) of its commands at their bytes in it: the entry
 //! owns one buffer, which is also what every follower and the journal get,
 //! and is freed whole when the log is compacted. Large values keep their own
-//! buffers.
+//! buffers. A sole voter without storage needs no encoding, and would
+//! only pay for copying its large values into one: its proposer uses
+//! [`Batch::gathered`] (the small keys and values copied into one buffer,
+//! the encoding made only if a node joins and asks for the entry).
 //!
 //! **No copy on a follower.** [`Batch::decode`] makes the small keys and
 //! values slices of the encoding it is given (itself a slice of the peer
@@ -81,9 +84,20 @@ impl Batch {
         Batch { now_ms, commands: Arc::new(commands), encoded: Arc::default() }
     }
 
-    /// The proposer's batch: encoded at once, and each small key and value
-    /// of `commands` then a slice of the encoding (see the module docs), in
-    /// place of the client's read buffer it was a slice of.
+    /// The proposer's batch when nothing needs its encoding at once (a sole
+    /// voter without storage): the small keys and values of `commands`
+    /// copied into one buffer, in place of the clients' read buffers they
+    /// were slices of; the encoding is made if a peer or a journal ever
+    /// asks for it. Large values are not copied again.
+    pub fn gathered(now_ms: u64, mut commands: Vec<Command>) -> Self {
+        gerdu_api::command::pack_small(&mut commands);
+        Batch::new(now_ms, commands)
+    }
+
+    /// The proposer's batch when it is replicated or journaled: encoded at
+    /// once, and each small key and value of `commands` then a slice of the
+    /// encoding (see the module docs), in place of the client's read buffer
+    /// it was a slice of.
     pub fn packed(now_ms: u64, mut commands: Vec<Command>) -> Self {
         let mut written = Vec::with_capacity(commands.len());
         let data = Bytes::from(encode(now_ms, &commands, Some(&mut written)));
@@ -475,6 +489,10 @@ mod tests {
         assert_eq!(packed.encoded(), &data);
         assert_eq!(&packed.commands[..], &commands[..]);
         check_sharing(&packed.commands, packed.encoded());
+        // A sole voter's: the same commands and, when asked for, the same bytes.
+        let gathered = Batch::gathered(batch.now_ms, commands.clone());
+        assert_eq!(&gathered.commands[..], &commands[..]);
+        assert_eq!(gathered.encoded(), &data);
 
         // Through MessagePack as a peer frame: the batch and its small
         // fields are slices of the frame.
@@ -599,6 +617,9 @@ mod tests {
             let packed = Batch::packed(now_ms, commands.clone());
             prop_assert_eq!(packed.encoded(), batch.encoded());
             prop_assert_eq!(&packed.commands[..], &commands[..]);
+            let gathered = Batch::gathered(now_ms, commands.clone());
+            prop_assert_eq!(&gathered.commands[..], &commands[..]);
+            prop_assert_eq!(gathered.encoded(), batch.encoded());
         }
 
         /// Bytes overwritten anywhere, or the end cut: an error or a batch,

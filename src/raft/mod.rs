@@ -314,7 +314,14 @@ impl RaftNode {
         let sweep =
             sweeper::Sweep { interval: Duration::from_millis(cfg.expiry.sweep_ms), keys: cfg.expiry.sweep_keys };
         let (sweep_clock, sweep_metrics) = (clock.clone(), metrics.clone());
-        tokio::spawn(proposer::run(raft.clone(), prx, clock, r.max_batch, r.leader_wait(), metrics));
+        let sole_voter = Arc::new(AtomicBool::new(false));
+        let settings = proposer::Settings {
+            max_batch: r.max_batch,
+            leader_wait: r.leader_wait(),
+            journaled: r.storage.is_some(),
+            sole_voter: sole_voter.clone(),
+        };
+        tokio::spawn(proposer::run(raft.clone(), prx, clock, settings, metrics));
         let (rtx, rrx) = mpsc::channel(16 * 1024);
         tokio::spawn(read_index::run(raft.clone(), rrx));
         let compaction = match r.storage {
@@ -324,7 +331,6 @@ impl RaftNode {
         };
         let background = CancellationToken::new();
         tokio::spawn(compactor(raft.clone(), log.clone(), sm_policy, compaction, r.keep_logs, background.clone()));
-        let sole_voter = Arc::new(AtomicBool::new(false));
         let leader = Arc::new(AtomicBool::new(false));
         tokio::spawn(watch_sole_voter(raft.clone(), id, sole_voter.clone(), leader.clone()));
 

@@ -4,9 +4,10 @@
 //! proposer task. The task takes whatever is queued — up to `raft.max_batch`
 //! commands — flattens it into one [`Batch`] stamped with the clock and
 //! encodes it, the encoding then holding its small keys and values (until
-//! then slices of the clients' network reads: [`Batch::packed`]), hands it
-//! to openraft without waiting for the commit (`client_write_ff`),
-//! and goes back for more. At most one entry is uncommitted at once (its
+//! then slices of the clients' network reads: [`Batch::packed`]; a sole
+//! voter without storage, which needs no encoding, copies them into one
+//! buffer instead: [`Batch::gathered`]), hands it to openraft without
+//! waiting for the commit (`client_write_ff`), and goes back for more. At most one entry is uncommitted at once (its
 //! reply channel is polled by the task itself: no task or boxed future per
 //! entry): while it commits, the next one fills up, so under load each entry
 //! carries the writes of many clients (fewer log entries, fewer apply rounds,
@@ -20,6 +21,7 @@
 //! and in a three-node cluster the two were level.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use gerdu_api::{Clock, Command, PipelineError, Reply};
@@ -42,15 +44,28 @@ pub struct Proposal {
     pub reply: ReplyTx,
 }
 
+/// What the proposer is told at start.
+pub struct Settings {
+    /// Most commands in one entry (`raft.max_batch`).
+    pub max_batch: usize,
+    /// How long a write that met an election waits for a leader.
+    pub leader_wait: Duration,
+    /// Whether entries are journaled (`-storage`): then each is encoded at once.
+    pub journaled: bool,
+    /// Whether this node is the only voter (kept up to date by the raft
+    /// node): then, without a journal, nothing needs an entry's encoding.
+    pub sole_voter: Arc<AtomicBool>,
+}
+
 /// Runs the proposer until every sender is dropped.
 pub async fn run(
     raft: Raft,
     mut rx: mpsc::UnboundedReceiver<Proposal>,
     clock: Arc<dyn Clock>,
-    max_batch: usize,
-    leader_wait: Duration,
+    settings: Settings,
     metrics: Arc<ServerMetrics>,
 ) {
+    let Settings { max_batch, leader_wait, journaled, sole_voter } = settings;
     // The entry in flight (at most one), resolved here: its reply channel
     // is polled in place, with no task or boxed future per entry.
     let mut in_flight: Option<InFlight> = None;
@@ -97,7 +112,13 @@ pub async fn run(
                     commands.extend(p.commands);
                 }
                 metrics.batch_commands.observe(count as f64);
-                let batch = Batch::packed(clock.now_ms(), commands);
+                // Encoded now when followers or the journal will need it;
+                // a sole voter without storage copies only the small fields.
+                let batch = if journaled || !sole_voter.load(Ordering::Acquire) {
+                    Batch::packed(clock.now_ms(), commands)
+                } else {
+                    Batch::gathered(clock.now_ms(), commands)
+                };
                 // Submit in order; the commit is awaited above.
                 match raft.client_write_ff(batch.clone()).await {
                     Ok(receiver) => in_flight = Some(InFlight { receiver, waiters, batch }),
