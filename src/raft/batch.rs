@@ -19,7 +19,7 @@
 //!
 //! **One copy on the leader.** The proposer's [`Batch::packed`] writes the
 //! encoding, then points each small key and value (at most
-//! [`PACK_LIMIT`] bytes) of its commands at their bytes in it: the entry
+//! [`PACK_LIMIT`](gerdu_api::store::PACK_LIMIT) bytes) of its commands at their bytes in it: the entry
 //! owns one buffer, which is also what every follower and the journal get,
 //! and is freed whole when the log is compacted. Large values keep their own
 //! buffers. A sole voter without storage needs no encoding, and would
@@ -42,7 +42,7 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use gerdu_api::store::PACK_LIMIT;
+use gerdu_api::command::is_small;
 use gerdu_api::{Command, Condition, Expiry, SetCommand};
 use serde::{Deserialize, Serialize};
 
@@ -167,12 +167,6 @@ impl Batch {
         };
         Ok(Batch { now_ms, commands: Arc::new(commands), encoded: Arc::new(OnceLock::from(data)) })
     }
-}
-
-/// Whether a key or value is shared with the encoding rather than kept in
-/// its own buffer.
-fn is_small(b: &[u8]) -> bool {
-    b.len() <= PACK_LIMIT
 }
 
 /// Encodes a batch (the module docs' format); with `written`, says where
@@ -325,9 +319,10 @@ impl Reader<'_> {
             .and_then(|len| self.pos.checked_add(len))
             .filter(|&end| end <= self.data.len())
             .ok_or(Damage::Cut)?;
-        let (start, len) = (self.pos, end - self.pos);
+        let start = self.pos;
         self.pos = end;
-        Ok(if len <= PACK_LIMIT { self.data.slice(start..end) } else { Bytes::copy_from_slice(&self.data[start..end]) })
+        let field = &self.data[start..end];
+        Ok(if is_small(field) { self.data.slice(start..end) } else { Bytes::copy_from_slice(field) })
     }
 
     fn command(&mut self) -> Result<Command, Damage> {
@@ -427,6 +422,7 @@ impl fmt::Display for Batch {
 mod tests {
     use super::*;
     use gerdu_api::Delta;
+    use gerdu_api::store::PACK_LIMIT;
     use proptest::prelude::*;
 
     /// Sets with every option, short and long keys and values (both sides

@@ -452,8 +452,8 @@ impl Op {
 
 /// Whether a field is small: packed into a batch's shared buffer by
 /// [`pack_small`], and shared with the buffer it is decoded from
-/// ([`crate::shared`]) rather than copied.
-pub(crate) fn is_small(b: &[u8]) -> bool {
+/// ([`crate::shared`]) rather than copied (gerdu's log entries too).
+pub fn is_small(b: &[u8]) -> bool {
     b.len() <= crate::store::PACK_LIMIT
 }
 
