@@ -114,10 +114,9 @@ impl Batch {
                 (c, Written::Other(at)) => {
                     // The record was just written from `c`; were it not to
                     // read back, `c` stays as it is (only the sharing is lost).
-                    let mut r = Reader { data: &data, pos: at };
-                    debug_assert!(r.command().is_ok(), "a record just written reads back");
-                    r.pos = at;
-                    if let Ok(back) = r.command() {
+                    let back = Reader { data: &data, pos: at }.command();
+                    debug_assert!(back.is_ok(), "a record just written reads back");
+                    if let Ok(back) = back {
                         *c = back;
                     }
                 }
@@ -140,20 +139,7 @@ impl Batch {
         let (now, _) = rest.split_first_chunk::<8>().ok_or("a batch cut short")?;
         let now_ms = u64::from_le_bytes(*now);
         let commands = match format {
-            BATCH_FORMAT => {
-                let mut r = Reader { data: &data, pos: 9 };
-                let n = r.varint().map_err(|e| e.to_string())?;
-                // Room for as many sets as the bytes can hold (a set record
-                // is at least 7 bytes): a damaged count reserves no more.
-                let mut commands = Vec::with_capacity(n.min((data.len() - r.pos) as u64 / 7) as usize);
-                for _ in 0..n {
-                    commands.push(r.command().map_err(|e| e.to_string())?);
-                }
-                if r.pos != data.len() {
-                    return Err(format!("{} bytes after a batch's commands", data.len() - r.pos));
-                }
-                commands
-            }
+            BATCH_FORMAT => Reader { data: &data, pos: 9 }.records().map_err(|e| e.to_string())?,
             POSTCARD_FORMAT => {
                 let (commands, left): (Vec<Command>, _) =
                     gerdu_api::shared::decode_from(&data, || postcard::take_from_bytes(&data[9..]))
@@ -265,6 +251,7 @@ enum Damage {
     Cut,
     LongVarint,
     LongFlags,
+    Trailing(usize),
     Code(&'static str, u8),
     Postcard(postcard::Error),
 }
@@ -275,6 +262,7 @@ impl fmt::Display for Damage {
             Damage::Cut => f.write_str("a batch cut short"),
             Damage::LongVarint => f.write_str("a varint over 64 bits in a batch"),
             Damage::LongFlags => f.write_str("set flags over 32 bits in a batch"),
+            Damage::Trailing(n) => write!(f, "{n} bytes after a batch's commands"),
             Damage::Code(what, code) => write!(f, "{what} {code:#x} in a batch"),
             Damage::Postcard(e) => write!(f, "a command in a batch: {e}"),
         }
@@ -323,6 +311,21 @@ impl Reader<'_> {
         self.pos = end;
         let field = &self.data[start..end];
         Ok(if is_small(field) { self.data.slice(start..end) } else { Bytes::copy_from_slice(field) })
+    }
+
+    /// The count and every record after it, to the end of the data.
+    fn records(mut self) -> Result<Vec<Command>, Damage> {
+        let n = self.varint()?;
+        // Room for as many sets as the bytes can hold (a set record is at
+        // least 7 bytes): a damaged count reserves no more.
+        let mut commands = Vec::with_capacity(n.min((self.data.len() - self.pos) as u64 / 7) as usize);
+        for _ in 0..n {
+            commands.push(self.command()?);
+        }
+        match self.data.len() - self.pos {
+            0 => Ok(commands),
+            left => Err(Damage::Trailing(left)),
+        }
     }
 
     fn command(&mut self) -> Result<Command, Damage> {

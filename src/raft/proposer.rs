@@ -7,12 +7,13 @@
 //! then slices of the clients' network reads: [`Batch::packed`]; a sole
 //! voter without storage, which needs no encoding, copies them into one
 //! buffer instead: [`Batch::gathered`]), hands it to openraft without
-//! waiting for the commit (`client_write_ff`), and goes back for more. At most one entry is uncommitted at once (its
-//! reply channel is polled by the task itself: no task or boxed future per
-//! entry): while it commits, the next one fills up, so under load each entry
-//! carries the writes of many clients (fewer log entries, fewer apply rounds,
-//! fewer snapshots per write, one allocation for all their bytes), and with
-//! no load a lone write is proposed at once. An entry costs about 22,000
+//! waiting for the commit (`client_write_ff`), and goes back for more. At
+//! most one entry is uncommitted at once (its reply channel is polled by
+//! the task itself: no task or boxed future per entry): while it commits,
+//! the next one fills up, so under load each entry carries the writes of
+//! many clients (fewer log entries, fewer apply rounds, fewer snapshots per
+//! write, one allocation for all their bytes), and with no load a lone write
+//! is proposed at once. An entry costs about 22,000
 //! instructions besides its writes' own, most of them openraft's loop
 //! (PERFORMANCE.md, "The cost of a log entry").
 //! One rather than two: kvbench memcached SET `-P 16` against a single node,

@@ -114,9 +114,10 @@ pub trait Policy: Send + Sync + 'static {
     /// Stores an item, returning the one it replaced. Keys and values come
     /// from log entries: they pin no network buffer, but keys and values of
     /// up to [`PACK_LIMIT`](crate::store::PACK_LIMIT) bytes share one buffer
-    /// (the entry's encoding) with the rest of their batch, so a policy that
-    /// keeps them should copy them
-    /// (the SDK's store packs them into its entries). If the store is over
+    /// with the rest of their batch (its encoding, or the buffer
+    /// [`pack_small`](crate::command::pack_small) made), so a policy that
+    /// keeps them should copy them (the SDK's store packs them into its
+    /// entries). If the store is over
     /// capacity afterwards, evicts in policy order and pushes the evicted keys
     /// to `evicted` (never the key just inserted unless it alone exceeds the
     /// capacity share it is stored in).
