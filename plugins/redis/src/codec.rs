@@ -82,6 +82,8 @@ fn parse_len(digits: &[u8]) -> Option<i64> {
 ///
 /// `Ok(None)`: incomplete, read more. `Ok(Some(args))`: one request
 /// (possibly empty: blank inline lines and `*0` are ignored by the caller).
+/// A multibulk request's name, when it is `GET` or `SET` in any case, comes
+/// back in lower case (a static string); every other argument as sent.
 pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Bytes>>, ProtocolError> {
     let mut args = Vec::new();
     Ok(parse_into(buf, limits, &mut args)?.then_some(args))
@@ -184,12 +186,33 @@ fn parse_multibulk(buf: &mut BytesMut, limits: &Limits, args: &mut Vec<Bytes>) -
     // the read buffer each); the last one is the request itself, cut down,
     // which saves one count taken and given back per request.
     let mut frame = buf.split_to(pos).freeze();
-    let (&(a, b), rest) = spans.split_last().expect("n > 0 arguments");
+    let (&(a, b), mut rest) = spans.split_last().expect("n > 0 arguments");
+    // GET's and SET's name is a static string, not a slice: one count fewer
+    // taken on the read buffer and given back per command.
+    if let Some((&(s, e), tail)) = rest.split_first()
+        && let Some(name) = hot_name(&frame[s..e])
+    {
+        args.push(Bytes::from_static(name));
+        rest = tail;
+    }
     args.extend(rest.iter().map(|&(a, b)| frame.slice(a..b)));
     frame.truncate(b);
     frame.advance(a);
     args.push(frame);
     Ok(true)
+}
+
+/// The name a request's first argument spells when it is `GET` or `SET`
+/// in any case (the commands nearly all traffic is), as a static string.
+#[inline]
+fn hot_name(name: &[u8]) -> Option<&'static [u8]> {
+    // `| 0x20` lower-cases a letter, and only `G`/`g` (`S`/`s`) become `g` (`s`).
+    let &[first, b'e' | b'E', b't' | b'T'] = name else { return None };
+    match first | 0x20 {
+        b'g' => Some(b"get"),
+        b's' => Some(b"set"),
+        _ => None,
+    }
 }
 
 fn parse_inline(buf: &mut BytesMut, limits: &Limits, args: &mut Vec<Bytes>) -> Result<bool, ProtocolError> {
@@ -454,12 +477,26 @@ mod tests {
     #[test]
     fn multibulk_and_inline() {
         let got = parse_all(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nSET a \"b c\\n\" 'd\\'e'\r\nPING\n").unwrap();
-        assert_eq!(got[0], vec![Bytes::from("GET"), Bytes::from("k")]);
+        // A multibulk GET's or SET's name comes back in lower case.
+        assert_eq!(got[0], vec![Bytes::from("get"), Bytes::from("k")]);
         assert_eq!(got[1], vec![Bytes::from("SET"), Bytes::from("a"), Bytes::from("b c\n"), Bytes::from("d'e")]);
         assert_eq!(got[2], vec![Bytes::from("PING")]);
         assert_eq!(parse_all(b"\r\n").unwrap(), vec![Vec::<Bytes>::new()]);
         assert_eq!(parse_all(b"*0\r\n").unwrap(), vec![Vec::<Bytes>::new()]);
         assert_eq!(parse_all(b"SET k \"\\x41\\x4a\"\r\n").unwrap()[0][2], Bytes::from("AJ"));
+    }
+
+    #[test]
+    fn get_and_set_names_in_any_case_are_lower_case_the_rest_as_sent() {
+        let got = parse_all(b"*2\r\n$3\r\ngEt\r\n$3\r\nSET\r\n*3\r\n$3\r\nSeT\r\n$1\r\nk\r\n$1\r\nv\r\n").unwrap();
+        assert_eq!(got[0], vec![Bytes::from("get"), Bytes::from("SET")]);
+        assert_eq!(got[1], vec![Bytes::from("set"), Bytes::from("k"), Bytes::from("v")]);
+        let got =
+            parse_all(b"*1\r\n$3\r\nGET\r\n*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n*2\r\n$4\r\nGETS\r\n$1\r\nk\r\n").unwrap();
+        // A lone name is the request itself, cut down, as any last argument.
+        assert_eq!(got[0], vec![Bytes::from("GET")]);
+        assert_eq!(got[1][0], Bytes::from("DEL"));
+        assert_eq!(got[2][0], Bytes::from("GETS"));
     }
 
     #[test]
