@@ -13,37 +13,44 @@
 //! - any other command: tag 1 and the command in postcard.
 //!
 //! A `set` is written and read field by field, without serde: postcard's
-//! generic path cost the leader about 340 instructions per `set`, and the
-//! copy of every key and value into the entry's own buffer (so that the log
-//! does not keep clients' read buffers alive) another 280.
+//! generic path cost the leader about 340 instructions per `set`.
 //!
-//! **One copy on the leader.** The proposer's [`Batch::packed`] writes the
-//! encoding, then points each small key and value (at most
-//! [`PACK_LIMIT`](gerdu_api::store::PACK_LIMIT) bytes) of its commands at their bytes in it: the entry
-//! owns one buffer, which is also what every follower and the journal get,
-//! and is freed whole when the log is compacted. Large values keep their own
-//! buffers. A sole voter without storage needs no encoding, and would
-//! only pay for copying its large values into one: its proposer uses
-//! [`Batch::gathered`] (the small keys and values copied into one buffer,
-//! the encoding made only if a node joins and asks for the entry).
+//! **Applied from the encoding.** A replicated or journaled batch is kept as
+//! its encoding alone ([`Batch::packed`] on the leader, [`Batch::decode`] on
+//! a follower): when it is applied, [`Batch::writes`] reads each `set`'s key
+//! and value as slices of the encoding ([`SetRef`]), and the store copies
+//! them into its entries. No `Bytes` is made per key or value: a follower
+//! used to make two per `set` when it received the entry (an atomic
+//! reference count on the peer frame each) and drop them when the log was
+//! compacted (two more), and the leader pointed its commands' keys and
+//! values into the encoding the same way. The log keeps one buffer per entry,
+//! never a client's read buffer. A long value (over
+//! [`PACK_LIMIT`](gerdu_api::store::PACK_LIMIT) bytes) the leader's client
+//! sent stays in its own `Bytes` beside the encoding, so the leader's store
+//! shares it rather than copy it; a follower copies it out of the encoding,
+//! so that a stored value never keeps a frame alive. A follower checks
+//! every record when the entry arrives (a damaged batch is refused then, as
+//! before), without building anything.
 //!
-//! **No copy on a follower.** [`Batch::decode`] makes the small keys and
-//! values slices of the encoding it is given (itself a slice of the peer
-//! frame it arrived in, [`gerdu_api::shared`]); large ones are copied, so
-//! that a stored value never keeps a frame alive. The encoding is kept as
-//! the batch's own, so a follower that becomes leader sends it on as it is.
+//! **A sole voter without storage** needs no encoding, and would only pay
+//! for copying its large values into one: its proposer uses
+//! [`Batch::gathered`] (the commands, their small keys and values copied into
+//! one buffer); the encoding is made only if a node joins and asks for the
+//! entry.
 //!
 //! **Older encodings** still decode: format 1 (the whole command list in
 //! postcard), and a MessagePack map with field names (journals before
 //! that). A cluster's nodes must run builds that share the format: a node
 //! that meets a newer one refuses the entry by name.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use gerdu_api::command::is_small;
-use gerdu_api::{Command, Condition, Expiry, SetCommand};
+use gerdu_api::command::{SetRef, is_small};
+use gerdu_api::exec::Write;
+use gerdu_api::{Command, Condition, Expiry, SetCommand, Value};
 use serde::{Deserialize, Serialize};
 
 /// The first byte of an encoded [`Batch`]: how the rest is laid out.
@@ -51,37 +58,40 @@ pub const BATCH_FORMAT: u8 = 2;
 /// The format before [`BATCH_FORMAT`]: the commands in postcard. Read only.
 const POSTCARD_FORMAT: u8 = 1;
 
+/// Where the records of a format 2 encoding start: after the format byte
+/// and the clock.
+const HEADER: usize = 9;
+
 /// Record tags.
 const SET: u8 = 0;
 const OTHER: u8 = 1;
 
 /// One log entry's payload: the writes of many clients, and the leader's
 /// clock when it proposed them (expiry is judged against it on every node).
-/// Its encoding (see the module docs) is made once and shared by the
-/// batch's clones (openraft clones an entry for each follower).
+/// Clones share everything (openraft clones an entry for each follower).
 #[derive(Clone, Debug)]
 pub struct Batch {
     /// Leader's unix time in ms when proposing.
     pub now_ms: u64,
-    /// The writes, applied in order (a `Vec` behind the `Arc`: made from
-    /// the proposer's or the decoder's vector without copying the commands).
-    pub commands: Arc<Vec<Command>>,
-    /// The encoding, once made.
-    encoded: Arc<OnceLock<Bytes>>,
+    body: Body,
 }
 
-/// Where [`encode`] wrote a command: a `set`'s key and value, or another
-/// command's record.
-enum Written {
-    Set { key: usize, value: usize },
-    Other(usize),
+#[derive(Clone, Debug)]
+enum Body {
+    /// The writes as commands (a sole voter's batch, an older format's),
+    /// and their encoding once made.
+    Commands { commands: Arc<Vec<Command>>, encoded: Arc<OnceLock<Bytes>> },
+    /// A format 2 encoding whose records all read, and how many there are.
+    /// `large`: the long values of the `set`s, in order, as the leader's
+    /// clients sent them (empty on a follower).
+    Encoded { data: Bytes, count: usize, large: Arc<[Bytes]> },
 }
 
 impl Batch {
     /// A batch of `commands` proposed at `now_ms`; the encoding is made on
     /// first use.
     pub fn new(now_ms: u64, commands: Vec<Command>) -> Self {
-        Batch { now_ms, commands: Arc::new(commands), encoded: Arc::default() }
+        Batch { now_ms, body: Body::Commands { commands: Arc::new(commands), encoded: Arc::default() } }
     }
 
     /// The proposer's batch when nothing needs its encoding at once (a sole
@@ -95,69 +105,150 @@ impl Batch {
     }
 
     /// The proposer's batch when it is replicated or journaled: encoded at
-    /// once, and each small key and value of `commands` then a slice of the
-    /// encoding (see the module docs), in place of the client's read buffer
-    /// it was a slice of.
+    /// once and kept as the encoding (see the module docs), with the long
+    /// values of its `set`s moved out of `commands`; the rest of `commands`
+    /// (slices of the clients' read buffers) is dropped.
     pub fn packed(now_ms: u64, mut commands: Vec<Command>) -> Self {
-        let mut written = Vec::with_capacity(commands.len());
-        let data = Bytes::from(encode(now_ms, &commands, Some(&mut written)));
-        for (c, w) in commands.iter_mut().zip(written) {
-            match (c, w) {
-                (Command::Set(s), Written::Set { key, value }) => {
-                    if is_small(&s.key) {
-                        s.key = data.slice(key..key + s.key.len());
-                    }
-                    if is_small(&s.value) {
-                        s.value = data.slice(value..value + s.value.len());
-                    }
-                }
-                (c, Written::Other(at)) => {
-                    // The record was just written from `c`; were it not to
-                    // read back, `c` stays as it is (only the sharing is lost).
-                    let back = Reader { data: &data, pos: at }.command();
-                    debug_assert!(back.is_ok(), "a record just written reads back");
-                    if let Ok(back) = back {
-                        *c = back;
-                    }
-                }
-                (_, Written::Set { .. }) => unreachable!("only a set is written as a set record"),
-            }
+        let data = Bytes::from(encode(now_ms, &commands));
+        let large = commands
+            .iter_mut()
+            .filter_map(|c| match c {
+                Command::Set(s) if !is_small(&s.value) => Some(std::mem::take(&mut s.value)),
+                _ => None,
+            })
+            .collect();
+        Batch { now_ms, body: Body::Encoded { data, count: commands.len(), large } }
+    }
+
+    /// How many commands the batch holds.
+    pub fn len(&self) -> usize {
+        match &self.body {
+            Body::Commands { commands, .. } => commands.len(),
+            Body::Encoded { count, .. } => *count,
         }
-        Batch { now_ms, commands: Arc::new(commands), encoded: Arc::new(OnceLock::from(data)) }
+    }
+
+    /// Whether the batch holds no command.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The commands, when the batch holds them as such (not read from an
+    /// encoding).
+    pub fn decoded(&self) -> Option<&[Command]> {
+        match &self.body {
+            Body::Commands { commands, .. } => Some(commands),
+            Body::Encoded { .. } => None,
+        }
     }
 
     /// The batch's encoding (made on first use).
     pub fn encoded(&self) -> &Bytes {
-        self.encoded.get_or_init(|| encode(self.now_ms, &self.commands, None).into())
+        match &self.body {
+            Body::Commands { commands, encoded } => encoded.get_or_init(|| encode(self.now_ms, commands).into()),
+            Body::Encoded { data, .. } => data,
+        }
     }
 
-    /// Decodes [`Batch::encoded`]'s output (or format 1's). The commands'
-    /// small keys and values become slices of `data`, and `data` is kept as
-    /// the batch's encoding.
+    /// The writes to apply, in order: commands as they are, or each record
+    /// read from the encoding (a `set`'s key and value borrowed from it, a
+    /// long value from the leader's client shared).
+    pub fn writes(&self) -> Result<Vec<Write<'_>>, String> {
+        let (data, count, large) = match &self.body {
+            Body::Commands { commands, .. } => {
+                return Ok(commands.iter().map(|c| Write::Command(Cow::Borrowed(c))).collect());
+            }
+            Body::Encoded { data, count, large } => (data, *count, large),
+        };
+        let read = || -> Result<Vec<Write<'_>>, Damage> {
+            let mut large = large.iter();
+            let mut reader = Reader { data, pos: HEADER };
+            reader.varint()?;
+            let mut writes = Vec::with_capacity(count);
+            for _ in 0..count {
+                if reader.byte()? == SET {
+                    let mut s = reader.set()?;
+                    if !is_small(s.value.as_ref())
+                        && let Some(own) = large.next()
+                        && own.len() == s.value.as_ref().len()
+                    {
+                        s.value = Value::Shared(own);
+                    }
+                    writes.push(Write::Set(s));
+                } else {
+                    reader.pos -= 1;
+                    writes.push(match reader.record()? {
+                        Record::Set(s) => Write::Set(s),
+                        Record::Other(c) => Write::Command(Cow::Owned(c)),
+                    });
+                }
+            }
+            Ok(writes)
+        };
+        read().map_err(|e| e.to_string())
+    }
+
+    /// The commands, owned (each small key and value of an encoded batch a
+    /// slice of its encoding, each long one as [`Batch::writes`] has it).
+    pub fn commands(&self) -> Result<Vec<Command>, String> {
+        let Body::Encoded { data, .. } = &self.body else {
+            return Ok(self.decoded().unwrap_or_default().to_vec());
+        };
+        let field = |b: &[u8]| if is_small(b) { data.slice_ref(b) } else { Bytes::copy_from_slice(b) };
+        Ok(self
+            .writes()?
+            .into_iter()
+            .map(|w| match w {
+                Write::Set(s) => Command::Set(SetCommand {
+                    key: field(s.key),
+                    value: match s.value {
+                        Value::Shared(own) => own.clone(),
+                        Value::Borrowed(b) => field(b),
+                    },
+                    flags: s.flags,
+                    expiry: s.expiry,
+                    condition: s.condition,
+                    return_old: s.return_old,
+                    new_cas: s.new_cas,
+                    invalidate: s.invalidate,
+                }),
+                Write::Command(c) => c.into_owned(),
+            })
+            .collect())
+    }
+
+    /// Reads [`Batch::encoded`]'s output (or format 1's). A format 2
+    /// encoding is checked whole and kept as it is (its records are read
+    /// again when applied); format 1's commands are decoded, their small
+    /// keys and values slices of `data`.
     pub fn decode(data: Bytes) -> Result<Self, String> {
         let (&format, rest) = data.split_first().ok_or("an empty batch")?;
         let (now, _) = rest.split_first_chunk::<8>().ok_or("a batch cut short")?;
         let now_ms = u64::from_le_bytes(*now);
-        let commands = match format {
-            BATCH_FORMAT => Reader { data: &data, pos: 9 }.records().map_err(|e| e.to_string())?,
+        match format {
+            BATCH_FORMAT => {
+                let count = Reader { data: &data, pos: HEADER }.check().map_err(|e| e.to_string())?;
+                Ok(Batch { now_ms, body: Body::Encoded { data, count, large: Arc::new([]) } })
+            }
             POSTCARD_FORMAT => {
                 let (commands, left): (Vec<Command>, _) =
-                    gerdu_api::shared::decode_from(&data, || postcard::take_from_bytes(&data[9..]))
+                    gerdu_api::shared::decode_from(&data, || postcard::take_from_bytes(&data[HEADER..]))
                         .map_err(|e| e.to_string())?;
                 if !left.is_empty() {
                     return Err(format!("{} bytes after a batch's commands", left.len()));
                 }
-                commands
+                Ok(Batch {
+                    now_ms,
+                    body: Body::Commands { commands: Arc::new(commands), encoded: Arc::new(OnceLock::from(data)) },
+                })
             }
-            other => return Err(format!("batch format {other} (this build reads {BATCH_FORMAT} and older)")),
-        };
-        Ok(Batch { now_ms, commands: Arc::new(commands), encoded: Arc::new(OnceLock::from(data)) })
+            other => Err(format!("batch format {other} (this build reads {BATCH_FORMAT} and older)")),
+        }
     }
 }
 
-/// Encodes a batch (the module docs' format); with `written`, says where
-/// each command went.
-fn encode(now_ms: u64, commands: &[Command], mut written: Option<&mut Vec<Written>>) -> Vec<u8> {
+/// Encodes a batch (the module docs' format).
+fn encode(now_ms: u64, commands: &[Command]) -> Vec<u8> {
     let size: usize = commands
         .iter()
         .map(|c| match c {
@@ -170,34 +261,24 @@ fn encode(now_ms: u64, commands: &[Command], mut written: Option<&mut Vec<Writte
     out.extend_from_slice(&now_ms.to_le_bytes());
     varint(&mut out, commands.len() as u64);
     for c in commands {
-        let at = out.len();
-        let w = match c {
-            Command::Set(s) => {
-                let (key, value) = set_record(&mut out, s);
-                Written::Set { key, value }
-            }
+        match c {
+            Command::Set(s) => set_record(&mut out, s),
             other => {
                 out.push(OTHER);
                 // Writing plain data into a Vec cannot fail.
                 out = postcard::to_extend(other, out).expect("postcard encoding of a command");
-                Written::Other(at)
             }
-        };
-        if let Some(written) = written.as_deref_mut() {
-            written.push(w);
         }
     }
     out
 }
 
-/// Writes a `set` record; where its key and value bytes start.
-fn set_record(out: &mut Vec<u8>, s: &SetCommand) -> (usize, usize) {
+/// Writes a `set` record.
+fn set_record(out: &mut Vec<u8>, s: &SetCommand) {
     out.push(SET);
     varint(out, s.key.len() as u64);
-    let key = out.len();
     out.extend_from_slice(&s.key);
     varint(out, s.value.len() as u64);
-    let value = out.len();
     out.extend_from_slice(&s.value);
     varint(out, u64::from(s.flags));
     match s.expiry {
@@ -225,7 +306,6 @@ fn set_record(out: &mut Vec<u8>, s: &SetCommand) -> (usize, usize) {
     if let Some(cas) = s.new_cas {
         varint(out, cas);
     }
-    (key, value)
 }
 
 /// Appends `v` as LEB128.
@@ -243,6 +323,13 @@ fn varint(out: &mut Vec<u8>, mut v: u64) {
 struct Reader<'a> {
     data: &'a Bytes,
     pos: usize,
+}
+
+/// One record as read: a `set` borrowed from the encoding, or another
+/// command (decoded, its small fields slices of the encoding).
+enum Record<'a> {
+    Set(SetRef<'a>),
+    Other(Command),
 }
 
 /// What was wrong with a damaged batch.
@@ -269,20 +356,25 @@ impl fmt::Display for Damage {
     }
 }
 
-impl Reader<'_> {
-    #[inline]
+impl<'a> Reader<'a> {
+    #[inline(always)]
     fn byte(&mut self) -> Result<u8, Damage> {
         let b = *self.data.get(self.pos).ok_or(Damage::Cut)?;
         self.pos += 1;
         Ok(b)
     }
 
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, Damage> {
         let first = self.byte()?;
         if first < 0x80 {
             return Ok(u64::from(first));
         }
+        self.long_varint(first)
+    }
+
+    #[cold]
+    fn long_varint(&mut self, first: u8) -> Result<u64, Damage> {
         let mut v = u64::from(first & 0x7f);
         for shift in (7..64).step_by(7) {
             let b = self.byte()?;
@@ -298,81 +390,86 @@ impl Reader<'_> {
         Err(Damage::LongVarint)
     }
 
-    /// A key or value: a slice of the encoding when small, else a copy.
-    #[inline]
-    fn field(&mut self) -> Result<Bytes, Damage> {
+    /// A key or value, as the encoding's bytes.
+    #[inline(always)]
+    fn field(&mut self) -> Result<&'a [u8], Damage> {
         let len = self.varint()?;
+        let data: &'a [u8] = self.data;
         let end = usize::try_from(len)
             .ok()
             .and_then(|len| self.pos.checked_add(len))
-            .filter(|&end| end <= self.data.len())
+            .filter(|&end| end <= data.len())
             .ok_or(Damage::Cut)?;
         let start = self.pos;
         self.pos = end;
-        let field = &self.data[start..end];
-        Ok(if is_small(field) { self.data.slice(start..end) } else { Bytes::copy_from_slice(field) })
+        Ok(&data[start..end])
     }
 
-    /// The count and every record after it, to the end of the data.
-    fn records(mut self) -> Result<Vec<Command>, Damage> {
+    /// Reads the count and every record after it, to the end of the data;
+    /// the count.
+    fn check(mut self) -> Result<usize, Damage> {
         let n = self.varint()?;
-        // Room for as many sets as the bytes can hold (a set record is at
-        // least 7 bytes): a damaged count reserves no more.
-        let mut commands = Vec::with_capacity(n.min((self.data.len() - self.pos) as u64 / 7) as usize);
+        // Every record takes at least a byte, so a damaged count runs out
+        // of data before it runs long.
         for _ in 0..n {
-            commands.push(self.command()?);
+            self.record()?;
         }
         match self.data.len() - self.pos {
-            0 => Ok(commands),
+            0 => usize::try_from(n).map_err(|_| Damage::Cut),
             left => Err(Damage::Trailing(left)),
         }
     }
 
-    fn command(&mut self) -> Result<Command, Damage> {
+    #[inline(always)]
+    fn record(&mut self) -> Result<Record<'a>, Damage> {
         match self.byte()? {
-            SET => {
-                let key = self.field()?;
-                let value = self.field()?;
-                let flags = u32::try_from(self.varint()?).map_err(|_| Damage::LongFlags)?;
-                let expiry = match self.byte()? {
-                    0 => Expiry::Never,
-                    1 => Expiry::Keep,
-                    2 => Expiry::In(self.varint()?),
-                    3 => Expiry::At(self.varint()?),
-                    code => return Err(Damage::Code("expiry code", code)),
-                };
-                let condition = match self.byte()? {
-                    0 => Condition::Always,
-                    1 => Condition::IfAbsent,
-                    2 => Condition::IfPresent,
-                    3 => Condition::IfCas(self.varint()?),
-                    code => return Err(Damage::Code("condition code", code)),
-                };
-                let bits = self.byte()?;
-                if bits & !0b111 != 0 {
-                    return Err(Damage::Code("set bits", bits));
-                }
-                let new_cas = if bits & 4 != 0 { Some(self.varint()?) } else { None };
-                Ok(Command::Set(SetCommand {
-                    key,
-                    value,
-                    flags,
-                    expiry,
-                    condition,
-                    return_old: bits & 1 != 0,
-                    new_cas,
-                    invalidate: bits & 2 != 0,
-                }))
-            }
+            SET => Ok(Record::Set(self.set()?)),
             OTHER => {
                 let rest = &self.data[self.pos..];
                 let (command, left) = gerdu_api::shared::decode_from(self.data, || postcard::take_from_bytes(rest))
                     .map_err(Damage::Postcard)?;
                 self.pos = self.data.len() - left.len();
-                Ok(command)
+                Ok(Record::Other(command))
             }
             tag => Err(Damage::Code("record tag", tag)),
         }
+    }
+
+    /// A `set` record after its tag.
+    #[inline(always)]
+    fn set(&mut self) -> Result<SetRef<'a>, Damage> {
+        let key = self.field()?;
+        let value = self.field()?;
+        let flags = u32::try_from(self.varint()?).map_err(|_| Damage::LongFlags)?;
+        let expiry = match self.byte()? {
+            0 => Expiry::Never,
+            1 => Expiry::Keep,
+            2 => Expiry::In(self.varint()?),
+            3 => Expiry::At(self.varint()?),
+            code => return Err(Damage::Code("expiry code", code)),
+        };
+        let condition = match self.byte()? {
+            0 => Condition::Always,
+            1 => Condition::IfAbsent,
+            2 => Condition::IfPresent,
+            3 => Condition::IfCas(self.varint()?),
+            code => return Err(Damage::Code("condition code", code)),
+        };
+        let bits = self.byte()?;
+        if bits & !0b111 != 0 {
+            return Err(Damage::Code("set bits", bits));
+        }
+        let new_cas = if bits & 4 != 0 { Some(self.varint()?) } else { None };
+        Ok(SetRef {
+            key,
+            value: Value::Borrowed(value),
+            flags,
+            expiry,
+            condition,
+            return_old: bits & 1 != 0,
+            new_cas,
+            invalidate: bits & 2 != 0,
+        })
     }
 }
 
@@ -417,7 +514,7 @@ impl<'de> Deserialize<'de> for Batch {
 
 impl fmt::Display for Batch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Batch({} commands @{})", self.commands.len(), self.now_ms)
+        write!(f, "Batch({} commands @{})", self.len(), self.now_ms)
     }
 }
 
@@ -476,30 +573,77 @@ mod tests {
         let data = batch.encoded().clone();
         assert_eq!(data[0], BATCH_FORMAT);
         let back = Batch::decode(data.clone()).unwrap();
-        assert_eq!((back.now_ms, &back.commands[..]), (batch.now_ms, &commands[..]));
-        check_sharing(&back.commands, &data);
+        assert_eq!(
+            (back.now_ms, back.len(), &back.commands().unwrap()[..]),
+            (batch.now_ms, commands.len(), &commands[..])
+        );
+        check_sharing(&back.commands().unwrap(), &data);
         assert!(std::ptr::eq(back.encoded().as_ptr(), data.as_ptr()), "a decoded batch keeps its bytes");
         // The clones share one encoding.
         assert!(std::ptr::eq(batch.clone().encoded().as_ptr(), batch.encoded().as_ptr()));
 
-        // The proposer's batch: the same bytes, its commands unchanged but
-        // their small fields now in the encoding.
+        // The proposer's batch: the same bytes, the same commands read
+        // from them (the long values the clients' own).
         let packed = Batch::packed(batch.now_ms, commands.clone());
         assert_eq!(packed.encoded(), &data);
-        assert_eq!(&packed.commands[..], &commands[..]);
-        check_sharing(&packed.commands, packed.encoded());
+        assert!(packed.decoded().is_none());
+        assert_eq!(&packed.commands().unwrap()[..], &commands[..]);
+        check_sharing(&packed.commands().unwrap(), packed.encoded());
         // A sole voter's: the same commands and, when asked for, the same bytes.
         let gathered = Batch::gathered(batch.now_ms, commands.clone());
-        assert_eq!(&gathered.commands[..], &commands[..]);
+        assert_eq!(gathered.decoded(), Some(&commands[..]));
         assert_eq!(gathered.encoded(), &data);
 
         // Through MessagePack as a peer frame: the batch and its small
         // fields are slices of the frame.
         let frame = Bytes::from(rmp_serde::to_vec_named(&packed).unwrap());
         let shared: Batch = gerdu_api::shared::decode_from(&frame, || rmp_serde::from_slice(&frame)).unwrap();
-        assert_eq!(&shared.commands[..], &commands[..]);
+        assert_eq!(&shared.commands().unwrap()[..], &commands[..]);
         assert!(frame.as_ptr_range().contains(&shared.encoded().as_ptr()));
-        check_sharing(&shared.commands, &frame);
+        check_sharing(&shared.commands().unwrap(), &frame);
+    }
+
+    /// The store and the replies after `writes`, on a fresh store.
+    fn applied(writes: &[Write<'_>]) -> (Vec<gerdu_api::Reply>, Vec<(Bytes, gerdu_api::Item)>) {
+        use gerdu_api::Policy;
+        let lru = gerdu_policy_lru::Lru::new(0, 4, true);
+        let mut st = gerdu_api::exec::ApplyState { now_ms: 1_000, ..Default::default() };
+        let replies = gerdu_api::exec::apply_writes(&lru, writes, &mut st);
+        let mut items = Vec::new();
+        lru.begin_capture().visit(&mut |k, item| items.push((Bytes::copy_from_slice(k), item.clone())));
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        (replies, items)
+    }
+
+    #[test]
+    fn applying_the_encoding_is_applying_the_commands() {
+        // Without the fixture's last command (a flush).
+        let commands: Vec<Command> = commands().into_iter().filter(|c| !matches!(c, Command::Flush)).collect();
+        let direct: Vec<Write<'_>> = commands.iter().map(|c| Write::Command(Cow::Borrowed(c))).collect();
+        let expected = applied(&direct);
+        assert!(expected.1.len() > 10, "the fixture stores items");
+
+        // The leader's: long values shared with its clients' commands.
+        let packed = Batch::packed(1, commands.clone());
+        let writes = packed.writes().unwrap();
+        let own_long =
+            writes.iter().filter(|w| matches!(w, Write::Set(SetRef { value: Value::Shared(_), .. }))).count();
+        let long = commands.iter().filter(|c| matches!(c, Command::Set(s) if !is_small(&s.value))).count();
+        assert_eq!((own_long, long > 0), (long, true));
+        assert_eq!(applied(&writes), expected);
+
+        // A follower's: every set borrowed from the bytes that arrived.
+        let back = Batch::decode(packed.encoded().clone()).unwrap();
+        let writes = back.writes().unwrap();
+        assert!(writes.iter().all(|w| !matches!(w, Write::Set(SetRef { value: Value::Shared(_), .. }))));
+        assert_eq!(
+            writes.iter().filter(|w| matches!(w, Write::Set(_))).count(),
+            commands.iter().filter(|c| matches!(c, Command::Set(_))).count()
+        );
+        assert_eq!(applied(&writes), expected);
+
+        // A sole voter's: the commands themselves.
+        assert_eq!(applied(&Batch::gathered(1, commands.clone()).writes().unwrap()), expected);
     }
 
     #[test]
@@ -517,8 +661,8 @@ mod tests {
         v1.extend_from_slice(&7u64.to_le_bytes());
         let v1 = Bytes::from(postcard::to_extend(&commands[..], v1).unwrap());
         let back = Batch::decode(v1.clone()).unwrap();
-        assert_eq!((back.now_ms, &back.commands[..]), (7, &commands[..]));
-        check_sharing(&back.commands, &v1);
+        assert_eq!((back.now_ms, back.decoded()), (7, Some(&commands[..])));
+        check_sharing(&back.commands().unwrap(), &v1);
         // Before it: a MessagePack map with field names.
         #[derive(Serialize)]
         struct Named<'a> {
@@ -527,7 +671,7 @@ mod tests {
         }
         let old = rmp_serde::to_vec_named(&Named { now_ms: 9, commands: &commands }).unwrap();
         let back: Batch = rmp_serde::from_slice(&old).unwrap();
-        assert_eq!((back.now_ms, &back.commands[..]), (9, &commands[..]));
+        assert_eq!((back.now_ms, back.decoded()), (9, Some(&commands[..])));
     }
 
     #[test]
@@ -548,7 +692,7 @@ mod tests {
             v.extend_from_slice(rest);
             Batch::decode(v.into())
         };
-        assert!(head(&[0]).unwrap().commands.is_empty());
+        assert!(head(&[0]).unwrap().is_empty());
         // A count the bytes cannot hold, an unknown tag, codes and bits out
         // of range, a length past the end, a varint over 64 bits.
         assert!(head(&[0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
@@ -611,13 +755,13 @@ mod tests {
         fn any_batch_round_trips(now_ms: u64, commands in prop::collection::vec(any_command(), 0..12)) {
             let batch = Batch::new(now_ms, commands.clone());
             let back = Batch::decode(batch.encoded().clone()).unwrap();
-            prop_assert_eq!((back.now_ms, &back.commands[..]), (now_ms, &commands[..]));
-            check_sharing(&back.commands, batch.encoded());
+            prop_assert_eq!((back.now_ms, &back.commands().unwrap()[..]), (now_ms, &commands[..]));
+            check_sharing(&back.commands().unwrap(), batch.encoded());
             let packed = Batch::packed(now_ms, commands.clone());
             prop_assert_eq!(packed.encoded(), batch.encoded());
-            prop_assert_eq!(&packed.commands[..], &commands[..]);
+            prop_assert_eq!(&packed.commands().unwrap()[..], &commands[..]);
             let gathered = Batch::gathered(now_ms, commands.clone());
-            prop_assert_eq!(&gathered.commands[..], &commands[..]);
+            prop_assert_eq!(gathered.decoded(), Some(&commands[..]));
             prop_assert_eq!(gathered.encoded(), batch.encoded());
         }
 
@@ -636,9 +780,12 @@ mod tests {
             }
             data.truncate(1 + cut.index(data.len()));
             if let Ok(batch) = Batch::decode(data.into()) {
-                let again = Batch::new(batch.now_ms, batch.commands.to_vec());
+                // What was checked on arrival reads when applied.
+                let commands = batch.commands().unwrap();
+                prop_assert_eq!(batch.writes().unwrap().len(), commands.len());
+                let again = Batch::new(batch.now_ms, commands.clone());
                 let back = Batch::decode(again.encoded().clone()).unwrap();
-                prop_assert_eq!(&back.commands[..], &batch.commands[..]);
+                prop_assert_eq!(back.commands().unwrap(), commands);
             }
         }
     }

@@ -96,13 +96,14 @@ pub struct MemLog {
     journal: Option<Journal>,
 }
 
-/// Approximate size of an entry: keys and values of its commands plus a
-/// fixed cost per command and per entry.
+/// Approximate size of an entry: keys and values of its commands (or its
+/// encoding, which holds them) plus a fixed cost per command and per entry.
 pub fn entry_bytes(e: &Entry) -> u64 {
     match &e.payload {
-        openraft::EntryPayload::Normal(batch) => {
-            64 + batch.commands.iter().map(|c| 48 + command_bytes(c) as u64).sum::<u64>()
-        }
+        openraft::EntryPayload::Normal(batch) => match batch.decoded() {
+            Some(commands) => 64 + commands.iter().map(|c| 48 + command_bytes(c) as u64).sum::<u64>(),
+            None => 64 + 48 * batch.len() as u64 + batch.encoded().len() as u64,
+        },
         _ => 64,
     }
 }

@@ -3,10 +3,10 @@
 //! Every write request (a batch of commands from one client) is sent to one
 //! proposer task. The task takes whatever is queued — up to `raft.max_batch`
 //! commands — flattens it into one [`Batch`] stamped with the clock and
-//! encodes it, the encoding then holding its small keys and values (until
-//! then slices of the clients' network reads: [`Batch::packed`]; a sole
-//! voter without storage, which needs no encoding, copies them into one
-//! buffer instead: [`Batch::gathered`]), hands it to openraft without
+//! encodes it, the entry then keeping the encoding instead of the commands
+//! (whose small keys and values were slices of the clients' network reads:
+//! [`Batch::packed`]; a sole voter without storage, which needs no encoding,
+//! copies them into one buffer instead: [`Batch::gathered`]), hands it to openraft without
 //! waiting for the commit (`client_write_ff`), and goes back for more. At
 //! most one entry is uncommitted at once (its reply channel is polled by
 //! the task itself: no task or boxed future per entry): while it commits,

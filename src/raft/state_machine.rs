@@ -207,25 +207,39 @@ impl SmShared {
         Ok(count)
     }
 
-    fn apply_entry(&self, inner: &mut Inner, entry: &Entry, evicted: &mut u64, expired: &mut u64) -> BatchReply {
+    /// Applies one entry. An entry whose writes cannot be read (a batch is
+    /// checked when it is made or received, so only a bug gets here) is a
+    /// storage error (made by the caller): openraft stops the node rather
+    /// than skip a write.
+    fn apply_entry(
+        &self,
+        inner: &mut Inner,
+        entry: &Entry,
+        evicted: &mut u64,
+        expired: &mut u64,
+    ) -> Result<BatchReply, String> {
+        let writes = match &entry.payload {
+            EntryPayload::Normal(batch) => Some(batch.writes()?),
+            _ => None,
+        };
         inner.last_applied = Some(entry.log_id);
-        match &entry.payload {
-            EntryPayload::Blank => BatchReply::default(),
-            EntryPayload::Membership(m) => {
+        Ok(match (&entry.payload, writes) {
+            (EntryPayload::Membership(m), _) => {
                 inner.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                 BatchReply::default()
             }
-            EntryPayload::Normal(batch) => {
+            (EntryPayload::Normal(batch), Some(writes)) => {
                 let now = batch.now_ms.max(inner.meta.last_now);
                 inner.meta.last_now = now;
                 let mut st = ApplyState { now_ms: now, cas: inner.meta.cas, ..Default::default() };
-                let replies = exec::apply_all(&*self.policy, &batch.commands, &mut st);
+                let replies = exec::apply_writes(&*self.policy, &writes, &mut st);
                 inner.meta.cas = st.cas;
                 *evicted += st.evicted.len() as u64;
                 *expired += st.expired;
                 BatchReply(replies)
             }
-        }
+            _ => BatchReply::default(),
+        })
     }
 
     /// The metadata of a snapshot of the state now (the caller holds `inner`).
@@ -323,7 +337,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let (mut evicted, mut expired) = (0, 0);
         let replies: Vec<BatchReply> = {
             let mut inner = self.shared.inner.lock();
-            entries.into_iter().map(|e| self.shared.apply_entry(&mut inner, &e, &mut evicted, &mut expired)).collect()
+            let mut replies = Vec::new();
+            for e in entries {
+                let reply = self.shared.apply_entry(&mut inner, &e, &mut evicted, &mut expired);
+                replies.push(reply.map_err(|m| StorageIOError::apply(e.log_id, &std::io::Error::other(m)))?);
+            }
+            replies
         };
         let m = &self.shared.metrics;
         m.evictions.inc_by(evicted);

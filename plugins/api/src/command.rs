@@ -19,6 +19,8 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::reply::Value;
+
 /// A key as the protocols deliver it: arbitrary bytes.
 pub type Key = Bytes;
 
@@ -105,7 +107,46 @@ pub struct SetCommand {
     pub invalidate: bool,
 }
 
+/// A `set` as the executor applies it ([`crate::exec::Write`]), its key and
+/// value borrowed: from a [`SetCommand`] ([`SetCommand::as_set`]), or
+/// straight from a log entry's encoding, where a follower reads them
+/// without making a `Bytes` of each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SetRef<'a> {
+    /// The key.
+    pub key: &'a [u8],
+    /// The value.
+    pub value: Value<'a>,
+    /// As [`SetCommand::flags`].
+    pub flags: u32,
+    /// As [`SetCommand::expiry`].
+    pub expiry: Expiry,
+    /// As [`SetCommand::condition`].
+    pub condition: Condition,
+    /// As [`SetCommand::return_old`].
+    pub return_old: bool,
+    /// As [`SetCommand::new_cas`].
+    pub new_cas: Option<u64>,
+    /// As [`SetCommand::invalidate`].
+    pub invalidate: bool,
+}
+
 impl SetCommand {
+    /// The set, borrowed (its value shared with the store when long).
+    #[inline]
+    pub fn as_set(&self) -> SetRef<'_> {
+        SetRef {
+            key: &self.key,
+            value: Value::Shared(&self.value),
+            flags: self.flags,
+            expiry: self.expiry,
+            condition: self.condition,
+            return_old: self.return_old,
+            new_cas: self.new_cas,
+            invalidate: self.invalidate,
+        }
+    }
+
     /// An unconditional set without TTL or flags.
     pub fn new(key: impl Into<Key>, value: impl Into<Bytes>) -> Self {
         SetCommand {

@@ -2,7 +2,9 @@
 //!
 //! [`apply`] runs a write against a [`Policy`] inside the Raft state machine;
 //! [`read`] runs a read against the local store; [`apply_all`] and
-//! [`read_all`] run a batch of them, telling the store which keys come next
+//! [`read_all`] run a batch of them ([`apply_writes`] a log entry's writes
+//! as [`Write`]s: a `set` may be borrowed straight from the entry's
+//! encoding as a [`SetRef`], without a `Bytes` per key and value), telling the store which keys come next
 //! ([`Policy::prefetch`]) so that the cache misses of the following
 //! lookups overlap with the work of the current one. Both are plain functions of
 //! (store, command, time) so that every node that applies the same log entry
@@ -11,7 +13,9 @@
 //!
 //! Bytes: commands are [detached](crate::Command::detach) when they are
 //! proposed, so apply stores their keys and values as they are (a clone of a
-//! `Bytes`), never pinning a network buffer.
+//! `Bytes`), never pinning a network buffer. A `set` hands the store its value
+//! borrowed ([`crate::Value`]): the store copies a short one, and shares a long
+//! one held as `Bytes` or copies one borrowed from an encoding.
 //!
 //! Expiry: an item whose deadline is at or before the entry's timestamp is
 //! treated as absent. Writes that meet such an item remove it (counted in
@@ -20,7 +24,9 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::command::{Command, Condition, Delta, ExpireCondition, Expiry, MetaArith, MetaGet, SetCommand};
+use std::borrow::Cow;
+
+use crate::command::{Command, Condition, Delta, ExpireCondition, Expiry, MetaArith, MetaGet, SetRef};
 use crate::glob::glob_match;
 use crate::policy::{PREFETCH_STEPS, Policy, Update};
 use crate::reply::{CommandError, Item, ItemMeta, ItemRef, Number, Reply, Ttl};
@@ -90,6 +96,47 @@ pub fn apply_all(store: &dyn Policy, commands: &[Command], st: &mut ApplyState) 
     replies
 }
 
+/// A write as a log entry holds it: a `set` borrowed (from a command, or
+/// read straight from the entry's encoding), or any command.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Write<'a> {
+    /// A `set`.
+    Set(SetRef<'a>),
+    /// Any command (a `set` too).
+    Command(Cow<'a, Command>),
+}
+
+impl Write<'_> {
+    /// The key the write touches first (what is prefetched).
+    #[inline]
+    pub fn first_key(&self) -> Option<&[u8]> {
+        match self {
+            Write::Set(s) => Some(s.key),
+            Write::Command(c) => c.first_key(),
+        }
+    }
+}
+
+/// [`apply_all`] for writes that are not all commands (a log entry read
+/// straight from its encoding).
+pub fn apply_writes(store: &dyn Policy, writes: &[Write<'_>], st: &mut ApplyState) -> Vec<Reply> {
+    let mut replies = Vec::with_capacity(writes.len());
+    store.batch(writes.len(), &mut || {
+        pipelined(
+            store,
+            writes.len(),
+            |j| writes[j].first_key(),
+            |j| {
+                replies.push(match &writes[j] {
+                    Write::Set(s) => set(store, s, st),
+                    Write::Command(c) => apply(store, c, st),
+                })
+            },
+        )
+    });
+    replies
+}
+
 /// Serves a batch of reads in order ([`read`] each) at `now_ms`,
 /// prefetching the keys ahead. `serve` answers commands that are not
 /// reads (a caller's own error).
@@ -143,7 +190,7 @@ fn cas_for(explicit: Option<u64>, st: &mut ApplyState) -> u64 {
     explicit.unwrap_or_else(|| st.next_cas())
 }
 
-fn set(store: &dyn Policy, cmd: &SetCommand, st: &mut ApplyState) -> Reply {
+fn set(store: &dyn Policy, cmd: &SetRef<'_>, st: &mut ApplyState) -> Reply {
     // One lookup: decide and store under the policy's lock for the key.
     let now = st.now_ms;
     let mut cas = st.cas;
@@ -151,7 +198,7 @@ fn set(store: &dyn Policy, cmd: &SetCommand, st: &mut ApplyState) -> Reply {
     let mut reply = Reply::Ok;
     let mut evicted = std::mem::take(&mut st.evicted);
     store.update_in_place(
-        &cmd.key,
+        cmd.key,
         &mut |found| {
             let current = match found {
                 Some(i) if i.is_expired(now) => {
@@ -189,7 +236,7 @@ fn set(store: &dyn Policy, cmd: &SetCommand, st: &mut ApplyState) -> Reply {
             };
             reply = Reply::Stored { created: current.is_none(), cas: item_cas, old: old() };
             let meta = ItemMeta::stored(now).with_stale(stale);
-            Update::Store(Item { value: &cmd.value, flags: cmd.flags, meta, cas: item_cas, expires_at })
+            Update::Store(Item { value: cmd.value, flags: cmd.flags, meta, cas: item_cas, expires_at })
         },
         &mut evicted,
     );
@@ -513,13 +560,13 @@ fn meta_arith(store: &dyn Policy, m: &MetaArith, st: &mut ApplyState) -> Reply {
 /// Applies a write command. `st.now_ms` must be the log entry's timestamp.
 pub fn apply(store: &dyn Policy, cmd: &Command, st: &mut ApplyState) -> Reply {
     match cmd {
-        Command::Set(s) => set(store, s, st),
+        Command::Set(s) => set(store, &s.as_set(), st),
         Command::SetMany { items, only_if_none_exist } => {
             if *only_if_none_exist && items.iter().any(|s| live(store, &s.key, st).is_some()) {
                 return Reply::Bool(false);
             }
             for s in items {
-                set(store, s, st);
+                set(store, &s.as_set(), st);
             }
             if *only_if_none_exist { Reply::Bool(true) } else { Reply::Ok }
         }

@@ -47,7 +47,7 @@ pub use plugin::{
     MiddlewarePlugin, NodeStatus, PluginError, PolicyPlugin, Protocol, ProtocolContext, ProtocolPlugin, Running,
 };
 pub use policy::{Capture, Policy, PolicySettings, PolicyStat, Update};
-pub use reply::{CommandError, Item, ItemMeta, ItemRef, ItemValue, Number, Reply, Ttl};
+pub use reply::{CommandError, Item, ItemMeta, ItemRef, ItemValue, Number, Reply, Ttl, Value};
 
 #[doc(hidden)]
 pub use inventory;

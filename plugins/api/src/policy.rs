@@ -29,7 +29,7 @@
 
 use bytes::Bytes;
 
-use crate::reply::{Item, ItemRef};
+use crate::reply::{Item, ItemRef, Value};
 
 /// The bytes an item is charged: key + value + per-entry overhead.
 #[inline]
@@ -53,8 +53,9 @@ pub enum Update<'v> {
     /// Leave the entry as it is (or absent).
     Keep,
     /// Store this item under the key (insert or replace). Its value is
-    /// borrowed from the write: the policy keeps a copy or a shared handle.
-    Store(Item<&'v Bytes>),
+    /// borrowed from the write: the policy keeps a copy or a shared handle
+    /// ([`ItemValue::into_shared`](crate::ItemValue::into_shared)).
+    Store(Item<Value<'v>>),
     /// Remove the entry.
     Remove,
 }
@@ -138,14 +139,14 @@ pub trait Policy: Send + Sync + 'static {
     /// under one lock.
     fn update<'v>(
         &self,
-        key: &Bytes,
+        key: &[u8],
         f: &mut dyn FnMut(Option<&Item>) -> Update<'v>,
         evicted: &mut Vec<Bytes>,
     ) -> Option<Item> {
         let current = self.peek(key);
         match f(current.as_ref()) {
             Update::Keep => None,
-            Update::Store(item) => self.insert(key.clone(), item.owned(), evicted),
+            Update::Store(item) => self.insert(Bytes::copy_from_slice(key), item.owned(), evicted),
             Update::Remove => self.remove(key),
         }
     }
@@ -157,7 +158,7 @@ pub trait Policy: Send + Sync + 'static {
     /// The default calls [`Policy::update`]; the sharded store overrides it.
     fn update_in_place<'v>(
         &self,
-        key: &Bytes,
+        key: &[u8],
         f: &mut dyn FnMut(Option<ItemRef<'_>>) -> Update<'v>,
         evicted: &mut Vec<Bytes>,
     ) {

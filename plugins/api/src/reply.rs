@@ -12,10 +12,11 @@ use serde::{Deserialize, Serialize};
 /// is an empty value with no flags, cas, deadline or access record.
 ///
 /// `V` is [`Bytes`] everywhere but in a write's decision
-/// ([`crate::Update::Store`]), where the value is `&Bytes` borrowed from the
-/// command: the store copies a short value into its entry and shares a long
-/// one, so a write's own value is neither cloned nor dropped on the way
-/// (two atomic reference counts per SET on every node).
+/// ([`crate::Update::Store`]), where the value is a [`Value`] borrowed from
+/// the write: the store copies a short value into its entry and keeps a long
+/// one (shared when the write holds it as `Bytes`), so a write's own value
+/// is neither cloned nor dropped on the way (two atomic reference counts per
+/// SET on every node).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Item<V = Bytes> {
     /// The value.
@@ -107,11 +108,11 @@ impl ItemMeta {
     }
 }
 
-/// What an [`Item`]'s value can be: owned [`Bytes`], or `&Bytes` borrowed
-/// from the command that writes it.
+/// What an [`Item`]'s value can be: owned [`Bytes`], or a [`Value`]
+/// borrowed from the write that stores it.
 pub trait ItemValue: AsRef<[u8]> {
-    /// The value as shared bytes: moved if owned, a reference count if
-    /// borrowed (what the store keeps of a long value).
+    /// The value as [`Bytes`] of its own (what the store keeps of a long
+    /// value): moved if owned, a reference count or a copy if borrowed.
     fn into_shared(self) -> Bytes;
 }
 
@@ -122,18 +123,43 @@ impl ItemValue for Bytes {
     }
 }
 
-impl ItemValue for &Bytes {
+/// A value a write stores, borrowed from the write: the `Bytes` of a
+/// command (a long value is then shared), or bytes inside a buffer the
+/// store must not keep alive, such as a log entry's encoding (a long value
+/// is then copied).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Value<'a> {
+    /// A command's value.
+    Shared(&'a Bytes),
+    /// Bytes to copy.
+    Borrowed(&'a [u8]),
+}
+
+impl AsRef<[u8]> for Value<'_> {
     #[inline]
-    fn into_shared(self) -> Bytes {
-        self.clone()
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Value::Shared(b) => b,
+            Value::Borrowed(s) => s,
+        }
     }
 }
 
-impl Item<&Bytes> {
-    /// The item, owned (its value shared with the command's).
+impl ItemValue for Value<'_> {
+    #[inline]
+    fn into_shared(self) -> Bytes {
+        match self {
+            Value::Shared(b) => b.clone(),
+            Value::Borrowed(s) => Bytes::copy_from_slice(s),
+        }
+    }
+}
+
+impl Item<Value<'_>> {
+    /// The item, owned (its value shared with the command's, or copied).
     pub fn owned(&self) -> Item {
         Item {
-            value: self.value.clone(),
+            value: self.value.into_shared(),
             flags: self.flags,
             meta: self.meta,
             cas: self.cas,

@@ -679,7 +679,7 @@ impl<O: Order> Shard<O> {
         &mut self,
         hash: u64,
         found: Option<u32>,
-        key: &Bytes,
+        key: &[u8],
         item: Item<V>,
         evicted: &mut Vec<Bytes>,
     ) {
@@ -999,7 +999,7 @@ impl<O: Order> Policy for Sharded<O> {
 
     fn update<'v>(
         &self,
-        key: &Bytes,
+        key: &[u8],
         f: &mut dyn FnMut(Option<&Item>) -> Update<'v>,
         evicted: &mut Vec<Bytes>,
     ) -> Option<Item> {
@@ -1023,7 +1023,7 @@ impl<O: Order> Policy for Sharded<O> {
 
     fn update_in_place<'v>(
         &self,
-        key: &Bytes,
+        key: &[u8],
         f: &mut dyn FnMut(Option<ItemRef<'_>>) -> Update<'v>,
         evicted: &mut Vec<Bytes>,
     ) {

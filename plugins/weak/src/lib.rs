@@ -224,7 +224,7 @@ impl Policy for WeakPolicy {
 
     fn update<'v>(
         &self,
-        key: &Bytes,
+        key: &[u8],
         f: &mut dyn FnMut(Option<&Item>) -> Update<'v>,
         evicted: &mut Vec<Bytes>,
     ) -> Option<Item> {
@@ -236,7 +236,7 @@ impl Policy for WeakPolicy {
 
     fn update_in_place<'v>(
         &self,
-        key: &Bytes,
+        key: &[u8],
         f: &mut dyn FnMut(Option<ItemRef<'_>>) -> Update<'v>,
         evicted: &mut Vec<Bytes>,
     ) {
