@@ -49,8 +49,8 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use gerdu_api::command::{SetRef, is_small};
-use gerdu_api::exec::Write;
-use gerdu_api::{Command, Condition, Expiry, SetCommand, Value};
+use gerdu_api::exec::{self, ApplyState, Write};
+use gerdu_api::{Command, Condition, Expiry, Policy, Reply, SetCommand, Value};
 use serde::{Deserialize, Serialize};
 
 /// The first byte of an encoded [`Batch`]: how the rest is laid out.
@@ -85,6 +85,37 @@ enum Body {
     /// `large`: the long values of the `set`s, in order, as the leader's
     /// clients sent them (empty on a follower).
     Encoded { data: Bytes, count: usize, large: Arc<[Bytes]> },
+}
+
+/// A batch's writes, ready to apply ([`Batch::writes`]).
+pub enum Writes<'a> {
+    /// The commands the batch holds.
+    Commands(&'a [Command]),
+    /// Read from the encoding.
+    Read(Vec<Write<'a>>),
+}
+
+impl Writes<'_> {
+    /// How many writes there are.
+    pub fn len(&self) -> usize {
+        match self {
+            Writes::Commands(c) => c.len(),
+            Writes::Read(w) => w.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Applies them in order ([`exec::apply_all`] or [`exec::apply_writes`]).
+    pub fn apply(&self, store: &dyn Policy, st: &mut ApplyState) -> Vec<Reply> {
+        match self {
+            Writes::Commands(c) => exec::apply_all(store, c, st),
+            Writes::Read(w) => exec::apply_writes(store, w, st),
+        }
+    }
 }
 
 impl Batch {
@@ -150,14 +181,12 @@ impl Batch {
         }
     }
 
-    /// The writes to apply, in order: commands as they are, or each record
-    /// read from the encoding (a `set`'s key and value borrowed from it, a
-    /// long value from the leader's client shared).
-    pub fn writes(&self) -> Result<Vec<Write<'_>>, String> {
+    /// The writes to apply, in order: the commands as they are, or each
+    /// record read from the encoding (a `set`'s key and value borrowed from
+    /// it, a long value from the leader's client shared).
+    pub fn writes(&self) -> Result<Writes<'_>, String> {
         let (data, count, large) = match &self.body {
-            Body::Commands { commands, .. } => {
-                return Ok(commands.iter().map(|c| Write::Command(Cow::Borrowed(c))).collect());
-            }
+            Body::Commands { commands, .. } => return Ok(Writes::Commands(commands)),
             Body::Encoded { data, count, large } => (data, *count, large),
         };
         let read = || -> Result<Vec<Write<'_>>, Damage> {
@@ -185,7 +214,7 @@ impl Batch {
             }
             Ok(writes)
         };
-        read().map_err(|e| e.to_string())
+        read().map(Writes::Read).map_err(|e| e.to_string())
     }
 
     /// The commands, owned (each small key and value of an encoded batch a
@@ -195,8 +224,8 @@ impl Batch {
             return Ok(self.decoded().unwrap_or_default().to_vec());
         };
         let field = |b: &[u8]| if is_small(b) { data.slice_ref(b) } else { Bytes::copy_from_slice(b) };
-        Ok(self
-            .writes()?
+        let Writes::Read(writes) = self.writes()? else { unreachable!("an encoded batch's writes are read from it") };
+        Ok(writes
             .into_iter()
             .map(|w| match w {
                 Write::Set(s) => Command::Set(SetCommand {
@@ -604,11 +633,10 @@ mod tests {
     }
 
     /// The store and the replies after `writes`, on a fresh store.
-    fn applied(writes: &[Write<'_>]) -> (Vec<gerdu_api::Reply>, Vec<(Bytes, gerdu_api::Item)>) {
-        use gerdu_api::Policy;
+    fn applied(writes: &Writes<'_>) -> (Vec<Reply>, Vec<(Bytes, gerdu_api::Item)>) {
         let lru = gerdu_policy_lru::Lru::new(0, 4, true);
-        let mut st = gerdu_api::exec::ApplyState { now_ms: 1_000, ..Default::default() };
-        let replies = gerdu_api::exec::apply_writes(&lru, writes, &mut st);
+        let mut st = ApplyState { now_ms: 1_000, ..Default::default() };
+        let replies = writes.apply(&lru, &mut st);
         let mut items = Vec::new();
         lru.begin_capture().visit(&mut |k, item| items.push((Bytes::copy_from_slice(k), item.clone())));
         items.sort_by(|a, b| a.0.cmp(&b.0));
@@ -620,14 +648,14 @@ mod tests {
         // Without the fixture's last command (a flush).
         let commands: Vec<Command> = commands().into_iter().filter(|c| !matches!(c, Command::Flush)).collect();
         let direct: Vec<Write<'_>> = commands.iter().map(|c| Write::Command(Cow::Borrowed(c))).collect();
-        let expected = applied(&direct);
+        let expected = applied(&Writes::Read(direct));
         assert!(expected.1.len() > 10, "the fixture stores items");
 
         // The leader's: long values shared with its clients' commands.
         let packed = Batch::packed(1, commands.clone());
         let writes = packed.writes().unwrap();
-        let own_long =
-            writes.iter().filter(|w| matches!(w, Write::Set(SetRef { value: Value::Shared(_), .. }))).count();
+        let Writes::Read(read) = &writes else { panic!("a packed batch is read from its encoding") };
+        let own_long = read.iter().filter(|w| matches!(w, Write::Set(SetRef { value: Value::Shared(_), .. }))).count();
         let long = commands.iter().filter(|c| matches!(c, Command::Set(s) if !is_small(&s.value))).count();
         assert_eq!((own_long, long > 0), (long, true));
         assert_eq!(applied(&writes), expected);
@@ -635,9 +663,10 @@ mod tests {
         // A follower's: every set borrowed from the bytes that arrived.
         let back = Batch::decode(packed.encoded().clone()).unwrap();
         let writes = back.writes().unwrap();
-        assert!(writes.iter().all(|w| !matches!(w, Write::Set(SetRef { value: Value::Shared(_), .. }))));
+        let Writes::Read(read) = &writes else { panic!("a decoded batch is read from its encoding") };
+        assert!(read.iter().all(|w| !matches!(w, Write::Set(SetRef { value: Value::Shared(_), .. }))));
         assert_eq!(
-            writes.iter().filter(|w| matches!(w, Write::Set(_))).count(),
+            read.iter().filter(|w| matches!(w, Write::Set(_))).count(),
             commands.iter().filter(|c| matches!(c, Command::Set(_))).count()
         );
         assert_eq!(applied(&writes), expected);

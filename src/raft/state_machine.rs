@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use gerdu_api::Policy;
-use gerdu_api::exec::{self, ApplyState};
+use gerdu_api::exec::ApplyState;
 use gerdu_api::image::{ImageMeta, ImageWriter, decode_image};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership};
@@ -232,7 +232,7 @@ impl SmShared {
                 let now = batch.now_ms.max(inner.meta.last_now);
                 inner.meta.last_now = now;
                 let mut st = ApplyState { now_ms: now, cas: inner.meta.cas, ..Default::default() };
-                let replies = exec::apply_writes(&*self.policy, &writes, &mut st);
+                let replies = writes.apply(&*self.policy, &mut st);
                 inner.meta.cas = st.cas;
                 *evicted += st.evicted.len() as u64;
                 *expired += st.expired;
