@@ -50,6 +50,10 @@ pub const MAX_FRAME: usize = 1 << 30;
 /// Read buffer per connection: most frames fit, so a frame is one `read`.
 const READ_BUFFER: usize = 64 << 10;
 
+/// The first read of a frame served ([`Frames`]): most frames other than
+/// AppendEntries with entries fit.
+const HEAD_BITE: usize = 4 << 10;
+
 /// The most [`read_frame`] reserves before a frame's bytes arrive.
 const FRAME_RESERVE: usize = 1 << 20;
 
@@ -94,6 +98,58 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> io::R
         return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the peer closed the connection mid-frame"));
     }
     Ok(true)
+}
+
+/// The serving side's reader: frames read straight into one buffer, each
+/// handed out as shared [`Bytes`](bytes::Bytes) of it. An AppendEntries
+/// frame lives on as its log entries' encodings; read this way it is copied
+/// once (by the kernel), where a `BufReader` in front copied it again (2.4%
+/// of a follower's CPU under a SET load).
+struct Frames<R> {
+    io: R,
+    buf: bytes::BytesMut,
+}
+
+impl<R: AsyncRead + Unpin> Frames<R> {
+    fn new(io: R) -> Self {
+        Frames { io, buf: bytes::BytesMut::new() }
+    }
+
+    /// The next frame's payload; `Ok(None)` at a clean end of stream
+    /// before a frame starts.
+    async fn next(&mut self) -> io::Result<Option<bytes::Bytes>> {
+        use bytes::{Buf, BufMut};
+        loop {
+            // A frame whose length is not known yet is read in a first bite
+            // of at most HEAD_BITE bytes (a small frame whole); then room is
+            // made for the rest of it (no more than FRAME_RESERVE before its
+            // bytes arrive), and what a bite read ahead is all that is ever
+            // copied as the buffer grows.
+            let room = match self.buf.get(..4) {
+                Some(head) => {
+                    let len = u32::from_be_bytes(head.try_into().expect("four bytes")) as usize;
+                    if len > MAX_FRAME {
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("peer frame of {len} bytes")));
+                    }
+                    if self.buf.len() >= 4 + len {
+                        self.buf.advance(4);
+                        return Ok(Some(self.buf.split_to(len).freeze()));
+                    }
+                    (4 + len - self.buf.len()).min(FRAME_RESERVE)
+                }
+                None => HEAD_BITE - self.buf.len(),
+            };
+            if self.buf.capacity() - self.buf.len() < room {
+                self.buf.reserve(room);
+            }
+            if self.io.read_buf(&mut (&mut self.buf).limit(room)).await? == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the peer closed the connection mid-frame"));
+            }
+        }
+    }
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
@@ -204,20 +260,18 @@ pub async fn serve<S>(io: S, node: Arc<RaftNode>, shutdown: CancellationToken) -
 where
     S: AsyncRead + AsyncWrite + Send + Unpin,
 {
-    let mut io = BufReader::with_capacity(READ_BUFFER, io);
-    let (mut buf, mut answer) = (Vec::new(), Vec::new());
+    let mut frames = Frames::new(io);
+    let mut answer = Vec::new();
     loop {
-        let more = tokio::select! {
-            r = read_frame(&mut io, &mut buf) => r?,
+        // The frame is shared: its entries' encodings are slices of it
+        // (`gerdu_api::shared`), and it lives as long as the log holds one.
+        let request = tokio::select! {
+            r = frames.next() => match r? {
+                Some(request) => request,
+                None => return Ok(()),
+            },
             _ = shutdown.cancelled() => return Ok(()),
         };
-        if !more {
-            return Ok(());
-        }
-        // The frame becomes shared (no copy): the entries' keys and values
-        // are decoded as slices of it (`gerdu_api::shared`), and it lives as
-        // long as the log holds one of them.
-        let request = bytes::Bytes::from(std::mem::take(&mut buf));
         let Some((&kind, body)) = request.split_first() else {
             return Err(invalid("an empty frame"));
         };
@@ -233,7 +287,7 @@ where
             }
             other => return Err(invalid(format!("unknown request kind {other}"))),
         }
-        io.write_all(&answer).await?;
+        frames.io.write_all(&answer).await?;
     }
 }
 
@@ -261,6 +315,43 @@ mod tests {
         }
         writer.await.unwrap().unwrap();
         assert!(!read_frame(&mut r, &mut buf).await.unwrap(), "a clean end after the last frame");
+    }
+
+    #[tokio::test]
+    async fn served_frames_round_trip_over_any_split() {
+        let value = ("key".to_string(), vec![7u8; 3000], 42u64);
+        let mut one = Vec::new();
+        frame(&mut one, Some(APPEND_ENTRIES), &value);
+        let mut empty = Vec::new();
+        frame(&mut empty, None, &());
+        // Three frames back to back (one of them larger than a read's room
+        // and one almost empty), through a pipe in pieces of 5 bytes.
+        let big = (vec![1u8; READ_BUFFER + 10], 1u8);
+        let mut large = Vec::new();
+        frame(&mut large, Some(VOTE), &big);
+        let all = [one.clone(), empty.clone(), large.clone()].concat();
+        let (mut w, r) = tokio::io::duplex(5);
+        let writer = tokio::spawn(async move { w.write_all(&all).await });
+        let mut frames = Frames::new(r);
+        let first = frames.next().await.unwrap().unwrap();
+        assert_eq!(first[0], APPEND_ENTRIES);
+        assert_eq!(rmp_serde::from_slice::<(String, Vec<u8>, u64)>(&first[1..]).unwrap(), value);
+        assert_eq!(&frames.next().await.unwrap().unwrap()[..], &empty[4..]);
+        let third = frames.next().await.unwrap().unwrap();
+        assert_eq!(rmp_serde::from_slice::<(Vec<u8>, u8)>(&third[1..]).unwrap(), big);
+        writer.await.unwrap().unwrap();
+        assert!(frames.next().await.unwrap().is_none(), "a clean end after the last frame");
+    }
+
+    #[tokio::test]
+    async fn served_frames_oversized_or_cut_are_errors() {
+        let huge = (MAX_FRAME as u32 + 1).to_be_bytes();
+        let err = Frames::new(&huge[..]).next().await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        for cut in [&[0u8, 0][..], &[0, 0, 0, 9, 1, 2]] {
+            let err = Frames::new(cut).next().await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        }
     }
 
     #[tokio::test]
