@@ -135,20 +135,24 @@ impl Batch {
         Batch::new(now_ms, commands)
     }
 
-    /// The proposer's batch when it is replicated or journaled: encoded at
-    /// once and kept as the encoding (see the module docs), with the long
-    /// values of its `set`s moved out of `commands`; the rest of `commands`
-    /// (slices of the clients' read buffers) is dropped.
-    pub fn packed(now_ms: u64, mut commands: Vec<Command>) -> Self {
-        let data = Bytes::from(encode(now_ms, &commands));
-        let large = commands
+    /// The proposer's batch when it is replicated or journaled: the
+    /// commands of `parts` (one part per client request, in order) encoded
+    /// at once and kept as the encoding (see the module docs), with the long
+    /// values of their `set`s moved out; the rest of the commands (slices of
+    /// the clients' read buffers) is dropped. The parts are never gathered
+    /// into one vector: the encoding is the batch.
+    pub fn packed(now_ms: u64, mut parts: Vec<Vec<Command>>) -> Self {
+        let count = parts.iter().map(Vec::len).sum();
+        let data = Bytes::from(encode(now_ms, count, parts.iter().flatten()));
+        let large = parts
             .iter_mut()
+            .flatten()
             .filter_map(|c| match c {
                 Command::Set(s) if !is_small(&s.value) => Some(std::mem::take(&mut s.value)),
                 _ => None,
             })
             .collect();
-        Batch { now_ms, body: Body::Encoded { data, count: commands.len(), large } }
+        Batch { now_ms, body: Body::Encoded { data, count, large } }
     }
 
     /// How many commands the batch holds.
@@ -176,7 +180,9 @@ impl Batch {
     /// The batch's encoding (made on first use).
     pub fn encoded(&self) -> &Bytes {
         match &self.body {
-            Body::Commands { commands, encoded } => encoded.get_or_init(|| encode(self.now_ms, commands).into()),
+            Body::Commands { commands, encoded } => {
+                encoded.get_or_init(|| encode(self.now_ms, commands.len(), commands.iter()).into())
+            }
             Body::Encoded { data, .. } => data,
         }
     }
@@ -276,10 +282,11 @@ impl Batch {
     }
 }
 
-/// Encodes a batch (the module docs' format).
-fn encode(now_ms: u64, commands: &[Command]) -> Vec<u8> {
+/// Encodes a batch of the `count` commands `commands` yields (the module
+/// docs' format).
+fn encode<'a>(now_ms: u64, count: usize, commands: impl Iterator<Item = &'a Command> + Clone) -> Vec<u8> {
     let size: usize = commands
-        .iter()
+        .clone()
         .map(|c| match c {
             Command::Set(s) => s.key.len() + s.value.len() + 16,
             _ => 64,
@@ -288,7 +295,7 @@ fn encode(now_ms: u64, commands: &[Command]) -> Vec<u8> {
     let mut out = Vec::with_capacity(20 + size);
     out.push(BATCH_FORMAT);
     out.extend_from_slice(&now_ms.to_le_bytes());
-    varint(&mut out, commands.len() as u64);
+    varint(&mut out, count as u64);
     for c in commands {
         match c {
             Command::Set(s) => set_record(&mut out, s),
@@ -579,6 +586,12 @@ mod tests {
         out
     }
 
+    /// `commands` as the proposer hands them over: one part per request,
+    /// of `size` commands each (the last one shorter, an empty one first).
+    fn parts(commands: &[Command], size: usize) -> Vec<Vec<Command>> {
+        std::iter::once(Vec::new()).chain(commands.chunks(size).map(<[Command]>::to_vec)).collect()
+    }
+
     /// Each small key and value of `c` lies in `data`, each large one outside it.
     fn check_sharing(c: &[Command], data: &Bytes) {
         let within = |b: &Bytes| data.as_ptr_range().contains(&b.as_ptr());
@@ -613,7 +626,7 @@ mod tests {
 
         // The proposer's batch: the same bytes, the same commands read
         // from them (the long values the clients' own).
-        let packed = Batch::packed(batch.now_ms, commands.clone());
+        let packed = Batch::packed(batch.now_ms, parts(&commands, 3));
         assert_eq!(packed.encoded(), &data);
         assert!(packed.decoded().is_none());
         assert_eq!(&packed.commands().unwrap()[..], &commands[..]);
@@ -652,7 +665,7 @@ mod tests {
         assert!(expected.1.len() > 10, "the fixture stores items");
 
         // The leader's: long values shared with its clients' commands.
-        let packed = Batch::packed(1, commands.clone());
+        let packed = Batch::packed(1, parts(&commands, 2));
         let writes = packed.writes().unwrap();
         let Writes::Read(read) = &writes else { panic!("a packed batch is read from its encoding") };
         let own_long = read.iter().filter(|w| matches!(w, Write::Set(SetRef { value: Value::Shared(_), .. }))).count();
@@ -786,7 +799,7 @@ mod tests {
             let back = Batch::decode(batch.encoded().clone()).unwrap();
             prop_assert_eq!((back.now_ms, &back.commands().unwrap()[..]), (now_ms, &commands[..]));
             check_sharing(&back.commands().unwrap(), batch.encoded());
-            let packed = Batch::packed(now_ms, commands.clone());
+            let packed = Batch::packed(now_ms, parts(&commands, 1 + now_ms as usize % 4));
             prop_assert_eq!(packed.encoded(), batch.encoded());
             prop_assert_eq!(&packed.commands().unwrap()[..], &commands[..]);
             let gathered = Batch::gathered(now_ms, commands.clone());

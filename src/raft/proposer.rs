@@ -106,19 +106,21 @@ pub async fn run(
                         Err(_) => break,
                     }
                 }
-                let mut commands = Vec::with_capacity(count);
+                let mut parts = Vec::with_capacity(pending.len());
                 let mut waiters = Vec::with_capacity(pending.len());
                 for p in pending {
                     waiters.push((p.commands.len(), p.reply));
-                    commands.extend(p.commands);
+                    parts.push(p.commands);
                 }
                 metrics.batch_commands.observe(count as f64);
-                // Encoded now when followers or the journal will need it;
-                // a sole voter without storage copies only the small fields.
+                // Encoded now, straight from the clients' commands, when
+                // followers or the journal will need it; a sole voter
+                // without storage keeps the commands, copying only the
+                // small fields.
                 let batch = if journaled || !sole_voter.load(Ordering::Acquire) {
-                    Batch::packed(clock.now_ms(), commands)
+                    Batch::packed(clock.now_ms(), parts)
                 } else {
-                    Batch::gathered(clock.now_ms(), commands)
+                    Batch::gathered(clock.now_ms(), parts.into_iter().flatten().collect())
                 };
                 // Submit in order; the commit is awaited above.
                 match raft.client_write_ff(batch.clone()).await {
