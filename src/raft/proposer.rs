@@ -120,7 +120,9 @@ pub async fn run(
                 let batch = if journaled || !sole_voter.load(Ordering::Acquire) {
                     Batch::packed(clock.now_ms(), parts)
                 } else {
-                    Batch::gathered(clock.now_ms(), parts.into_iter().flatten().collect())
+                    let mut commands = Vec::with_capacity(count);
+                    parts.into_iter().for_each(|p| commands.extend(p));
+                    Batch::gathered(clock.now_ms(), commands)
                 };
                 // Submit in order; the commit is awaited above.
                 match raft.client_write_ff(batch.clone()).await {

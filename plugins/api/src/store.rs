@@ -326,11 +326,16 @@ impl<L> Slots<L> {
         self.hasher.hash_one(self.nodes[i as usize].key())
     }
 
-    /// Starts loading slot `i`'s node (a hint; no effect on results).
+    /// Starts loading slot `i`'s node (a hint; no effect on results): its
+    /// first and last byte, since nodes (40 bytes with an LRU's links) lie
+    /// across two cache lines about half the time, and the lookup reads
+    /// fields from both ends.
     #[inline]
     pub fn prefetch(&self, i: u32) {
         if let Some(n) = self.nodes.get(i as usize) {
-            prefetch(n);
+            let start: *const u8 = (n as *const Node<L>).cast();
+            prefetch(start);
+            prefetch(start.wrapping_add(std::mem::size_of::<Node<L>>() - 1));
         }
     }
 
