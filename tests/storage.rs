@@ -89,7 +89,26 @@ async fn a_torn_journal_tail_is_cut_off() {
 }
 
 /// A free loopback port (bound, then released).
+/// A free port below the kernel's ephemeral range: a node restarted on its
+/// fixed address must find it free, and while the node is down no outgoing
+/// connection (of any test in this binary) can be given a port there.
 fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (base, span) = (10_000, low.saturating_sub(10_000));
+    if span >= 1_000 {
+        let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+        for _ in 0..1_000 {
+            let port = (base + (start + NEXT.fetch_add(1, Ordering::Relaxed) * 7) % span) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 

@@ -337,7 +337,7 @@ impl RaftNode {
     async fn http_join(&self, target: &str) -> Result<(), Attempt> {
         use http_body_util::{BodyExt, Full};
         let body = serde_json::json!({ "id": self.node.name, "addr": self.node.raft_addr }).to_string();
-        let stream = tokio::net::TcpStream::connect(target).await.map_err(|e| Attempt::Retry(e.to_string()))?;
+        let stream = super::rpc::dial(target).await.map_err(|e| Attempt::Retry(e.to_string()))?;
         let io = hyper_util::rt::TokioIo::new(stream);
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(io).await.map_err(|e| Attempt::Retry(e.to_string()))?;

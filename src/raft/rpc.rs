@@ -175,6 +175,30 @@ impl std::fmt::Display for CallError {
     }
 }
 
+/// Connects to `addr` within [`CONNECT_TIMEOUT`], refusing a connection to
+/// itself. Dialing a port of this host that nothing listens on can make
+/// the kernel pick that same port as the connection's own and join the
+/// socket to itself (TCP simultaneous open, when the port lies in the
+/// ephemeral range): the dialer then holds the port, and the peer that
+/// should listen there cannot start (a node restarted on its address
+/// failed so in a test while its leader kept redialing it). Go's `net.Dial`
+/// refuses such connections the same way.
+pub async fn dial(addr: &str) -> io::Result<TcpStream> {
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    refuse_self(tcp)
+}
+
+/// `tcp`, unless it is connected to itself (then closed at once: an
+/// error as if nothing listened there).
+fn refuse_self(tcp: TcpStream) -> io::Result<TcpStream> {
+    if tcp.local_addr()? == tcp.peer_addr()? {
+        return Err(io::Error::new(io::ErrorKind::ConnectionRefused, "connected to itself: nothing listens there"));
+    }
+    Ok(tcp)
+}
+
 /// One framed connection to a peer, dialed on first use.
 pub struct Conn {
     io: BufReader<Box<dyn Io>>,
@@ -187,9 +211,7 @@ impl Conn {
     /// Dials `addr` (`host:port`), over TLS when `tls` is given, and
     /// announces the framed protocol.
     pub async fn connect(addr: &str, tls: Option<&crate::tls::PeerTls>) -> io::Result<Conn> {
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        let tcp = dial(addr).await?;
         tcp.set_nodelay(true)?;
         let mut io: Box<dyn Io> = match tls {
             None => Box::new(tcp),
@@ -352,6 +374,26 @@ mod tests {
             let err = Frames::new(cut).next().await.unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
         }
+    }
+
+    #[tokio::test]
+    async fn a_connection_to_itself_is_refused_and_frees_the_port() {
+        // A socket bound to a port and connected to that same port is
+        // joined to itself, as a dial may be by chance.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let tcp = socket.connect(addr).await.unwrap();
+        assert_eq!(tcp.local_addr().unwrap(), tcp.peer_addr().unwrap());
+        let err = refuse_self(tcp).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+        // The port is free again for the node that should listen there.
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        // An ordinary connection passes.
+        let tcp = dial(&addr.to_string()).await.unwrap();
+        assert_ne!(tcp.local_addr().unwrap(), tcp.peer_addr().unwrap());
+        drop(listener);
     }
 
     #[tokio::test]
