@@ -197,7 +197,7 @@ impl Batch {
         };
         let read = || -> Result<Vec<Write<'_>>, Damage> {
             let mut large = large.iter();
-            let mut reader = Reader { data, pos: HEADER };
+            let mut reader = Reader::new(data, HEADER);
             reader.varint()?;
             let mut writes = Vec::with_capacity(count);
             for _ in 0..count {
@@ -262,7 +262,7 @@ impl Batch {
         let now_ms = u64::from_le_bytes(*now);
         match format {
             BATCH_FORMAT => {
-                let count = Reader { data: &data, pos: HEADER }.check().map_err(|e| e.to_string())?;
+                let count = Reader::new(&data, HEADER).check().map_err(|e| e.to_string())?;
                 Ok(Batch { now_ms, body: Body::Encoded { data, count, large: Arc::new([]) } })
             }
             POSTCARD_FORMAT => {
@@ -357,8 +357,18 @@ fn varint(out: &mut Vec<u8>, mut v: u64) {
 /// damage is an error ([`Damage`]: small, so the reads' results stay in
 /// registers; the message is made only for a damaged batch).
 struct Reader<'a> {
-    data: &'a Bytes,
+    /// The encoding's bytes (read from), and the encoding itself (what
+    /// another command's fields are slices of).
+    data: &'a [u8],
+    bytes: &'a Bytes,
     pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader of `bytes` from `pos`.
+    fn new(bytes: &'a Bytes, pos: usize) -> Self {
+        Reader { data: bytes, bytes, pos }
+    }
 }
 
 /// One record as read: a `set` borrowed from the encoding, or another
@@ -430,7 +440,7 @@ impl<'a> Reader<'a> {
     #[inline(always)]
     fn field(&mut self) -> Result<&'a [u8], Damage> {
         let len = self.varint()?;
-        let data: &'a [u8] = self.data;
+        let data = self.data;
         let end = usize::try_from(len)
             .ok()
             .and_then(|len| self.pos.checked_add(len))
@@ -462,7 +472,7 @@ impl<'a> Reader<'a> {
             SET => Ok(Record::Set(self.set()?)),
             OTHER => {
                 let rest = &self.data[self.pos..];
-                let (command, left) = gerdu_api::shared::decode_from(self.data, || postcard::take_from_bytes(rest))
+                let (command, left) = gerdu_api::shared::decode_from(self.bytes, || postcard::take_from_bytes(rest))
                     .map_err(Damage::Postcard)?;
                 self.pos = self.data.len() - left.len();
                 Ok(Record::Other(command))
