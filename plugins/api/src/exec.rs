@@ -86,14 +86,23 @@ fn pipelined<'a>(store: &dyn Policy, n: usize, key: impl Fn(usize) -> Option<&'a
     }
 }
 
+/// [`pipelined`] inside one [`Policy::batch`], collecting `run`'s replies:
+/// how a batch of commands or writes is run.
+fn batched<'a>(
+    store: &dyn Policy,
+    n: usize,
+    key: impl Fn(usize) -> Option<&'a [u8]>,
+    mut run: impl FnMut(usize) -> Reply,
+) -> Vec<Reply> {
+    let mut replies = Vec::with_capacity(n);
+    store.batch(n, &mut || pipelined(store, n, &key, |j| replies.push(run(j))));
+    replies
+}
+
 /// Applies a log entry's writes in order ([`apply`] each), prefetching the
 /// keys ahead.
 pub fn apply_all(store: &dyn Policy, commands: &[Command], st: &mut ApplyState) -> Vec<Reply> {
-    let mut replies = Vec::with_capacity(commands.len());
-    store.batch(commands.len(), &mut || {
-        pipelined(store, commands.len(), |j| commands[j].first_key(), |j| replies.push(apply(store, &commands[j], st)))
-    });
-    replies
+    batched(store, commands.len(), |j| commands[j].first_key(), |j| apply(store, &commands[j], st))
 }
 
 /// A write as a log entry holds it: a `set` borrowed (from a command, or
@@ -120,21 +129,15 @@ impl Write<'_> {
 /// [`apply_all`] for writes that are not all commands (a log entry read
 /// straight from its encoding).
 pub fn apply_writes(store: &dyn Policy, writes: &[Write<'_>], st: &mut ApplyState) -> Vec<Reply> {
-    let mut replies = Vec::with_capacity(writes.len());
-    store.batch(writes.len(), &mut || {
-        pipelined(
-            store,
-            writes.len(),
-            |j| writes[j].first_key(),
-            |j| {
-                replies.push(match &writes[j] {
-                    Write::Set(s) => set(store, s, st),
-                    Write::Command(c) => apply(store, c, st),
-                })
-            },
-        )
-    });
-    replies
+    batched(
+        store,
+        writes.len(),
+        |j| writes[j].first_key(),
+        |j| match &writes[j] {
+            Write::Set(s) => set(store, s, st),
+            Write::Command(c) => apply(store, c, st),
+        },
+    )
 }
 
 /// Serves a batch of reads in order ([`read`] each) at `now_ms`,
@@ -146,16 +149,12 @@ pub fn read_all(
     now_ms: u64,
     serve: impl Fn(&Command) -> Option<Reply>,
 ) -> Vec<Reply> {
-    let mut replies = Vec::with_capacity(commands.len());
-    store.batch(commands.len(), &mut || {
-        pipelined(
-            store,
-            commands.len(),
-            |j| commands[j].first_key(),
-            |j| replies.push(serve(&commands[j]).unwrap_or_else(|| read(store, &commands[j], now_ms))),
-        )
-    });
-    replies
+    batched(
+        store,
+        commands.len(),
+        |j| commands[j].first_key(),
+        |j| serve(&commands[j]).unwrap_or_else(|| read(store, &commands[j], now_ms)),
+    )
 }
 
 /// Keys and values up to this size are copied into their own allocation when
