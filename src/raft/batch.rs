@@ -97,16 +97,12 @@ pub enum Writes<'a> {
 
 impl Writes<'_> {
     /// How many writes there are.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         match self {
             Writes::Commands(c) => c.len(),
             Writes::Read(w) => w.len(),
         }
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Applies them in order ([`exec::apply_all`] or [`exec::apply_writes`]).
@@ -126,11 +122,14 @@ impl Batch {
     }
 
     /// The proposer's batch when nothing needs its encoding at once (a sole
-    /// voter without storage): the small keys and values of `commands`
-    /// copied into one buffer, in place of the clients' read buffers they
-    /// were slices of; the encoding is made if a peer or a journal ever
-    /// asks for it. Large values are not copied again.
-    pub fn gathered(now_ms: u64, mut commands: Vec<Command>) -> Self {
+    /// voter without storage): the commands of `parts` (one part per client
+    /// request, in order) in one vector, their small keys and values copied
+    /// into one buffer, in place of the clients' read buffers they were
+    /// slices of; the encoding is made if a peer or a journal ever asks for
+    /// it. Large values are not copied again.
+    pub fn gathered(now_ms: u64, parts: Vec<Vec<Command>>) -> Self {
+        let mut commands = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+        parts.into_iter().for_each(|p| commands.extend(p));
         gerdu_api::command::pack_small(&mut commands);
         Batch::new(now_ms, commands)
     }
@@ -201,21 +200,20 @@ impl Batch {
             reader.varint()?;
             let mut writes = Vec::with_capacity(count);
             for _ in 0..count {
-                if reader.byte()? == SET {
-                    let mut s = reader.set()?;
-                    if !is_small(s.value.as_ref())
-                        && let Some(own) = large.next()
-                        && own.len() == s.value.as_ref().len()
-                    {
-                        s.value = Value::Shared(own);
+                // Record by record as `Reader::record`, with a set's long
+                // value swapped for the client's own and built in place.
+                match reader.byte()? {
+                    SET => {
+                        let mut s = reader.set()?;
+                        if !is_small(s.value.as_ref())
+                            && let Some(own) = large.next()
+                            && own.len() == s.value.as_ref().len()
+                        {
+                            s.value = Value::Shared(own);
+                        }
+                        writes.push(Write::Set(s));
                     }
-                    writes.push(Write::Set(s));
-                } else {
-                    reader.pos -= 1;
-                    writes.push(match reader.record()? {
-                        Record::Set(s) => Write::Set(s),
-                        Record::Other(c) => Write::Command(Cow::Owned(c)),
-                    });
+                    tag => writes.push(reader.other(tag)?),
                 }
             }
             Ok(writes)
@@ -224,8 +222,10 @@ impl Batch {
     }
 
     /// The commands, owned (each small key and value of an encoded batch a
-    /// slice of its encoding, each long one as [`Batch::writes`] has it).
-    pub fn commands(&self) -> Result<Vec<Command>, String> {
+    /// slice of its encoding, each long one as [`Batch::writes`] has it):
+    /// what the tests compare.
+    #[cfg(test)]
+    fn commands(&self) -> Result<Vec<Command>, String> {
         let Body::Encoded { data, .. } = &self.body else {
             return Ok(self.decoded().unwrap_or_default().to_vec());
         };
@@ -371,13 +371,6 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// One record as read: a `set` borrowed from the encoding, or another
-/// command (decoded, its small fields slices of the encoding).
-enum Record<'a> {
-    Set(SetRef<'a>),
-    Other(Command),
-}
-
 /// What was wrong with a damaged batch.
 #[derive(Debug)]
 enum Damage {
@@ -466,19 +459,26 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// One record: a `set` borrowed from the encoding, or another command.
     #[inline(always)]
-    fn record(&mut self) -> Result<Record<'a>, Damage> {
+    fn record(&mut self) -> Result<Write<'a>, Damage> {
         match self.byte()? {
-            SET => Ok(Record::Set(self.set()?)),
-            OTHER => {
-                let rest = &self.data[self.pos..];
-                let (command, left) = gerdu_api::shared::decode_from(self.bytes, || postcard::take_from_bytes(rest))
-                    .map_err(Damage::Postcard)?;
-                self.pos = self.data.len() - left.len();
-                Ok(Record::Other(command))
-            }
-            tag => Err(Damage::Code("record tag", tag)),
+            SET => Ok(Write::Set(self.set()?)),
+            tag => self.other(tag),
         }
+    }
+
+    /// A record whose tag is not a `set`'s: another command (decoded, its
+    /// small fields slices of the encoding), or damage.
+    fn other(&mut self, tag: u8) -> Result<Write<'a>, Damage> {
+        if tag != OTHER {
+            return Err(Damage::Code("record tag", tag));
+        }
+        let rest = &self.data[self.pos..];
+        let (command, left) =
+            gerdu_api::shared::decode_from(self.bytes, || postcard::take_from_bytes(rest)).map_err(Damage::Postcard)?;
+        self.pos = self.data.len() - left.len();
+        Ok(Write::Command(Cow::Owned(command)))
     }
 
     /// A `set` record after its tag.
@@ -642,7 +642,7 @@ mod tests {
         assert_eq!(&packed.commands().unwrap()[..], &commands[..]);
         check_sharing(&packed.commands().unwrap(), packed.encoded());
         // A sole voter's: the same commands and, when asked for, the same bytes.
-        let gathered = Batch::gathered(batch.now_ms, commands.clone());
+        let gathered = Batch::gathered(batch.now_ms, parts(&commands, 3));
         assert_eq!(gathered.decoded(), Some(&commands[..]));
         assert_eq!(gathered.encoded(), &data);
 
@@ -695,7 +695,7 @@ mod tests {
         assert_eq!(applied(&writes), expected);
 
         // A sole voter's: the commands themselves.
-        assert_eq!(applied(&Batch::gathered(1, commands.clone()).writes().unwrap()), expected);
+        assert_eq!(applied(&Batch::gathered(1, parts(&commands, 2)).writes().unwrap()), expected);
     }
 
     #[test]
@@ -812,7 +812,7 @@ mod tests {
             let packed = Batch::packed(now_ms, parts(&commands, 1 + now_ms as usize % 4));
             prop_assert_eq!(packed.encoded(), batch.encoded());
             prop_assert_eq!(&packed.commands().unwrap()[..], &commands[..]);
-            let gathered = Batch::gathered(now_ms, commands.clone());
+            let gathered = Batch::gathered(now_ms, parts(&commands, 1 + now_ms as usize % 4));
             prop_assert_eq!(gathered.decoded(), Some(&commands[..]));
             prop_assert_eq!(gathered.encoded(), batch.encoded());
         }

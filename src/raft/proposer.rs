@@ -120,9 +120,7 @@ pub async fn run(
                 let batch = if journaled || !sole_voter.load(Ordering::Acquire) {
                     Batch::packed(clock.now_ms(), parts)
                 } else {
-                    let mut commands = Vec::with_capacity(count);
-                    parts.into_iter().for_each(|p| commands.extend(p));
-                    Batch::gathered(clock.now_ms(), commands)
+                    Batch::gathered(clock.now_ms(), parts)
                 };
                 // Submit in order; the commit is awaited above.
                 match raft.client_write_ff(batch.clone()).await {

@@ -218,28 +218,29 @@ impl SmShared {
         evicted: &mut u64,
         expired: &mut u64,
     ) -> Result<BatchReply, String> {
-        let writes = match &entry.payload {
-            EntryPayload::Normal(batch) => Some(batch.writes()?),
-            _ => None,
-        };
-        inner.last_applied = Some(entry.log_id);
-        Ok(match (&entry.payload, writes) {
-            (EntryPayload::Membership(m), _) => {
+        let batch = match &entry.payload {
+            EntryPayload::Normal(batch) => batch,
+            EntryPayload::Membership(m) => {
+                inner.last_applied = Some(entry.log_id);
                 inner.membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                BatchReply::default()
+                return Ok(BatchReply::default());
             }
-            (EntryPayload::Normal(batch), Some(writes)) => {
-                let now = batch.now_ms.max(inner.meta.last_now);
-                inner.meta.last_now = now;
-                let mut st = ApplyState { now_ms: now, cas: inner.meta.cas, ..Default::default() };
-                let replies = writes.apply(&*self.policy, &mut st);
-                inner.meta.cas = st.cas;
-                *evicted += st.evicted.len() as u64;
-                *expired += st.expired;
-                BatchReply(replies)
+            EntryPayload::Blank => {
+                inner.last_applied = Some(entry.log_id);
+                return Ok(BatchReply::default());
             }
-            _ => BatchReply::default(),
-        })
+        };
+        // Read before anything changes: an entry that does not read is not applied.
+        let writes = batch.writes()?;
+        inner.last_applied = Some(entry.log_id);
+        let now = batch.now_ms.max(inner.meta.last_now);
+        inner.meta.last_now = now;
+        let mut st = ApplyState { now_ms: now, cas: inner.meta.cas, ..Default::default() };
+        let replies = writes.apply(&*self.policy, &mut st);
+        inner.meta.cas = st.cas;
+        *evicted += st.evicted.len() as u64;
+        *expired += st.expired;
+        Ok(BatchReply(replies))
     }
 
     /// The metadata of a snapshot of the state now (the caller holds `inner`).
