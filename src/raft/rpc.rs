@@ -30,7 +30,7 @@ use std::time::Duration;
 use gerdu_api::tokio_util::sync::CancellationToken;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::RaftNode;
@@ -47,14 +47,11 @@ pub const VOTE: u8 = 2;
 /// The largest frame either side accepts (a log batch can be large).
 pub const MAX_FRAME: usize = 1 << 30;
 
-/// Read buffer per connection: most frames fit, so a frame is one `read`.
-const READ_BUFFER: usize = 64 << 10;
-
-/// The first read of a frame served ([`Frames`]): most frames other than
-/// AppendEntries with entries fit.
+/// The first read of a frame ([`Frames`]): every answer and most requests
+/// other than AppendEntries with entries fit.
 const HEAD_BITE: usize = 4 << 10;
 
-/// The most [`read_frame`] reserves before a frame's bytes arrive.
+/// The most [`Frames`] reserves before a frame's bytes arrive.
 const FRAME_RESERVE: usize = 1 << 20;
 
 /// How long a dial may take.
@@ -76,35 +73,11 @@ fn frame<T: Serialize>(out: &mut Vec<u8>, kind: Option<u8>, value: &T) {
     out[..4].copy_from_slice(&len.to_be_bytes());
 }
 
-/// Reads one frame's payload into `buf`; `Ok(false)` at a clean end of
-/// stream before a frame starts.
-async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> io::Result<bool> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
-        Err(e) => return Err(e),
-    }
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("peer frame of {len} bytes")));
-    }
-    // Room for a usual frame at once; a larger one grows as its bytes
-    // arrive, rather than by the length a peer claims.
-    buf.clear();
-    buf.reserve(len.min(FRAME_RESERVE));
-    (&mut *r).take(len as u64).read_to_end(buf).await?;
-    if buf.len() < len {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the peer closed the connection mid-frame"));
-    }
-    Ok(true)
-}
-
-/// The serving side's reader: frames read straight into one buffer, each
-/// handed out as shared [`Bytes`](bytes::Bytes) of it. An AppendEntries
-/// frame lives on as its log entries' encodings; read this way it is copied
-/// once (by the kernel), where a `BufReader` in front copied it again (2.4%
-/// of a follower's CPU under a SET load).
+/// Either side's reader: frames read straight into one buffer, each handed
+/// out as shared [`Bytes`](bytes::Bytes) of it. An AppendEntries frame lives
+/// on as its log entries' encodings; read this way it is copied once (by
+/// the kernel), where a `BufReader` in front copied it again (2.4% of a
+/// follower's CPU under a SET load).
 struct Frames<R> {
     io: R,
     buf: bytes::BytesMut,
@@ -201,8 +174,7 @@ fn refuse_self(tcp: TcpStream) -> io::Result<TcpStream> {
 
 /// One framed connection to a peer, dialed on first use.
 pub struct Conn {
-    io: BufReader<Box<dyn Io>>,
-    buf: Vec<u8>,
+    frames: Frames<Box<dyn Io>>,
     /// The request being sent (its room reused).
     out: Vec<u8>,
 }
@@ -226,17 +198,17 @@ impl Conn {
             }
         };
         io.write_all(MAGIC).await?;
-        Ok(Conn { io: BufReader::with_capacity(READ_BUFFER, io), buf: Vec::new(), out: Vec::new() })
+        Ok(Conn { frames: Frames::new(io), out: Vec::new() })
     }
 
     /// Sends one request and waits for its answer.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(&mut self, kind: u8, req: &Req) -> io::Result<Resp> {
         frame(&mut self.out, Some(kind), req);
-        self.io.write_all(&self.out).await?;
-        if !read_frame(&mut self.io, &mut self.buf).await? {
+        self.frames.io.write_all(&self.out).await?;
+        let Some(answer) = self.frames.next().await? else {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the peer closed the connection"));
-        }
-        rmp_serde::from_slice(&self.buf).map_err(invalid)
+        };
+        rmp_serde::from_slice(&answer).map_err(invalid)
     }
 }
 
@@ -327,16 +299,15 @@ mod tests {
         let (mut w, r) = tokio::io::duplex(3);
         let both = [bytes.clone(), bytes.clone()].concat();
         let writer = tokio::spawn(async move { w.write_all(&both).await });
-        let mut r = BufReader::new(r);
-        let mut buf = Vec::new();
+        let mut frames = Frames::new(r);
         for _ in 0..2 {
-            assert!(read_frame(&mut r, &mut buf).await.unwrap());
+            let buf = frames.next().await.unwrap().unwrap();
             assert_eq!(buf[0], VOTE);
             let back: (String, Vec<u8>, u64) = rmp_serde::from_slice(&buf[1..]).unwrap();
             assert_eq!(back, value);
         }
         writer.await.unwrap().unwrap();
-        assert!(!read_frame(&mut r, &mut buf).await.unwrap(), "a clean end after the last frame");
+        assert!(frames.next().await.unwrap().is_none(), "a clean end after the last frame");
     }
 
     #[tokio::test]
@@ -348,7 +319,7 @@ mod tests {
         frame(&mut empty, None, &());
         // Three frames back to back (one of them larger than a read's room
         // and one almost empty), through a pipe in pieces of 5 bytes.
-        let big = (vec![1u8; READ_BUFFER + 10], 1u8);
+        let big = (vec![1u8; 16 * HEAD_BITE + 10], 1u8);
         let mut large = Vec::new();
         frame(&mut large, Some(VOTE), &big);
         let all = [one.clone(), empty.clone(), large.clone()].concat();
@@ -366,7 +337,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn served_frames_oversized_or_cut_are_errors() {
+    async fn oversized_and_truncated_frames_are_errors() {
         let huge = (MAX_FRAME as u32 + 1).to_be_bytes();
         let err = Frames::new(&huge[..]).next().await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
@@ -394,16 +365,5 @@ mod tests {
         let tcp = dial(&addr.to_string()).await.unwrap();
         assert_ne!(tcp.local_addr().unwrap(), tcp.peer_addr().unwrap());
         drop(listener);
-    }
-
-    #[tokio::test]
-    async fn oversized_and_truncated_frames_are_errors() {
-        let mut huge = &(MAX_FRAME as u32 + 1).to_be_bytes()[..];
-        let mut buf = Vec::new();
-        let err = read_frame(&mut huge, &mut buf).await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-        let mut cut = &[0u8, 0, 0, 9, 1, 2][..];
-        let err = read_frame(&mut cut, &mut buf).await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 }
