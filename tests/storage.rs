@@ -88,10 +88,10 @@ async fn a_torn_journal_tail_is_cut_off() {
     s.server.shutdown().await;
 }
 
-/// A free loopback port (bound, then released).
-/// A free port below the kernel's ephemeral range: a node restarted on its
-/// fixed address must find it free, and while the node is down no outgoing
-/// connection (of any test in this binary) can be given a port there.
+/// A free loopback port (bound, then released) below the kernel's
+/// ephemeral range: a node restarted on its fixed address must find it
+/// free, and while the node is down no outgoing connection (of any test in
+/// this binary) can be given a port there.
 fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);

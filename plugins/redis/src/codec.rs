@@ -190,7 +190,7 @@ fn parse_multibulk(buf: &mut BytesMut, limits: &Limits, args: &mut Vec<Bytes>) -
     // GET's and SET's name is a static string, not a slice: one count fewer
     // taken on the read buffer and given back per command.
     if let Some((&(s, e), tail)) = rest.split_first()
-        && let Some(name) = hot_name(&frame[s..e])
+        && let Some(name) = crate::table::hot_name(&frame[s..e])
     {
         args.push(Bytes::from_static(name));
         rest = tail;
@@ -200,19 +200,6 @@ fn parse_multibulk(buf: &mut BytesMut, limits: &Limits, args: &mut Vec<Bytes>) -
     frame.advance(a);
     args.push(frame);
     Ok(true)
-}
-
-/// The name a request's first argument spells when it is `GET` or `SET`
-/// in any case (the commands nearly all traffic is), as a static string.
-#[inline]
-fn hot_name(name: &[u8]) -> Option<&'static [u8]> {
-    // `| 0x20` lower-cases a letter, and only `G`/`g` (`S`/`s`) become `g` (`s`).
-    let &[first, b'e' | b'E', b't' | b'T'] = name else { return None };
-    match first | 0x20 {
-        b'g' => Some(b"get"),
-        b's' => Some(b"set"),
-        _ => None,
-    }
 }
 
 fn parse_inline(buf: &mut BytesMut, limits: &Limits, args: &mut Vec<Bytes>) -> Result<bool, ProtocolError> {

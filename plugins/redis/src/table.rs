@@ -185,17 +185,29 @@ fn index() -> &'static Index {
     INDEX.get_or_init(|| COMMANDS.iter().enumerate().map(|(i, s)| (s.name.as_bytes(), (i, s.family()))).collect())
 }
 
+/// The commands nearly every request is, `GET` and `SET`.
+const HOT: [&[u8]; 2] = [b"get", b"set"];
+
+/// The name `name` spells when it is one of the [`HOT`] commands, in any
+/// case, as a static string: the table compares them before it hashes a
+/// name, and the parser hands them out without a slice of the read buffer.
+#[inline]
+pub fn hot_name(name: &[u8]) -> Option<&'static [u8]> {
+    // `| 0x20` lower-cases a letter, and only `G`/`g` (`S`/`s`) become `g` (`s`).
+    let &[first, b'e' | b'E', b't' | b'T'] = name else { return None };
+    match first | 0x20 {
+        b'g' => Some(HOT[0]),
+        b's' => Some(HOT[1]),
+        _ => None,
+    }
+}
+
 /// The position in [`COMMANDS`] and family of a command name, in any case.
-/// `GET` and `SET`, the commands nearly every request is, are compared
-/// before the others are hashed.
+/// The [`HOT`] ones are compared before the others are hashed.
 pub fn lookup(name: &[u8]) -> Option<(usize, Family)> {
-    const HOT: [&[u8; 3]; 2] = [b"get", b"set"];
     static FOUND: OnceLock<[(usize, Family); 2]> = OnceLock::new();
-    if let Ok(three) = <&[u8; 3]>::try_from(name) {
-        let lower = three.map(|b| b.to_ascii_lowercase());
-        if let Some(at) = HOT.iter().position(|n| **n == lower) {
-            return Some(FOUND.get_or_init(|| HOT.map(|n| index()[&n[..]]))[at]);
-        }
+    if let Some(hot) = hot_name(name) {
+        return Some(FOUND.get_or_init(|| HOT.map(|n| index()[n]))[usize::from(hot == HOT[1])]);
     }
     let mut buf = [0u8; 24];
     let lower = buf.get_mut(..name.len())?;
