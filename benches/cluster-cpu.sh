@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# CPU per SET of each member of a three-node gerdu cluster, for two builds
-# in alternating runs (A B, B A, A B, ...): the way to compare builds on a
-# machine whose throughput moves by a fifth from one minute to the next. Each
-# run starts a fresh in-memory cluster on free loopback ports, sends
-# redis-benchmark SETs through the leader (-n N -c 50 -d 100 -r 100000
-# -P P), reads each member's user + system time from /proc/PID/stat before
-# and after, and stops the members by their PIDs.
-# Prints per run: the build, SETs/s, and ns of CPU per SET of the leader and
-# of each follower; then each build's medians.
+# CPU per SET of a single node and of each member of a three-node gerdu
+# cluster, for two builds in alternating runs (A B, B A, A B, ...): the way
+# to compare builds on a machine whose throughput moves by a fifth from one
+# minute to the next. Each run starts a fresh in-memory single node on free
+# loopback ports and sends it redis-benchmark SETs (-n N -c 50 -d 100
+# -r 100000 -P P), then does the same through the leader of a fresh
+# three-node cluster; it reads every process's user + system time from
+# /proc/PID/stat before and after each load, and stops the servers by their
+# PIDs.
+# Prints per run: the build, the single node's SETs/s and CPU ns per SET,
+# the cluster's SETs/s, the CPU ns per SET of the leader and of each
+# follower, and cluster/single SETs/s (the issue's target is 0.5); then each
+# build's medians.
 # Usage: N=2000000 P=16 bash benches/cluster-cpu.sh path/to/gerdu-A path/to/gerdu-B [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,11 +27,28 @@ trap 'kill -KILL "${pids[@]}" 2>/dev/null || true' EXIT
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 out=$(mktemp)
 
+# load PORT: redis-benchmark's SETs/s against the server on PORT.
+load() {
+  redis-benchmark -h 127.0.0.1 -p "$1" -t set -n "$n" -c 50 -d 100 -r 100000 -P "$depth" --threads 1 --csv 2>/dev/null \
+    | tr -d '"' | awk -F, '$1=="SET"{printf "%d", $2}'
+}
+# per_set BEFORE AFTER: CPU ns per SET between two readings of cpu().
+per_set() { echo $(( ($2 - $1) * 1000000000 / tck / n )); }
+
 one() { # one BIN LABEL
   local bin=$1 label=$2
   pids=()
   run() { "$bin" "$@" -protocols redis -log warn >/dev/null 2>&1 & pids+=($!); disown; }
-  mapfile -t ports < <(free_ports 9)
+  mapfile -t ports < <(free_ports 12)
+  run -id solo -httpport "${ports[9]}" -redisport "${ports[10]}" -raft "127.0.0.1:${ports[11]}"
+  wait_resp "${ports[10]}"
+  local single sbefore sns
+  sbefore=$(cpu "${pids[0]}")
+  single=$(load "${ports[10]}")
+  sns=$(per_set "$sbefore" "$(cpu "${pids[0]}")")
+  kill -KILL "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  pids=()
   local araft=${ports[0]} leader=${ports[1]} ahttp=${ports[2]}
   run -id a -httpport "$ahttp" -redisport "$leader" -raft "127.0.0.1:$araft"; wait_resp "$leader"
   run -id b -httpport "${ports[3]}" -redisport "${ports[4]}" -raft "127.0.0.1:${ports[5]}" -join "127.0.0.1:$araft"
@@ -38,17 +59,17 @@ one() { # one BIN LABEL
   local before=() after=() p
   for p in "${pids[@]}"; do before+=("$(cpu "$p")"); done
   local ops
-  ops=$(redis-benchmark -h 127.0.0.1 -p "$leader" -t set -n "$n" -c 50 -d 100 -r 100000 -P "$depth" --threads 1 --csv 2>/dev/null \
-    | tr -d '"' | awk -F, '$1=="SET"{printf "%d", $2}')
+  ops=$(load "$leader")
   for p in "${pids[@]}"; do after+=("$(cpu "$p")"); done
   kill -KILL "${pids[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
   local ns=()
-  for i in 0 1 2; do ns+=($(( (after[i] - before[i]) * 1000000000 / tck / n ))); done
-  printf '%s %s %s %s %s\n' "$label" "$ops" "${ns[0]}" "${ns[1]}" "${ns[2]}" | tee -a "$out"
+  for i in 0 1 2; do ns+=("$(per_set "${before[i]}" "${after[i]}")"); done
+  printf '%s %s %s %s %s %s %s %.2f\n' "$label" "$single" "$sns" "$ops" "${ns[0]}" "${ns[1]}" "${ns[2]}" \
+    "$(echo "$ops $single" | awk '{print $1 / $2}')" | tee -a "$out"
 }
 
-echo "build SETs/s leader_ns follower_ns follower_ns (redis-benchmark SET -n $n -P $depth through the leader)"
+echo "build single_SETs/s single_ns cluster_SETs/s leader_ns follower_ns follower_ns cluster/single (redis-benchmark SET -n $n -P $depth)"
 for i in $(seq "$rounds"); do
   if [ $((i % 2)) = 1 ]; then one "$a" A; one "$b" B; else one "$b" B; one "$a" A; fi
 done
@@ -56,8 +77,9 @@ python3 - "$out" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 for build in ("A", "B"):
-    mine = [[int(x) for x in r[1:]] for r in rows if r[0] == build]
-    med = [statistics.median(col) for col in zip(*mine)]
-    print(f"median {build}: {med[0]:,.0f} SETs/s, leader {med[1]:,.0f} ns/SET, followers {med[2]:,.0f} and {med[3]:,.0f} ns/SET")
+    mine = [[float(x) for x in r[1:]] for r in rows if r[0] == build]
+    m = [statistics.median(col) for col in zip(*mine)]
+    print(f"median {build}: single {m[0]:,.0f} SETs/s at {m[1]:,.0f} ns/SET; cluster {m[2]:,.0f} SETs/s,"
+          f" leader {m[3]:,.0f} ns/SET, followers {m[4]:,.0f} and {m[5]:,.0f}; cluster/single {m[6]:.2f}")
 PY
 rm -f "$out"

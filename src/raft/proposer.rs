@@ -15,7 +15,7 @@
 //! write, one allocation for all their bytes), and with no load a lone write
 //! is proposed at once. An entry costs about 22,000
 //! instructions besides its writes' own, most of them openraft's loop
-//! (PERFORMANCE.md, "The cost of a log entry").
+//! (benches/JOURNAL.md, "The cost of a log entry").
 //! One rather than two: kvbench memcached SET `-P 16` against a single node,
 //! four alternating runs, did 592k-664k SET/s with one against 530k-641k with
 //! two, with a lower p99 (2.3-2.8 ms against 2.2-4.8 ms); without pipelining
