@@ -103,7 +103,7 @@ fn count(m: &ServerMetrics, ops: &Ops, replies: &[Reply]) {
 fn record(
     m: &ServerMetrics,
     protocol: &'static str,
-    received: std::time::Instant,
+    received: gerdu_api::clock::Moment,
     ops: &Ops,
     result: &Result<Response, PipelineError>,
 ) {
@@ -111,7 +111,7 @@ fn record(
         Ok(resp) => {
             // One latency observation per run of same-op commands: they were
             // answered together, at the same instant.
-            let elapsed = received.elapsed().as_secs_f64();
+            let elapsed = received.elapsed_secs();
             let series = m.protocol_series(protocol);
             ops.runs(|op, n| {
                 let s = series.get(op);

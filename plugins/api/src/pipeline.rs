@@ -19,10 +19,10 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Moment;
 use crate::command::Command;
 use crate::reply::Reply;
 
@@ -97,18 +97,18 @@ pub struct RequestContext {
     pub consistency: Option<ReadConsistency>,
     /// When the protocol received the request (for latency metrics): the
     /// end of the read that brought it in.
-    pub received: Instant,
+    pub received: Moment,
 }
 
 impl RequestContext {
     /// A context for `protocol` without credentials, received now.
     pub fn new(protocol: &'static str) -> Self {
-        Self::received_at(protocol, Instant::now())
+        Self::received_at(protocol, Moment::now())
     }
 
     /// A context for `protocol` without credentials, received at `received`
     /// (a connection reads the clock once per read, not once per request).
-    pub fn received_at(protocol: &'static str, received: Instant) -> Self {
+    pub fn received_at(protocol: &'static str, received: Moment) -> Self {
         RequestContext { protocol, credentials: None, consistency: None, received }
     }
 }

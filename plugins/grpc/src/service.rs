@@ -12,9 +12,9 @@
 //! by the auth middleware) and `gerdu-consistency` (`linearizable`,
 //! `leader`, `local`) for the reads of one call.
 
+use gerdu_api::clock::Moment;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -368,7 +368,7 @@ impl StreamState {
         }
         let ids: Vec<u64> = ops.iter().map(|op| op.id).collect();
         let steps = ops.into_iter().map(|op| self.service.step(op.op)).collect();
-        let ctx = RequestContext { received: Instant::now(), ..self.ctx.clone() };
+        let ctx = RequestContext { received: Moment::now(), ..self.ctx.clone() };
         let results = self.service.run_steps(ctx, steps).await?;
         self.pending.extend(ids.into_iter().zip(results).map(|(id, r)| match r {
             Ok(result) => pb::OperationResult { id, status: result_status(Ok(())), result: Some(result) },

@@ -1,8 +1,8 @@
 //! Request routing and the mapping between HTTP and the command model.
 
+use gerdu_api::clock::Moment;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -186,7 +186,7 @@ async fn cache(state: &State, req: hyper::Request<Incoming>, raw_key: &str) -> R
     match *req.method() {
         Method::GET | Method::HEAD => {
             let head = req.method() == Method::HEAD;
-            ctx.received = Instant::now();
+            ctx.received = Moment::now();
             match run(state, ctx, Command::Get { keys: vec![key] }).await? {
                 Reply::Values(mut v) => match v.pop().flatten() {
                     Some(item) => {
@@ -218,7 +218,7 @@ async fn cache(state: &State, req: hyper::Request<Incoming>, raw_key: &str) -> R
             }
             let length = content_length(&req);
             set.value = read_body(state, req.into_body(), length).await?;
-            ctx.received = Instant::now();
+            ctx.received = Moment::now();
             match run(state, ctx, Command::Set(set)).await? {
                 Reply::Stored { created: true, .. } => Ok(empty(StatusCode::CREATED)),
                 Reply::Stored { created: false, .. } => Ok(empty(StatusCode::NO_CONTENT)),
@@ -227,7 +227,7 @@ async fn cache(state: &State, req: hyper::Request<Incoming>, raw_key: &str) -> R
             }
         }
         Method::DELETE => {
-            ctx.received = Instant::now();
+            ctx.received = Moment::now();
             match run(state, ctx, Command::Delete { keys: vec![key] }).await? {
                 Reply::Count(0) => Ok(empty(StatusCode::NOT_FOUND)),
                 Reply::Count(_) => Ok(empty(StatusCode::OK)),

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use gerdu_api::clock::Moment;
 use gerdu_api::net::Stream;
 use gerdu_api::tokio_util::sync::CancellationToken;
 use gerdu_api::{Admin, Command, Credentials, Pipeline, Reply, Request, RequestContext};
@@ -42,7 +43,7 @@ pub struct ClientInfo {
     /// Peer address.
     pub addr: SocketAddr,
     /// When it connected.
-    pub created: Instant,
+    pub created: Moment,
     /// Milliseconds after `created` of the last request.
     pub last_active_ms: AtomicU64,
     /// Index in the command table of the last command.
@@ -179,11 +180,11 @@ impl ConnState {
 
     /// A request context carrying this connection's credentials.
     pub fn context(&self) -> RequestContext {
-        self.context_at(Instant::now())
+        self.context_at(Moment::now())
     }
 
     /// [`Self::context`] for a request received at `received`.
-    pub fn context_at(&self, received: Instant) -> RequestContext {
+    pub fn context_at(&self, received: Moment) -> RequestContext {
         let mut ctx = RequestContext::received_at("redis", received);
         ctx.credentials = self.credentials.clone();
         ctx
@@ -207,7 +208,7 @@ struct Batch {
     args: Vec<Bytes>,
     /// When the read that brought the batch completed (one clock read per
     /// read, for the latency metrics and `CLIENT LIST`'s idle time).
-    received: Instant,
+    received: Moment,
 }
 
 impl Batch {
@@ -217,7 +218,7 @@ impl Batch {
             commands: Vec::new(),
             local: BytesMut::new(),
             args: Vec::new(),
-            received: Instant::now(),
+            received: Moment::now(),
         }
     }
 }
@@ -301,7 +302,7 @@ pub async fn serve(mut stream: Stream, peer: SocketAddr, shared: Arc<Shared>, sh
     let info = Arc::new(ClientInfo {
         id,
         addr: peer,
-        created: Instant::now(),
+        created: Moment::now(),
         last_active_ms: AtomicU64::new(0),
         last_cmd: AtomicUsize::new(usize::MAX),
         name: Mutex::new(None),
@@ -319,8 +320,8 @@ pub async fn serve(mut stream: Stream, peer: SocketAddr, shared: Arc<Shared>, sh
         if reader.read_more(&mut stream, &mut input).await.is_none() {
             break;
         }
-        batch.received = Instant::now();
-        let active = batch.received.saturating_duration_since(conn.info.created);
+        batch.received = Moment::now();
+        let active = batch.received.since(conn.info.created);
         conn.info.last_active_ms.store(active.as_millis() as u64, Ordering::Relaxed);
         let close = process(&mut input, &mut conn, &mut batch, &mut out).await;
         if !out.is_empty() {
