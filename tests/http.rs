@@ -468,3 +468,162 @@ async fn a_large_backup_streams_in_chunks() {
     }
     a.server.shutdown().await;
 }
+
+/// One HTTP/1.1 response read off a raw connection: status, headers (lower
+/// case) and body, with a `Content-Length` or `chunked` body.
+async fn read_response(
+    r: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+) -> (u16, std::collections::HashMap<String, String>, Vec<u8>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut line = String::new();
+    r.read_line(&mut line).await.unwrap();
+    let status: u16 = line.split(' ').nth(1).unwrap_or_else(|| panic!("status line {line:?}")).parse().unwrap();
+    let mut headers = std::collections::HashMap::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).await.unwrap();
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':').unwrap();
+        headers.insert(k.to_ascii_lowercase(), v.trim().to_string());
+    }
+    let mut body = Vec::new();
+    if let Some(n) = headers.get("content-length") {
+        body.resize(n.parse().unwrap(), 0);
+        r.read_exact(&mut body).await.unwrap();
+    } else if headers.get("transfer-encoding").is_some_and(|t| t == "chunked") {
+        loop {
+            line.clear();
+            r.read_line(&mut line).await.unwrap();
+            let n = usize::from_str_radix(line.trim_end(), 16).unwrap();
+            let mut chunk = vec![0; n + 2];
+            r.read_exact(&mut chunk).await.unwrap();
+            assert_eq!(&chunk[n..], b"\r\n");
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    }
+    (status, headers, body)
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    use tokio::io::AsyncWriteExt;
+    let s = start("").await;
+    assert_eq!(put(s.http, "/cache/big", &vec![b'x'; 300_000]).await.status, StatusCode::CREATED);
+    let mut conn = tokio::io::BufReader::new(tokio::net::TcpStream::connect(s.http).await.unwrap());
+    // Everything in one write: the server finds the requests queued behind
+    // each other in its read buffer, and answers them as one batch.
+    let mut batch = Vec::new();
+    for i in 0..20 {
+        batch.extend_from_slice(
+            format!("PUT /cache/k{i} HTTP/1.1\r\nhost: t\r\ncontent-length: 2\r\n\r\nv{}", i % 10).as_bytes(),
+        );
+    }
+    for i in 0..20 {
+        batch.extend_from_slice(format!("GET /cache/k{i} HTTP/1.1\r\nhost: t\r\n\r\n").as_bytes());
+    }
+    batch.extend_from_slice(b"GET /cache/missing HTTP/1.1\r\nhost: t\r\n\r\n");
+    batch.extend_from_slice(b"DELETE /cache/k0 HTTP/1.1\r\nhost: t\r\n\r\n");
+    batch.extend_from_slice(b"GET /cache/k0 HTTP/1.1\r\nhost: t\r\n\r\n");
+    // A long answer, then a streamed one, each with a request behind it.
+    batch.extend_from_slice(b"GET /cache/big HTTP/1.1\r\nhost: t\r\n\r\n");
+    batch.extend_from_slice(b"GET /backup HTTP/1.1\r\nhost: t\r\n\r\n");
+    batch.extend_from_slice(b"GET /cache/k1 HTTP/1.1\r\nhost: t\r\n\r\n");
+    conn.get_mut().write_all(&batch).await.unwrap();
+    for _ in 0..20 {
+        assert_eq!(read_response(&mut conn).await.0, 201);
+    }
+    for i in 0..20 {
+        let (status, _, body) = read_response(&mut conn).await;
+        assert_eq!((status, body), (200, format!("v{}", i % 10).into_bytes()));
+    }
+    assert_eq!(read_response(&mut conn).await.0, 404);
+    assert_eq!(read_response(&mut conn).await.0, 200);
+    assert_eq!(read_response(&mut conn).await.0, 404);
+    let (status, _, body) = read_response(&mut conn).await;
+    assert_eq!((status, body.len()), (200, 300_000));
+    let (status, headers, body) = read_response(&mut conn).await;
+    assert_eq!(status, 200, "{headers:?}");
+    // k1..k19 and big.
+    assert_eq!(common::backup_items(&bytes::Bytes::from(body)), 20);
+    let (status, _, body) = read_response(&mut conn).await;
+    assert_eq!((status, body), (200, b"v1".to_vec()));
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn answers_before_the_connection_closes_are_sent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = start("").await;
+    assert_eq!(put(s.http, "/cache/k", b"v").await.status, StatusCode::CREATED);
+    // Each is written at once; the server answers what it must, then closes.
+    let cases: [(&[u8], &[&str]); 4] = [
+        // A request that closes the connection, with another behind it.
+        (
+            b"GET /cache/k HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\nGET /cache/k HTTP/1.1\r\nhost: t\r\n\r\n",
+            &["HTTP/1.1 200"],
+        ),
+        // Garbage with a request behind it.
+        (b"NOT HTTP\r\n\r\nGET /cache/k HTTP/1.1\r\nhost: t\r\n\r\n", &["HTTP/1.1 400"]),
+        // HTTP/1.0 closes after each answer.
+        (b"GET /cache/k HTTP/1.0\r\n\r\nGET /cache/k HTTP/1.0\r\n\r\n", &["HTTP/1.0 200"]),
+        // Two answers, the second closing.
+        (
+            b"GET /cache/k HTTP/1.1\r\nhost: t\r\n\r\nGET /cache/nope HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+            &["HTTP/1.1 200", "HTTP/1.1 404"],
+        ),
+    ];
+    for (sent, want) in cases {
+        let mut raw = tokio::net::TcpStream::connect(s.http).await.unwrap();
+        raw.write_all(sent).await.unwrap();
+        let mut buf = Vec::new();
+        raw.read_to_end(&mut buf).await.unwrap();
+        let text = String::from_utf8_lossy(&buf);
+        let statuses: Vec<&str> = text.match_indices("HTTP/1.").map(|(at, _)| &text[at..at + 12]).collect();
+        assert_eq!(statuses, want, "{:?} → {text:?}", String::from_utf8_lossy(sent));
+    }
+    s.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn h2c_streams_are_served_beside_http1() {
+    use http_body_util::{BodyExt, Full};
+    let s = start("").await;
+    let tcp = tokio::net::TcpStream::connect(s.http).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let call = |method: Method, path: String, body: &'static [u8]| {
+        let mut sender = sender.clone();
+        async move {
+            let req = hyper::Request::builder()
+                .method(method)
+                .uri(format!("http://{}{path}", s.http))
+                .body(Full::new(bytes::Bytes::from_static(body)))
+                .unwrap();
+            let resp = sender.send_request(req).await.unwrap();
+            assert_eq!(resp.version(), http::Version::HTTP_2);
+            let status = resp.status();
+            (status, resp.into_body().collect().await.unwrap().to_bytes())
+        }
+    };
+    // Many streams in flight on the one connection.
+    let puts: Vec<_> = (0..32).map(|i| call(Method::PUT, format!("/cache/h{i}"), b"two")).collect();
+    for (status, _) in futures::future::join_all(puts).await {
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let gets: Vec<_> = (0..32).map(|i| call(Method::GET, format!("/cache/h{i}"), b"")).collect();
+    for (status, body) in futures::future::join_all(gets).await {
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"two"[..]));
+    }
+    // The same port still speaks HTTP/1.1.
+    assert_eq!(get(s.http, "/cache/h3").await.body, "two");
+    s.server.shutdown().await;
+}

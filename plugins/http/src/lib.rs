@@ -24,12 +24,17 @@
 //! `/join`, `/leave` and `/backup` need the credentials a write needs;
 //! `/restore`'s writes go through the pipeline as writes.
 //!
+//! HTTP/1.1 pipelining: pipelined requests are answered in order, and the
+//! answers to requests that arrived together go out in one or two writes
+//! rather than one each ([`gather`]).
+//!
 //! Limits (`[http]`): `max_body` (413), `max_restore` (413), `max_key` (414), `max_connections`
 //! (further connections are closed at once), `header_timeout_ms` (slow
 //! clients are dropped). Wrong methods get 405 with `Allow`.
 
 #![warn(missing_docs)]
 
+mod gather;
 mod routes;
 mod server;
 

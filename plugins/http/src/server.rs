@@ -1,5 +1,6 @@
 //! HTTP connections: hyper's auto (HTTP/1.1 + h2) connection over the shared
-//! listener plumbing (TLS, connection limit, drain) of [`gerdu_api::net`].
+//! listener plumbing (TLS, connection limit, drain) of [`gerdu_api::net`],
+//! with HTTP/1.1 answers gathered per batch ([`crate::gather`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 
 use crate::HttpConfig;
+use crate::gather::Gathered;
 use crate::routes::{self, State};
 
 pub(crate) async fn start(host: String, config: Arc<HttpConfig>, ctx: ProtocolContext) -> Result<Running, PluginError> {
@@ -44,7 +46,7 @@ async fn serve_conn(
     shutdown: CancellationToken,
 ) {
     let svc = service_fn(move |req| routes::handle(state.clone(), req));
-    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    let conn = builder.serve_connection(TokioIo::new(Gathered::new(io)), svc);
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
