@@ -8,8 +8,9 @@
 #     GET and SET at -P 1 and 16, against redis-server and gerdu;
 #   - memcached: gerdu-bench memcache, get and set at -P 1 and 16, against
 #     memcached and gerdu;
-#   - HTTP (-P 1: HTTP/1.1; -P 16: HTTP/2 streams) and gRPC (unary; stream
-#     with 16 in flight) against gerdu: ops/s (no peer speaks them);
+#   - HTTP (-P 1: HTTP/1.1; -P 16: HTTP/2 streams, and pipelined HTTP/1.1)
+#     and gRPC (unary; stream with 16 in flight) against gerdu: ops/s (no
+#     peer speaks them);
 #   - a three-node cluster: SET through the leader, against the single node.
 #   Always 50 connections, 100-byte values, 100,000 keys (uniform).
 #
@@ -73,7 +74,7 @@ load() { # suite target protocol addr test P [extra...]
       "$suite" "$target" "$t" "$P" >> "$out"
 }
 
-echo "running 32 loads (about $(( 32 * (secs + 4) )) s)..." >&2
+echo "running 34 loads (about $(( 34 * (secs + 4) )) s)..." >&2
 for P in 1 16; do
   referee redis "$rport" "$P"
   referee gerdu "$g_redis" "$P"
@@ -83,6 +84,7 @@ for P in 1 16; do
     load memcached memcached memcache "127.0.0.1:$mport" "$t" "$P"
     load memcached gerdu memcache "127.0.0.1:$g_mcd" "$t" "$P"
     load http gerdu http "127.0.0.1:$g_http" "$t" "$P"
+    [ "$P" = 1 ] || load http1 gerdu http "127.0.0.1:$g_http" "$t" "$P" --pipeline
   done
 done
 for t in get set; do
@@ -113,7 +115,7 @@ for suite, peer in (("redis-benchmark", "redis"), ("resp", "redis"), ("memcached
             if p and g:
                 name = suite if suite != "resp" else "resp gerdu-bench"
                 print(f"{name:18} {test:4} {P:>3} {p[0]:>12,.0f} {g[0]:>12,.0f} {g[0]/p[0]:>6.2f} {p[1]:>8.3f}ms {g[1]:>8.3f}ms")
-for suite, label in (("http", "http (P16: h2)"), ("grpc", "grpc (P16: stream)")):
+for suite, label in (("http", "http (P16: h2)"), ("http1", "http/1.1 pipeline"), ("grpc", "grpc (P16: stream)")):
     for test in ("GET", "SET"):
         for P in (1, 16):
             g = rows.get((suite, "gerdu", test, P))

@@ -2,7 +2,7 @@
 //! HTTP/1.1 keep-alive connection with one request at a time; with `-P N`
 //! it is one HTTP/2 connection (cleartext, prior knowledge) with N streams
 //! in flight, each sending its next request when its answer is in (HTTP/1.1
-//! has no usable pipelining).
+//! pipelining is `--pipeline`, in [`crate::text`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -15,7 +15,8 @@
 //! - `redis`, `memcache`: `-P` requests written at once, then their `-P`
 //!   replies read (redis-benchmark's pipelining; [`text`]);
 //! - `http`: HTTP/1.1 keep-alive with `-P 1`, one HTTP/2 connection with
-//!   `-P` streams in flight otherwise ([`http`]);
+//!   `-P` streams in flight otherwise ([`http`]); with `--pipeline`,
+//!   HTTP/1.1 with `-P` requests written at once, as for `redis`;
 //! - `grpc --mode unary`: one `Get` or `Put` call at a time per client;
 //!   `--mode stream`: one `Pipeline` stream per client with `-P` operations
 //!   in flight (results come back in order, so each one's latency is the
@@ -60,8 +61,9 @@ enum Protocol {
     Redis(TextArgs),
     /// memcached text protocol: get and set, -P pipelined per connection.
     Memcache(TextArgs),
-    /// HTTP: GET and PUT /cache/{key}; HTTP/1.1 with -P 1, HTTP/2 streams otherwise.
-    Http(TextArgs),
+    /// HTTP: GET and PUT /cache/{key}; HTTP/1.1 with -P 1, HTTP/2 streams
+    /// otherwise, or pipelined HTTP/1.1 with --pipeline.
+    Http(HttpArgs),
     /// gRPC (proto/gerdu.proto): unary Get/Put or the Pipeline stream.
     Grpc(GrpcArgs),
     /// Miss ratios of every policy on real traces and Zipf workloads (in-process).
@@ -76,6 +78,19 @@ struct GrpcArgs {
     /// unary: one call at a time per client; stream: -P operations in flight on one Pipeline stream.
     #[arg(long, value_enum, default_value_t = Mode::Unary)]
     mode: Mode,
+    #[command(flatten)]
+    load: Load,
+}
+
+#[derive(Parser, Debug, Clone)]
+struct HttpArgs {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// HTTP/1.1 with -P requests written at once on each connection (as the
+    /// Redis and memcached loads pipeline), instead of HTTP/2 streams.
+    #[arg(long)]
+    pipeline: bool,
     #[command(flatten)]
     load: Load,
 }
@@ -484,9 +499,13 @@ async fn run_grpc(args: GrpcArgs) -> Result<(), String> {
 }
 
 async fn run_text(protocol: &'static str, wire: text::Wire, args: TextArgs) -> Result<(), String> {
-    let load = args.load;
     let default = if wire == text::Wire::Resp { "127.0.0.1:6379" } else { "127.0.0.1:11211" };
-    let addr = args.addr.unwrap_or_else(|| default.to_string());
+    run_pipelined(protocol, wire, &args.addr.unwrap_or_else(|| default.to_string()), args.load).await
+}
+
+/// Clients that write `-P` requests at once and read their replies.
+async fn run_pipelined(protocol: &'static str, wire: text::Wire, addr: &str, load: Load) -> Result<(), String> {
+    let addr = addr.to_string();
     if load.test != Test::Set && !load.no_preload {
         text::preload(&addr, wire, load.keyspace, &Bytes::from(vec![b'x'; load.data_size])).await?;
     }
@@ -502,9 +521,12 @@ async fn run_text(protocol: &'static str, wire: text::Wire, args: TextArgs) -> R
     Ok(())
 }
 
-async fn run_http(args: TextArgs) -> Result<(), String> {
+async fn run_http(args: HttpArgs) -> Result<(), String> {
     let load = args.load;
-    let addr: Arc<str> = args.addr.unwrap_or_else(|| "127.0.0.1:8080".to_string()).into();
+    if args.pipeline {
+        return run_pipelined("http", text::Wire::Http1, &args.addr, load).await;
+    }
+    let addr: Arc<str> = args.addr.into();
     if load.test != Test::Set && !load.no_preload {
         http::preload(&addr, load.keyspace, &Bytes::from(vec![b'x'; load.data_size])).await?;
     }

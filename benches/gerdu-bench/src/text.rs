@@ -1,6 +1,7 @@
-//! The Redis (RESP2) and memcached text protocols: each client writes `-P`
-//! requests in one write and reads their `-P` replies, as redis-benchmark
-//! pipelines; each request's latency runs from that write to its reply.
+//! The Redis (RESP2) and memcached text protocols, and pipelined HTTP/1.1:
+//! each client writes `-P` requests in one write and reads their `-P`
+//! replies, as redis-benchmark pipelines; each request's latency runs from
+//! that write to its reply.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +20,8 @@ pub enum Wire {
     Resp,
     /// memcached text: `get key`, `set key 0 0 n`.
     Memcache,
+    /// HTTP/1.1: `GET` and `PUT /cache/key`, keep-alive, pipelined.
+    Http1,
 }
 
 impl Wire {
@@ -42,12 +45,23 @@ impl Wire {
                 out.extend_from_slice(value);
                 out.extend_from_slice(b"\r\n");
             }
+            (Wire::Http1, true) => {
+                let _ = write!(out, "GET /cache/{key} HTTP/1.1\r\nhost: gerdu\r\n\r\n");
+            }
+            (Wire::Http1, false) => {
+                let _ =
+                    write!(out, "PUT /cache/{key} HTTP/1.1\r\nhost: gerdu\r\ncontent-length: {}\r\n\r\n", value.len());
+                out.extend_from_slice(value);
+            }
         }
     }
 
     /// The length of the one reply at the start of `buf` and, if it is an
     /// error, its text; `None` while it is incomplete. A miss is an answer.
     pub fn reply(self, buf: &[u8]) -> Option<(usize, Option<String>)> {
+        if self == Wire::Http1 {
+            return http1_reply(buf);
+        }
         let end = buf.windows(2).position(|w| w == b"\r\n")?;
         let line = &buf[..end];
         let text = || String::from_utf8_lossy(line).into_owned();
@@ -62,6 +76,7 @@ impl Wire {
                 }
                 _ => Some((after, Some(text()))),
             },
+            Wire::Http1 => unreachable!("answered above"),
             Wire::Memcache => {
                 if line == b"STORED" || line == b"END" {
                     return Some((after, None));
@@ -79,6 +94,28 @@ impl Wire {
             }
         }
     }
+}
+
+/// [`Wire::reply`] for HTTP/1.1: a head, then `Content-Length` bytes of
+/// body. 200 and 404 (a GET's hit and miss), 201 and 204 (a PUT's) are
+/// answers; any other status is an error.
+fn http1_reply(buf: &[u8]) -> Option<(usize, Option<String>)> {
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&buf[..head_end]).unwrap_or("");
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or("");
+    let length = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .map_or(Some(0), |(_, v)| v.trim().parse::<usize>().ok());
+    let Some(length) = length else { return Some((head_end + 4, Some(format!("{status}: a bad content-length")))) };
+    let total = head_end + 4 + length;
+    if buf.len() < total {
+        return None;
+    }
+    let code = status.split(' ').nth(1).unwrap_or("");
+    let error = (!matches!(code, "200" | "201" | "204" | "404")).then(|| status.to_string());
+    Some((total, error))
 }
 
 /// One connection.
@@ -214,6 +251,21 @@ mod tests {
     }
 
     #[test]
+    fn http1_answers_are_framed_whole() {
+        let w = Wire::Http1;
+        let hit = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\ndate: x\r\n\r\nabc";
+        assert_eq!(w.reply(hit), Some((hit.len(), None)));
+        assert_eq!(w.reply(&hit[..hit.len() - 1]), None);
+        let miss = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\nHTTP/1.1";
+        assert_eq!(w.reply(miss), Some((miss.len() - 8, None)));
+        let created = b"HTTP/1.1 201 Created\r\n\r\n";
+        assert_eq!(w.reply(created), Some((created.len(), None)));
+        assert_eq!(w.reply(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n"), None);
+        let busy = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 2\r\n\r\nno";
+        assert_eq!(w.reply(busy), Some((busy.len(), Some("HTTP/1.1 503 Service Unavailable".into()))));
+    }
+
+    #[test]
     fn requests_are_what_the_servers_expect() {
         let mut out = Vec::new();
         Wire::Resp.encode(false, "k", b"vv", &mut out);
@@ -223,5 +275,12 @@ mod tests {
         Wire::Memcache.encode(false, "k", b"vv", &mut out);
         Wire::Memcache.encode(true, "k", b"", &mut out);
         assert_eq!(out, b"set k 0 0 2\r\nvv\r\nget k\r\n");
+        out.clear();
+        Wire::Http1.encode(false, "k", b"vv", &mut out);
+        Wire::Http1.encode(true, "k", b"", &mut out);
+        assert_eq!(
+            out,
+            b"PUT /cache/k HTTP/1.1\r\nhost: gerdu\r\ncontent-length: 2\r\n\r\nvvGET /cache/k HTTP/1.1\r\nhost: gerdu\r\n\r\n"
+        );
     }
 }
