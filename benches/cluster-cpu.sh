@@ -34,6 +34,8 @@ load() {
 }
 # per_set BEFORE AFTER: CPU ns per SET between two readings of cpu().
 per_set() { echo $(( ($2 - $1) * 1000000000 / tck / n )); }
+# stop: kills the servers of this run and waits for them.
+stop() { kill -KILL "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; pids=(); }
 
 one() { # one BIN LABEL
   local bin=$1 label=$2
@@ -46,9 +48,7 @@ one() { # one BIN LABEL
   sbefore=$(cpu "${pids[0]}")
   single=$(load "${ports[10]}")
   sns=$(per_set "$sbefore" "$(cpu "${pids[0]}")")
-  kill -KILL "${pids[@]}" 2>/dev/null || true
-  wait 2>/dev/null || true
-  pids=()
+  stop
   local araft=${ports[0]} leader=${ports[1]} ahttp=${ports[2]}
   run -id a -httpport "$ahttp" -redisport "$leader" -raft "127.0.0.1:$araft"; wait_resp "$leader"
   run -id b -httpport "${ports[3]}" -redisport "${ports[4]}" -raft "127.0.0.1:${ports[5]}" -join "127.0.0.1:$araft"
@@ -61,8 +61,7 @@ one() { # one BIN LABEL
   local ops
   ops=$(load "$leader")
   for p in "${pids[@]}"; do after+=("$(cpu "$p")"); done
-  kill -KILL "${pids[@]}" 2>/dev/null || true
-  wait 2>/dev/null || true
+  stop
   local ns=()
   for i in 0 1 2; do ns+=("$(per_set "${before[i]}" "${after[i]}")"); done
   printf '%s %s %s %s %s %s %s %.2f\n' "$label" "$single" "$sns" "$ops" "${ns[0]}" "${ns[1]}" "${ns[2]}" \

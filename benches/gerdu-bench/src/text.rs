@@ -59,41 +59,51 @@ impl Wire {
     /// The length of the one reply at the start of `buf` and, if it is an
     /// error, its text; `None` while it is incomplete. A miss is an answer.
     pub fn reply(self, buf: &[u8]) -> Option<(usize, Option<String>)> {
-        if self == Wire::Http1 {
-            return http1_reply(buf);
-        }
-        let end = buf.windows(2).position(|w| w == b"\r\n")?;
-        let line = &buf[..end];
-        let text = || String::from_utf8_lossy(line).into_owned();
-        let after = end + 2;
         match self {
-            Wire::Resp => match line.first() {
-                Some(b'+' | b':') => Some((after, None)),
-                Some(b'$') => {
-                    let n: i64 = std::str::from_utf8(&line[1..]).ok()?.parse().ok()?;
-                    let total = if n < 0 { after } else { after + n as usize + 2 };
-                    (buf.len() >= total).then_some((total, None))
-                }
-                _ => Some((after, Some(text()))),
-            },
-            Wire::Http1 => unreachable!("answered above"),
-            Wire::Memcache => {
-                if line == b"STORED" || line == b"END" {
-                    return Some((after, None));
-                }
-                if line.starts_with(b"VALUE ") {
-                    let n: usize = std::str::from_utf8(line.rsplit(|&b| b == b' ').next()?).ok()?.parse().ok()?;
-                    let total = after + n + 2 + b"END\r\n".len();
-                    return match buf.get(total - 5..total) {
-                        None => None,
-                        Some(b"END\r\n") => Some((total, None)),
-                        Some(_) => Some((total, Some(format!("{}: no END after the value", text())))),
-                    };
-                }
-                Some((after, Some(text())))
-            }
+            Wire::Resp => resp_reply(buf),
+            Wire::Memcache => memcache_reply(buf),
+            Wire::Http1 => http1_reply(buf),
         }
     }
+}
+
+/// The first line of `buf` (without its CRLF) and where the next begins.
+fn first_line(buf: &[u8]) -> Option<(&[u8], usize)> {
+    let end = buf.windows(2).position(|w| w == b"\r\n")?;
+    Some((&buf[..end], end + 2))
+}
+
+/// [`Wire::reply`] for RESP2: a status, an integer or a bulk string.
+fn resp_reply(buf: &[u8]) -> Option<(usize, Option<String>)> {
+    let (line, after) = first_line(buf)?;
+    match line.first() {
+        Some(b'+' | b':') => Some((after, None)),
+        Some(b'$') => {
+            let n: i64 = std::str::from_utf8(&line[1..]).ok()?.parse().ok()?;
+            let total = if n < 0 { after } else { after + n as usize + 2 };
+            (buf.len() >= total).then_some((total, None))
+        }
+        _ => Some((after, Some(String::from_utf8_lossy(line).into_owned()))),
+    }
+}
+
+/// [`Wire::reply`] for memcached text: `STORED`, `END`, or one `VALUE`.
+fn memcache_reply(buf: &[u8]) -> Option<(usize, Option<String>)> {
+    let (line, after) = first_line(buf)?;
+    let text = || String::from_utf8_lossy(line).into_owned();
+    if line == b"STORED" || line == b"END" {
+        return Some((after, None));
+    }
+    if line.starts_with(b"VALUE ") {
+        let n: usize = std::str::from_utf8(line.rsplit(|&b| b == b' ').next()?).ok()?.parse().ok()?;
+        let total = after + n + 2 + b"END\r\n".len();
+        return match buf.get(total - 5..total) {
+            None => None,
+            Some(b"END\r\n") => Some((total, None)),
+            Some(_) => Some((total, Some(format!("{}: no END after the value", text())))),
+        };
+    }
+    Some((after, Some(text())))
 }
 
 /// [`Wire::reply`] for HTTP/1.1: a head, then `Content-Length` bytes of

@@ -12,13 +12,13 @@
 //! by the auth middleware) and `gerdu-consistency` (`linearizable`,
 //! `leader`, `local`) for the reads of one call.
 
-use gerdu_api::clock::Moment;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
+use gerdu_api::clock::Moment;
 use gerdu_api::tokio_util::sync::CancellationToken;
 use gerdu_api::{
     Admin, Clock, Command, CommandError, Condition, Credentials, Delta, ExpireCondition, Expiry, Item, Number,

@@ -58,9 +58,6 @@ impl Gathered {
 
     /// Sends every waiting answer.
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.out.is_empty() {
-            return Poll::Ready(Ok(()));
-        }
         while self.sent < self.out.len() {
             let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.out[self.sent..]))?;
             if n == 0 {
@@ -119,9 +116,9 @@ impl AsyncWrite for Gathered {
     }
 
     fn is_write_vectored(&self) -> bool {
-        // hyper then hands over an answer's head and body as they are, and
-        // they are copied once, into `out`.
-        true
+        // Plain TCP is: hyper then hands over an answer's head and body as
+        // they are, and they are copied once, into `out`. TLS keeps its own.
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -1,12 +1,12 @@
 //! Request routing and the mapping between HTTP and the command model.
 
-use gerdu_api::clock::Moment;
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use gerdu_api::clock::Moment;
 use gerdu_api::{
     Admin, AdminError, Clock, Command, Condition, Credentials, Expiry, Pipeline, PipelineError, ReadConsistency, Reply,
     Request, RequestContext, SetCommand,
