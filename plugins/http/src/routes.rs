@@ -1,15 +1,18 @@
 //! Request routing and the mapping between HTTP and the command model.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use gerdu_api::clock::Moment;
 use gerdu_api::{
-    Admin, AdminError, Clock, Command, Condition, Credentials, Expiry, Pipeline, PipelineError, ReadConsistency, Reply,
-    Request, RequestContext, SetCommand,
+    Admin, AdminError, Call, Clock, Command, Condition, Credentials, Expiry, Pipeline, PipelineError, ReadConsistency,
+    Reply, Request, RequestContext, Response, SetCommand,
 };
 use http::header::{self, HeaderValue};
 use http::{Method, StatusCode};
@@ -167,74 +170,144 @@ async fn read_limited(body: Incoming, content_length: Option<u64>, max: u64, lim
     }
 }
 
-async fn cache(state: &State, req: hyper::Request<Incoming>, raw_key: &str) -> Result<Resp, Resp> {
+/// The answer to a request: made at once, the pipeline's call to wait for
+/// (with how to render its reply), or a future for the rest. It is the
+/// future hyper holds per request (in the connection's state, or moved
+/// into a task per HTTP/2 stream), so it is kept small: a `/cache/` read
+/// that the pipeline answers at once, as a leader does, is made before
+/// hyper first polls it, and the rare routes' large futures are boxed.
+pub(crate) enum Answer {
+    /// Made; taken by the first poll.
+    Now(Option<Resp>),
+    /// The pipeline's answer to a one-command request, then `render(reply, head)`.
+    Call { call: Call, render: fn(Reply, bool) -> Resp, head: bool },
+    /// Anything else (a body to read first, an admin route).
+    Later(Pin<Box<dyn Future<Output = Resp> + Send>>),
+}
+
+impl Future for Answer {
+    type Output = Result<Resp, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Answer::Now(resp) => Poll::Ready(Ok(resp.take().expect("an answer is polled after it completed"))),
+            Answer::Call { call, render, head } => {
+                Pin::new(call).poll(cx).map(|result| Ok(rendered(result, *render, *head)))
+            }
+            Answer::Later(future) => future.as_mut().poll(cx).map(Ok),
+        }
+    }
+}
+
+/// A one-command request's HTTP answer.
+fn rendered(result: Result<Response, PipelineError>, render: fn(Reply, bool) -> Resp, head: bool) -> Resp {
+    match result.map(|mut r| r.replies.pop()) {
+        Ok(Some(reply)) => render(reply, head),
+        Ok(None) => text(StatusCode::INTERNAL_SERVER_ERROR, "no reply\n"),
+        Err(e) => pipeline_error(e),
+    }
+}
+
+/// Sends one command through the pipeline: answered at once if the
+/// pipeline did, else the call to wait for.
+fn call(state: &State, ctx: RequestContext, command: Command, render: fn(Reply, bool) -> Resp, head: bool) -> Answer {
+    match state.pipeline.call(Request::single(ctx, command)).now() {
+        Ok(result) => Answer::Now(Some(rendered(result, render, head))),
+        Err(call) => Answer::Call { call, render, head },
+    }
+}
+
+fn render_get(reply: Reply, head: bool) -> Resp {
+    match reply {
+        Reply::Values(mut v) => match v.pop().flatten() {
+            Some(item) => {
+                let len = item.value.len();
+                let mut r = hyper::Response::new(full(if head { Bytes::new() } else { item.value }));
+                let h = r.headers_mut();
+                h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+                h.insert(header::ETAG, HeaderValue::from_str(&format!("\"{}\"", item.cas)).expect("etag"));
+                if head {
+                    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+                }
+                r
+            }
+            None => empty(StatusCode::NOT_FOUND),
+        },
+        other => unexpected(other),
+    }
+}
+
+fn render_set(reply: Reply, _: bool) -> Resp {
+    match reply {
+        Reply::Stored { created: true, .. } => empty(StatusCode::CREATED),
+        Reply::Stored { created: false, .. } => empty(StatusCode::NO_CONTENT),
+        Reply::NotStored { .. } => empty(StatusCode::PRECONDITION_FAILED),
+        other => unexpected(other),
+    }
+}
+
+fn render_delete(reply: Reply, _: bool) -> Resp {
+    match reply {
+        Reply::Count(0) => empty(StatusCode::NOT_FOUND),
+        Reply::Count(_) => empty(StatusCode::OK),
+        other => unexpected(other),
+    }
+}
+
+/// `/cache/{key}`: GET, HEAD, PUT (the body is the value; `?ttl=`,
+/// `If-None-Match: *`) and DELETE.
+fn cache(state: &Arc<State>, req: hyper::Request<Incoming>) -> Answer {
+    let raw_key = &req.uri().path()["/cache/".len()..];
     let key: Vec<u8> = percent_encoding::percent_decode_str(raw_key).collect();
     if key.is_empty() {
-        return Err(text(StatusCode::BAD_REQUEST, "empty key\n"));
+        return Answer::Now(Some(text(StatusCode::BAD_REQUEST, "empty key\n")));
     }
     if key.len() > state.config.max_key {
-        return Err(text(
-            StatusCode::URI_TOO_LONG,
-            format!("key longer than http.max_key ({})\n", state.config.max_key),
-        ));
+        let e = format!("key longer than http.max_key ({})\n", state.config.max_key);
+        return Answer::Now(Some(text(StatusCode::URI_TOO_LONG, e)));
     }
     let key = Bytes::from(key);
     let mut ctx = RequestContext::new(PROTOCOL);
     ctx.credentials = credentials(&req);
-    ctx.consistency =
-        consistency(&req).map_err(|e| text(StatusCode::BAD_REQUEST, format!("gerdu-consistency: {e}\n")))?;
+    ctx.consistency = match consistency(&req) {
+        Ok(c) => c,
+        Err(e) => return Answer::Now(Some(text(StatusCode::BAD_REQUEST, format!("gerdu-consistency: {e}\n")))),
+    };
     match *req.method() {
         Method::GET | Method::HEAD => {
-            let head = req.method() == Method::HEAD;
             ctx.received = Moment::now();
-            match run(state, ctx, Command::Get { keys: vec![key] }).await? {
-                Reply::Values(mut v) => match v.pop().flatten() {
-                    Some(item) => {
-                        let len = item.value.len();
-                        let mut r = hyper::Response::new(full(if head { Bytes::new() } else { item.value }));
-                        let h = r.headers_mut();
-                        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-                        h.insert(header::ETAG, HeaderValue::from_str(&format!("\"{}\"", item.cas)).expect("etag"));
-                        if head {
-                            h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-                        }
-                        Ok(r)
-                    }
-                    None => Ok(empty(StatusCode::NOT_FOUND)),
-                },
-                other => Ok(unexpected(other)),
-            }
+            let head = req.method() == Method::HEAD;
+            call(state, ctx, Command::Get { keys: vec![key] }, render_get, head)
         }
         Method::PUT => {
             let mut set = SetCommand::new(key, Bytes::new());
             if let Some(ttl) = query_param(req.uri().query(), "ttl") {
-                let ms = parse_ttl(ttl).ok_or_else(|| {
-                    text(StatusCode::BAD_REQUEST, format!("invalid ttl {ttl:?} (e.g. 30, 500ms, 5m)\n"))
-                })?;
+                let Some(ms) = parse_ttl(ttl) else {
+                    let e = format!("invalid ttl {ttl:?} (e.g. 30, 500ms, 5m)\n");
+                    return Answer::Now(Some(text(StatusCode::BAD_REQUEST, e)));
+                };
                 set.expiry = if ms == 0 { Expiry::Never } else { Expiry::In(ms) };
             }
             if req.headers().get(header::IF_NONE_MATCH).is_some_and(|v| v == "*") {
                 set.condition = Condition::IfAbsent;
             }
             let length = content_length(&req);
-            set.value = read_body(state, req.into_body(), length).await?;
-            ctx.received = Moment::now();
-            match run(state, ctx, Command::Set(set)).await? {
-                Reply::Stored { created: true, .. } => Ok(empty(StatusCode::CREATED)),
-                Reply::Stored { created: false, .. } => Ok(empty(StatusCode::NO_CONTENT)),
-                Reply::NotStored { .. } => Ok(empty(StatusCode::PRECONDITION_FAILED)),
-                other => Ok(unexpected(other)),
-            }
+            let state = state.clone();
+            Answer::Later(Box::pin(async move {
+                set.value = match read_body(&state, req.into_body(), length).await {
+                    Ok(value) => value,
+                    Err(resp) => return resp,
+                };
+                ctx.received = Moment::now();
+                let result = state.pipeline.call(Request::single(ctx, Command::Set(set))).await;
+                rendered(result, render_set, false)
+            }))
         }
         Method::DELETE => {
             ctx.received = Moment::now();
-            match run(state, ctx, Command::Delete { keys: vec![key] }).await? {
-                Reply::Count(0) => Ok(empty(StatusCode::NOT_FOUND)),
-                Reply::Count(_) => Ok(empty(StatusCode::OK)),
-                other => Ok(unexpected(other)),
-            }
+            call(state, ctx, Command::Delete { keys: vec![key] }, render_delete, false)
         }
-        _ => Ok(method_not_allowed("GET, HEAD, PUT, DELETE")),
+        _ => Answer::Now(Some(method_not_allowed("GET, HEAD, PUT, DELETE"))),
     }
 }
 
@@ -383,10 +456,18 @@ async fn restore(state: &State, req: hyper::Request<Incoming>) -> Result<Resp, R
     Ok(json(format!("{body}\n")))
 }
 
-pub(crate) async fn handle(state: Arc<State>, req: hyper::Request<Incoming>) -> Result<Resp, Infallible> {
-    let path = req.uri().path().to_string();
-    let result = match path.as_str() {
-        p if p.starts_with("/cache/") => cache(&state, req, &p["/cache/".len()..]).await,
+/// Answers one request.
+pub(crate) fn handle(state: Arc<State>, req: hyper::Request<Incoming>) -> Answer {
+    if req.uri().path().starts_with("/cache/") {
+        cache(&state, req)
+    } else {
+        Answer::Later(Box::pin(async move { other(&state, req).await.unwrap_or_else(|r| r) }))
+    }
+}
+
+/// Every route but `/cache/{key}`.
+async fn other(state: &State, req: hyper::Request<Incoming>) -> Result<Resp, Resp> {
+    match req.uri().path() {
         "/metrics" => match *req.method() {
             Method::GET => {
                 let mut r = text(StatusCode::OK, state.admin.metrics_text());
@@ -404,27 +485,26 @@ pub(crate) async fn handle(state: Arc<State>, req: hyper::Request<Incoming>) -> 
             _ => Ok(method_not_allowed("GET")),
         },
         "/join" => match *req.method() {
-            Method::POST => join(&state, req).await,
+            Method::POST => join(state, req).await,
             _ => Ok(method_not_allowed("POST")),
         },
         "/leave" => match *req.method() {
-            Method::POST => leave(&state, req).await,
+            Method::POST => leave(state, req).await,
             _ => Ok(method_not_allowed("POST")),
         },
         "/backup" => match *req.method() {
-            Method::GET => backup(&state, req).await,
+            Method::GET => backup(state, req).await,
             _ => Ok(method_not_allowed("GET")),
         },
         "/restore" => match *req.method() {
-            Method::POST => restore(&state, req).await,
+            Method::POST => restore(state, req).await,
             _ => Ok(method_not_allowed("POST")),
         },
         _ => Ok(text(
             StatusCode::NOT_FOUND,
             "not found: use /cache/{key}, /metrics, /health, /cluster, /join, /leave, /backup, /restore\n",
         )),
-    };
-    Ok(result.unwrap_or_else(|r| r))
+    }
 }
 
 #[cfg(test)]
@@ -442,6 +522,17 @@ mod tests {
         assert_eq!(parse_ttl("x"), None);
         assert_eq!(parse_ttl("5y"), None);
         assert_eq!(parse_ttl("-1"), None);
+    }
+
+    /// hyper copies the future of every request (into the connection's
+    /// state, or into a task per HTTP/2 stream): keep it small.
+    #[test]
+    fn a_request_future_is_small() {
+        fn size<F>(_: fn(Arc<State>, hyper::Request<Incoming>) -> F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let n = size(handle);
+        assert!(n <= 256, "handle's future is {n} bytes");
     }
 
     #[test]
