@@ -1,15 +1,16 @@
 //! The raft log: in memory, and with `-storage DIR` also on disk.
 //!
-//! A `BTreeMap` of entries behind a mutex that is never held across an
-//! `.await`. Snapshots purge it (openraft calls [`RaftLogStorage::purge`]
+//! A ring of entries in index order ([`Entries`], a `VecDeque`: appends at
+//! the back, purges at the front, lookups by subtraction) behind a mutex
+//! that is never held across an `.await`. Snapshots purge it (openraft calls [`RaftLogStorage::purge`]
 //! after each snapshot, keeping `raft.keep_logs` entries), so its memory stays
 //! flat however many writes happen. With storage ([`MemLog::open`]) every
 //! change is also written to the [journal](super::journal), which rebuilds
 //! the log at start; appends are reported flushed once they are durable.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::fmt::Debug;
-use std::ops::RangeBounds;
+use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -27,10 +28,93 @@ struct Held {
     bytes: u64,
 }
 
+/// The entries held, in index order and without gaps (a raft log has
+/// none): the one at position `i` has index `first + i`.
+#[derive(Default)]
+struct Entries {
+    first: u64,
+    held: VecDeque<Held>,
+}
+
+impl Entries {
+    fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// One past the last index held.
+    fn end(&self) -> u64 {
+        self.first + self.held.len() as u64
+    }
+
+    fn last(&self) -> Option<&Held> {
+        self.held.back()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Held> {
+        self.held.iter()
+    }
+
+    /// Puts `held` at its index: replaces the entry there, or appends.
+    /// Returns the entry it replaced.
+    fn insert(&mut self, held: Held) -> Option<Held> {
+        let index = held.entry.log_id.index;
+        if self.held.is_empty() {
+            self.first = index;
+        } else if index < self.first || index > self.end() {
+            // openraft appends right after the last entry, or over one it
+            // holds; anything else would leave a gap. Keep the log whole:
+            // start it again at this entry.
+            tracing::error!(index, first = self.first, end = self.end(), "raft log: an entry out of order");
+            self.held.clear();
+            self.first = index;
+        }
+        let at = (index - self.first) as usize;
+        match self.held.get_mut(at) {
+            Some(slot) => Some(std::mem::replace(slot, held)),
+            None => {
+                self.held.push_back(held);
+                None
+            }
+        }
+    }
+
+    /// Removes the entries from `index` on and returns them.
+    fn truncate(&mut self, index: u64) -> VecDeque<Held> {
+        let at = index.saturating_sub(self.first).min(self.held.len() as u64) as usize;
+        self.held.split_off(at)
+    }
+
+    /// Removes the entries up to `index`, inclusive, and returns them.
+    fn purge(&mut self, index: u64) -> VecDeque<Held> {
+        let n = (index + 1).saturating_sub(self.first).min(self.held.len() as u64) as usize;
+        let rest = self.held.split_off(n);
+        let purged = std::mem::replace(&mut self.held, rest);
+        self.first = self.first.max(index + 1);
+        purged
+    }
+
+    /// The entries whose indexes are in `range`.
+    fn range(&self, range: impl RangeBounds<u64>) -> impl Iterator<Item = &Held> {
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&i) => i.saturating_add(1),
+            Bound::Excluded(&i) => i,
+            Bound::Unbounded => u64::MAX,
+        };
+        let position = |i: u64| i.saturating_sub(self.first).min(self.held.len() as u64) as usize;
+        let (from, to) = (position(start), position(end));
+        self.held.range(from..to.max(from))
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     last_purged: Option<LogId>,
-    log: BTreeMap<u64, Held>,
+    log: Entries,
     /// Approximate bytes of the entries held (see [`entry_bytes`]).
     bytes: u64,
     committed: Option<LogId>,
@@ -43,21 +127,20 @@ impl Inner {
     fn insert(&mut self, entry: Entry) {
         let bytes = entry_bytes(&entry);
         self.bytes += bytes;
-        if let Some(old) = self.log.insert(entry.log_id.index, Held { entry, bytes }) {
+        if let Some(old) = self.log.insert(Held { entry, bytes }) {
             self.bytes -= old.bytes;
         }
     }
 
     fn truncate(&mut self, index: u64) {
-        let removed = self.log.split_off(&index);
-        self.bytes -= removed.values().map(|h| h.bytes).sum::<u64>();
+        let removed = self.log.truncate(index);
+        self.bytes -= removed.iter().map(|h| h.bytes).sum::<u64>();
     }
 
-    fn purge(&mut self, log_id: LogId) -> BTreeMap<u64, Held> {
+    fn purge(&mut self, log_id: LogId) -> VecDeque<Held> {
         self.last_purged = Some(log_id);
-        let keep = self.log.split_off(&(log_id.index + 1));
-        let purged = std::mem::replace(&mut self.log, keep);
-        self.bytes -= purged.values().map(|h| h.bytes).sum::<u64>();
+        let purged = self.log.purge(log_id.index);
+        self.bytes -= purged.iter().map(|h| h.bytes).sum::<u64>();
         purged
     }
 
@@ -81,7 +164,7 @@ impl Inner {
         if let Some(p) = self.last_purged {
             journal::frame(&RecordRef::Purge(p), &mut out);
         }
-        let entries: Vec<Entry> = self.log.values().map(|h| h.entry.clone()).collect();
+        let entries: Vec<Entry> = self.log.iter().map(|h| h.entry.clone()).collect();
         for chunk in entries.chunks(1024) {
             journal::frame(&RecordRef::Entries(chunk), &mut out);
         }
@@ -137,7 +220,7 @@ impl MemLog {
             dir = %dir.display(),
             records = count,
             entries = inner.log.len(),
-            last = ?inner.log.values().next_back().map(|h| h.entry.log_id.index),
+            last = ?inner.log.last().map(|h| h.entry.log_id.index),
             "raft log loaded"
         );
         let journal = Journal::open(dir, valid, fsync)?;
@@ -175,7 +258,7 @@ impl RaftLogReader<TypeConfig> for MemLog {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        Ok(self.inner.lock().log.range(range).map(|(_, h)| h.entry.clone()).collect())
+        Ok(self.inner.lock().log.range(range).map(|h| h.entry.clone()).collect())
     }
 }
 
@@ -184,7 +267,7 @@ impl RaftLogStorage<TypeConfig> for MemLog {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let inner = self.inner.lock();
-        let last = inner.log.values().next_back().map(|h| h.entry.log_id).or(inner.last_purged);
+        let last = inner.log.last().map(|h| h.entry.log_id).or(inner.last_purged);
         Ok(LogState { last_purged_log_id: inner.last_purged, last_log_id: last })
     }
 
@@ -266,11 +349,70 @@ impl RaftLogStorage<TypeConfig> for MemLog {
         // it would cost more: mimalloc hands blocks freed by a foreign
         // thread back to their owner, which collects them later, in bursts.)
         tokio::spawn(async move {
-            for entry in purged.into_values() {
+            for entry in purged {
                 drop(entry);
                 tokio::task::yield_now().await;
             }
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn held(index: u64, term: u64) -> Held {
+        let log_id = LogId::new(CommittedLeaderId::new(term, 0), index);
+        Held { entry: Entry { log_id, payload: EntryPayload::Blank }, bytes: 1 }
+    }
+
+    fn indexes<'a>(it: impl Iterator<Item = &'a Held>) -> Vec<(u64, u64)> {
+        it.map(|h| (h.entry.log_id.index, h.entry.log_id.leader_id.term)).collect()
+    }
+
+    #[test]
+    fn entries_append_replace_truncate_and_purge_by_index() {
+        let mut log = Entries::default();
+        for i in 5..10 {
+            assert!(log.insert(held(i, 1)).is_none());
+        }
+        assert_eq!((log.first, log.end(), log.len()), (5, 10, 5));
+        // Over an entry held: replaced, the later ones kept (as a map would).
+        assert_eq!(log.insert(held(7, 2)).map(|h| h.entry.log_id.index), Some(7));
+        assert_eq!(indexes(log.range(6..=8)), vec![(6, 1), (7, 2), (8, 1)]);
+        assert_eq!(indexes(log.range(..6)), vec![(5, 1)]);
+        assert_eq!(indexes(log.range(9..)), vec![(9, 1)]);
+        assert_eq!(indexes(log.range(0..3)), vec![]);
+        assert_eq!(indexes(log.range(12..20)), vec![]);
+        assert_eq!(indexes(log.range((Bound::Included(8), Bound::Excluded(6)))), vec![]);
+        // Truncate from 8: 8 and 9 go.
+        assert_eq!(indexes(log.truncate(8).iter()), vec![(8, 1), (9, 1)]);
+        assert_eq!(log.end(), 8);
+        log.insert(held(8, 3));
+        // Purge up to 6: 5 and 6 go, and lookups still find the rest.
+        assert_eq!(indexes(log.purge(6).iter()), vec![(5, 1), (6, 1)]);
+        assert_eq!(log.first, 7);
+        assert_eq!(indexes(log.range(..)), vec![(7, 2), (8, 3)]);
+        assert_eq!(indexes(log.range(8..9)), vec![(8, 3)]);
+        // Purging past the end empties it; the next entry starts it again.
+        assert_eq!(log.purge(20).len(), 2);
+        assert_eq!(log.len(), 0);
+        log.insert(held(21, 3));
+        assert_eq!(indexes(log.range(..)), vec![(21, 3)]);
+        // Truncating before the first entry empties it.
+        assert_eq!(log.truncate(3).len(), 1);
+        assert!(log.last().is_none());
+    }
+
+    #[test]
+    fn an_entry_out_of_order_starts_the_log_again_at_it() {
+        let mut log = Entries::default();
+        log.insert(held(1, 1));
+        log.insert(held(2, 1));
+        log.insert(held(9, 1));
+        assert_eq!(indexes(log.range(..)), vec![(9, 1)]);
+        assert_eq!(indexes(log.range(9..10)), vec![(9, 1)]);
     }
 }
