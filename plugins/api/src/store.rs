@@ -61,6 +61,7 @@
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use parking_lot::{Mutex, MutexGuard};
@@ -646,18 +647,23 @@ pub struct Shard<O: Order> {
     slots: Slots<O::Link>,
     order: O,
     used: u64,
+    /// `used`, published for [`Policy::used_bytes`] to read without the
+    /// shard's lock (it is asked after every applied log entry).
+    usage: Arc<AtomicU64>,
     /// Eviction limit (0 = never evicts).
     limit: u64,
     scratch: Vec<u32>,
 }
 
 impl<O: Order> Shard<O> {
-    fn new(hasher: Hasher, overhead: u64, limit: u64, order_capacity: u64) -> Self {
+    fn new(hasher: Hasher, overhead: u64, limit: u64, order_capacity: u64, usage: Arc<AtomicU64>) -> Self {
+        usage.store(0, Ordering::Relaxed);
         Shard {
             table: Index::new(),
             slots: Slots::new(hasher, overhead),
             order: O::new(order_capacity),
             used: 0,
+            usage,
             limit,
             scratch: Vec::new(),
         }
@@ -673,6 +679,7 @@ impl<O: Order> Shard<O> {
         self.table.remove(index::tag(hash), i);
         let charge = self.slots.charge(i);
         self.used -= charge;
+        self.usage.store(self.used, Ordering::Relaxed);
         self.slots.release(i);
         charge
     }
@@ -709,6 +716,7 @@ impl<O: Order> Shard<O> {
         if self.limit != 0 && self.used > self.limit {
             self.evict(self.used - self.limit, None, evicted);
         }
+        self.usage.store(self.used, Ordering::Relaxed);
     }
 
     /// Evicts at least `bytes` (or everything but `keep`, the entry being
@@ -798,6 +806,8 @@ impl<O: Order> Drop for Release<'_, O> {
 /// A sharded store with eviction order `O`; implements [`Policy`].
 pub struct Sharded<O: Order> {
     shards: Arc<[Mutex<Shard<O>>]>,
+    /// Each shard's charged bytes, as the shard publishes them ([`Shard::usage`]).
+    usage: Box<[Arc<AtomicU64>]>,
     hasher: Hasher,
     capacity: Mutex<u64>,
     cow: Arc<CowCoordinator<Bytes>>,
@@ -822,8 +832,10 @@ impl<O: Order> Sharded<O> {
         let (per, order) = (Self::share(capacity, shards, local), Self::order_share(capacity, shards));
         let hasher = Hasher::with_seed(seed);
         let overhead = overhead::<O>() as u64;
+        let usage: Box<[Arc<AtomicU64>]> = (0..shards).map(|_| Arc::default()).collect();
         Sharded {
-            shards: (0..shards).map(|_| Mutex::new(Shard::new(hasher, overhead, per, order))).collect(),
+            shards: usage.iter().map(|u| Mutex::new(Shard::new(hasher, overhead, per, order, u.clone()))).collect(),
+            usage,
             hasher,
             capacity: Mutex::new(capacity),
             cow: Arc::default(),
@@ -1056,8 +1068,8 @@ impl<O: Order> Policy for Sharded<O> {
         for idx in 0..self.shards.len() {
             let mut s = self.shard(idx);
             self.cow.before_write(idx, || s.items());
-            let (overhead, limit) = (s.slots.overhead, s.limit);
-            *s = Shard::new(self.hasher, overhead, limit, Self::order_share(capacity, self.shards.len()));
+            let (overhead, limit, usage) = (s.slots.overhead, s.limit, s.usage.clone());
+            *s = Shard::new(self.hasher, overhead, limit, Self::order_share(capacity, self.shards.len()), usage);
         }
     }
 
@@ -1066,7 +1078,8 @@ impl<O: Order> Policy for Sharded<O> {
     }
 
     fn used_bytes(&self) -> u64 {
-        (0..self.shards.len()).map(|i| self.shard(i).used).sum()
+        // Each shard's own figure as its last change left it: no lock taken.
+        self.usage.iter().map(|u| u.load(Ordering::Relaxed)).sum()
     }
 
     fn capacity(&self) -> u64 {
