@@ -80,11 +80,19 @@ pub struct Batch {
 enum Body {
     /// The writes as commands (a sole voter's batch, an older format's),
     /// and their encoding once made.
-    Commands { commands: Arc<Vec<Command>>, encoded: Arc<OnceLock<Bytes>> },
+    Commands(Arc<Owned>),
     /// A format 2 encoding whose records all read, and how many there are.
     /// `large`: the long values of the `set`s, in order, as the leader's
     /// clients sent them (empty on a follower).
     Encoded { data: Bytes, count: usize, large: Arc<[Bytes]> },
+}
+
+/// The commands a [`Body::Commands`] owns and their encoding once made (one
+/// allocation for both).
+#[derive(Debug)]
+struct Owned {
+    commands: Vec<Command>,
+    encoded: OnceLock<Bytes>,
 }
 
 /// A batch's writes, ready to apply ([`Batch::writes`]).
@@ -118,7 +126,7 @@ impl Batch {
     /// A batch of `commands` proposed at `now_ms`; the encoding is made on
     /// first use.
     pub fn new(now_ms: u64, commands: Vec<Command>) -> Self {
-        Batch { now_ms, body: Body::Commands { commands: Arc::new(commands), encoded: Arc::default() } }
+        Batch { now_ms, body: Body::Commands(Arc::new(Owned { commands, encoded: OnceLock::new() })) }
     }
 
     /// The proposer's batch when nothing needs its encoding at once (a sole
@@ -126,10 +134,11 @@ impl Batch {
     /// request, in order) in one vector, their small keys and values copied
     /// into one buffer, in place of the clients' read buffers they were
     /// slices of; the encoding is made if a peer or a journal ever asks for
-    /// it. Large values are not copied again.
-    pub fn gathered(now_ms: u64, parts: Vec<Vec<Command>>) -> Self {
+    /// it. Large values are not copied again. `parts` is left empty, its
+    /// room kept for the next batch.
+    pub fn gathered(now_ms: u64, parts: &mut Vec<Vec<Command>>) -> Self {
         let mut commands = Vec::with_capacity(parts.iter().map(Vec::len).sum());
-        parts.into_iter().for_each(|p| commands.extend(p));
+        parts.drain(..).for_each(|p| commands.extend(p));
         gerdu_api::command::pack_small(&mut commands);
         Batch::new(now_ms, commands)
     }
@@ -139,8 +148,9 @@ impl Batch {
     /// at once and kept as the encoding (see the module docs), with the long
     /// values of their `set`s moved out; the rest of the commands (slices of
     /// the clients' read buffers) is dropped. The parts are never gathered
-    /// into one vector: the encoding is the batch.
-    pub fn packed(now_ms: u64, mut parts: Vec<Vec<Command>>) -> Self {
+    /// into one vector: the encoding is the batch. `parts` is left empty,
+    /// its room kept for the next batch.
+    pub fn packed(now_ms: u64, parts: &mut Vec<Vec<Command>>) -> Self {
         let count = parts.iter().map(Vec::len).sum();
         let data = Bytes::from(encode(now_ms, count, parts.iter().flatten()));
         let large = parts
@@ -151,13 +161,14 @@ impl Batch {
                 _ => None,
             })
             .collect();
+        parts.clear();
         Batch { now_ms, body: Body::Encoded { data, count, large } }
     }
 
     /// How many commands the batch holds.
     pub fn len(&self) -> usize {
         match &self.body {
-            Body::Commands { commands, .. } => commands.len(),
+            Body::Commands(held) => held.commands.len(),
             Body::Encoded { count, .. } => *count,
         }
     }
@@ -171,7 +182,7 @@ impl Batch {
     /// encoding).
     pub fn decoded(&self) -> Option<&[Command]> {
         match &self.body {
-            Body::Commands { commands, .. } => Some(commands),
+            Body::Commands(held) => Some(&held.commands),
             Body::Encoded { .. } => None,
         }
     }
@@ -179,8 +190,8 @@ impl Batch {
     /// The batch's encoding (made on first use).
     pub fn encoded(&self) -> &Bytes {
         match &self.body {
-            Body::Commands { commands, encoded } => {
-                encoded.get_or_init(|| encode(self.now_ms, commands.len(), commands.iter()).into())
+            Body::Commands(held) => {
+                held.encoded.get_or_init(|| encode(self.now_ms, held.commands.len(), held.commands.iter()).into())
             }
             Body::Encoded { data, .. } => data,
         }
@@ -191,7 +202,7 @@ impl Batch {
     /// it, a long value from the leader's client shared).
     pub fn writes(&self) -> Result<Writes<'_>, String> {
         let (data, count, large) = match &self.body {
-            Body::Commands { commands, .. } => return Ok(Writes::Commands(commands)),
+            Body::Commands(held) => return Ok(Writes::Commands(&held.commands)),
             Body::Encoded { data, count, large } => (data, *count, large),
         };
         let read = || -> Result<Vec<Write<'_>>, Damage> {
@@ -272,10 +283,7 @@ impl Batch {
                 if !left.is_empty() {
                     return Err(format!("{} bytes after a batch's commands", left.len()));
                 }
-                Ok(Batch {
-                    now_ms,
-                    body: Body::Commands { commands: Arc::new(commands), encoded: Arc::new(OnceLock::from(data)) },
-                })
+                Ok(Batch { now_ms, body: Body::Commands(Arc::new(Owned { commands, encoded: OnceLock::from(data) })) })
             }
             other => Err(format!("batch format {other} (this build reads {BATCH_FORMAT} and older)")),
         }
@@ -636,13 +644,13 @@ mod tests {
 
         // The proposer's batch: the same bytes, the same commands read
         // from them (the long values the clients' own).
-        let packed = Batch::packed(batch.now_ms, parts(&commands, 3));
+        let packed = Batch::packed(batch.now_ms, &mut parts(&commands, 3));
         assert_eq!(packed.encoded(), &data);
         assert!(packed.decoded().is_none());
         assert_eq!(&packed.commands().unwrap()[..], &commands[..]);
         check_sharing(&packed.commands().unwrap(), packed.encoded());
         // A sole voter's: the same commands and, when asked for, the same bytes.
-        let gathered = Batch::gathered(batch.now_ms, parts(&commands, 3));
+        let gathered = Batch::gathered(batch.now_ms, &mut parts(&commands, 3));
         assert_eq!(gathered.decoded(), Some(&commands[..]));
         assert_eq!(gathered.encoded(), &data);
 
@@ -675,7 +683,7 @@ mod tests {
         assert!(expected.1.len() > 10, "the fixture stores items");
 
         // The leader's: long values shared with its clients' commands.
-        let packed = Batch::packed(1, parts(&commands, 2));
+        let packed = Batch::packed(1, &mut parts(&commands, 2));
         let writes = packed.writes().unwrap();
         let Writes::Read(read) = &writes else { panic!("a packed batch is read from its encoding") };
         let own_long = read.iter().filter(|w| matches!(w, Write::Set(SetRef { value: Value::Shared(_), .. }))).count();
@@ -695,7 +703,7 @@ mod tests {
         assert_eq!(applied(&writes), expected);
 
         // A sole voter's: the commands themselves.
-        assert_eq!(applied(&Batch::gathered(1, parts(&commands, 2)).writes().unwrap()), expected);
+        assert_eq!(applied(&Batch::gathered(1, &mut parts(&commands, 2)).writes().unwrap()), expected);
     }
 
     #[test]
@@ -809,10 +817,10 @@ mod tests {
             let back = Batch::decode(batch.encoded().clone()).unwrap();
             prop_assert_eq!((back.now_ms, &back.commands().unwrap()[..]), (now_ms, &commands[..]));
             check_sharing(&back.commands().unwrap(), batch.encoded());
-            let packed = Batch::packed(now_ms, parts(&commands, 1 + now_ms as usize % 4));
+            let packed = Batch::packed(now_ms, &mut parts(&commands, 1 + now_ms as usize % 4));
             prop_assert_eq!(packed.encoded(), batch.encoded());
             prop_assert_eq!(&packed.commands().unwrap()[..], &commands[..]);
-            let gathered = Batch::gathered(now_ms, parts(&commands, 1 + now_ms as usize % 4));
+            let gathered = Batch::gathered(now_ms, &mut parts(&commands, 1 + now_ms as usize % 4));
             prop_assert_eq!(gathered.decoded(), Some(&commands[..]));
             prop_assert_eq!(gathered.encoded(), batch.encoded());
         }

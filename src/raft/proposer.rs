@@ -70,6 +70,10 @@ pub async fn run(
     // The entry in flight (at most one), resolved here: its reply channel
     // is polled in place, with no task or boxed future per entry.
     let mut in_flight: Option<InFlight> = None;
+    // Kept from entry to entry: the next entry's clients' commands, and
+    // whom to answer (emptied when they are answered).
+    let mut parts: Vec<Vec<Command>> = Vec::new();
+    let mut spare: Vec<(usize, ReplyTx)> = Vec::new();
     let mut open = true;
     while open || in_flight.is_some() {
         let idle = in_flight.is_none();
@@ -81,36 +85,31 @@ pub async fn run(
         };
         tokio::select! {
             result = committed => {
-                let Some(InFlight { waiters, batch, .. }) = in_flight.take() else { continue };
+                let Some(InFlight { mut waiters, batch, .. }) = in_flight.take() else { continue };
                 let result = match result {
                     Ok(Ok(resp)) => Ok(resp.data.0),
                     // Rare; nothing else is proposed meanwhile, so writes keep their order.
                     Ok(Err(e)) => retry_after_election(&raft, e, batch, leader_wait).await,
                     Err(_) => Err(PipelineError::ShuttingDown),
                 };
-                deliver(result, waiters);
+                deliver(result, &mut waiters);
+                spare = waiters;
             }
             first = rx.recv(), if open && idle => {
                 let Some(first) = first else {
                     open = false;
                     continue;
                 };
-                let mut count = first.commands.len();
-                let mut pending = vec![first];
-                while count < max_batch {
-                    match rx.try_recv() {
-                        Ok(p) => {
-                            count += p.commands.len();
-                            pending.push(p);
-                        }
-                        Err(_) => break,
-                    }
-                }
-                let mut parts = Vec::with_capacity(pending.len());
-                let mut waiters = Vec::with_capacity(pending.len());
-                for p in pending {
+                let mut waiters = std::mem::take(&mut spare);
+                let mut count = 0;
+                let mut next = Some(first);
+                while let Some(p) = next.take() {
+                    count += p.commands.len();
                     waiters.push((p.commands.len(), p.reply));
                     parts.push(p.commands);
+                    if count < max_batch {
+                        next = rx.try_recv().ok();
+                    }
                 }
                 metrics.batch_commands.observe(count as f64);
                 // Encoded now, straight from the clients' commands, when
@@ -118,14 +117,17 @@ pub async fn run(
                 // without storage keeps the commands, copying only the
                 // small fields.
                 let batch = if journaled || !sole_voter.load(Ordering::Acquire) {
-                    Batch::packed(clock.now_ms(), parts)
+                    Batch::packed(clock.now_ms(), &mut parts)
                 } else {
-                    Batch::gathered(clock.now_ms(), parts)
+                    Batch::gathered(clock.now_ms(), &mut parts)
                 };
                 // Submit in order; the commit is awaited above.
                 match raft.client_write_ff(batch.clone()).await {
                     Ok(receiver) => in_flight = Some(InFlight { receiver, waiters, batch }),
-                    Err(fatal) => deliver(Err(PipelineError::Internal(fatal.to_string())), waiters),
+                    Err(fatal) => {
+                        deliver(Err(PipelineError::Internal(fatal.to_string())), &mut waiters);
+                        spare = waiters;
+                    }
                 }
             }
         }
@@ -171,16 +173,16 @@ async fn retry_after_election(
     }
 }
 
-fn deliver(result: Result<Vec<Reply>, PipelineError>, waiters: Vec<(usize, ReplyTx)>) {
+fn deliver(result: Result<Vec<Reply>, PipelineError>, waiters: &mut Vec<(usize, ReplyTx)>) {
     match result {
         Ok(replies) => {
             let mut it = replies.into_iter();
-            for (n, tx) in waiters {
+            for (n, tx) in waiters.drain(..) {
                 let _ = tx.send(Ok(it.by_ref().take(n).collect()));
             }
         }
         Err(e) => {
-            for (_, tx) in waiters {
+            for (_, tx) in waiters.drain(..) {
                 let _ = tx.send(Err(e.clone()));
             }
         }
