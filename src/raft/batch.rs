@@ -168,7 +168,7 @@ impl Batch {
     /// How many commands the batch holds.
     pub fn len(&self) -> usize {
         match &self.body {
-            Body::Commands(held) => held.commands.len(),
+            Body::Commands(owned) => owned.commands.len(),
             Body::Encoded { count, .. } => *count,
         }
     }
@@ -182,7 +182,7 @@ impl Batch {
     /// encoding).
     pub fn decoded(&self) -> Option<&[Command]> {
         match &self.body {
-            Body::Commands(held) => Some(&held.commands),
+            Body::Commands(owned) => Some(&owned.commands),
             Body::Encoded { .. } => None,
         }
     }
@@ -190,8 +190,8 @@ impl Batch {
     /// The batch's encoding (made on first use).
     pub fn encoded(&self) -> &Bytes {
         match &self.body {
-            Body::Commands(held) => {
-                held.encoded.get_or_init(|| encode(self.now_ms, held.commands.len(), held.commands.iter()).into())
+            Body::Commands(owned) => {
+                owned.encoded.get_or_init(|| encode(self.now_ms, owned.commands.len(), owned.commands.iter()).into())
             }
             Body::Encoded { data, .. } => data,
         }
@@ -202,7 +202,7 @@ impl Batch {
     /// it, a long value from the leader's client shared).
     pub fn writes(&self) -> Result<Writes<'_>, String> {
         let (data, count, large) = match &self.body {
-            Body::Commands(held) => return Ok(Writes::Commands(&held.commands)),
+            Body::Commands(owned) => return Ok(Writes::Commands(&owned.commands)),
             Body::Encoded { data, count, large } => (data, *count, large),
         };
         let read = || -> Result<Vec<Write<'_>>, Damage> {

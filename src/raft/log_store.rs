@@ -2,9 +2,10 @@
 //!
 //! A ring of entries in index order ([`Entries`], a `VecDeque`: appends at
 //! the back, purges at the front, lookups by subtraction) behind a mutex
-//! that is never held across an `.await`. Snapshots purge it (openraft calls [`RaftLogStorage::purge`]
-//! after each snapshot, keeping `raft.keep_logs` entries), so its memory stays
-//! flat however many writes happen. With storage ([`MemLog::open`]) every
+//! that is never held across an `.await`. Snapshots purge it (openraft
+//! calls [`RaftLogStorage::purge`] after each snapshot, keeping
+//! `raft.keep_logs` entries), so its memory stays flat however many writes
+//! happen. With storage ([`MemLog::open`]) every
 //! change is also written to the [journal](super::journal), which rebuilds
 //! the log at start; appends are reported flushed once they are durable.
 

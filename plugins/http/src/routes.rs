@@ -179,8 +179,8 @@ async fn read_limited(body: Incoming, content_length: Option<u64>, max: u64, lim
 pub(crate) enum Answer {
     /// Made; taken by the first poll.
     Now(Option<Resp>),
-    /// The pipeline's answer to a one-command request, then `render(reply, head)`.
-    Call { call: Call, render: fn(Reply, bool) -> Resp, head: bool },
+    /// The pipeline's answer to a one-command request, then `render(reply)`.
+    Call { call: Call, render: Render },
     /// Anything else (a body to read first, an admin route).
     Later(Pin<Box<dyn Future<Output = Resp> + Send>>),
 }
@@ -191,18 +191,19 @@ impl Future for Answer {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
             Answer::Now(resp) => Poll::Ready(Ok(resp.take().expect("an answer is polled after it completed"))),
-            Answer::Call { call, render, head } => {
-                Pin::new(call).poll(cx).map(|result| Ok(rendered(result, *render, *head)))
-            }
+            Answer::Call { call, render } => Pin::new(call).poll(cx).map(|result| Ok(rendered(result, *render))),
             Answer::Later(future) => future.as_mut().poll(cx).map(Ok),
         }
     }
 }
 
+/// How a one-command request's reply becomes its HTTP answer.
+type Render = fn(Reply) -> Resp;
+
 /// A one-command request's HTTP answer.
-fn rendered(result: Result<Response, PipelineError>, render: fn(Reply, bool) -> Resp, head: bool) -> Resp {
+fn rendered(result: Result<Response, PipelineError>, render: Render) -> Resp {
     match result.map(|mut r| r.replies.pop()) {
-        Ok(Some(reply)) => render(reply, head),
+        Ok(Some(reply)) => render(reply),
         Ok(None) => text(StatusCode::INTERNAL_SERVER_ERROR, "no reply\n"),
         Err(e) => pipeline_error(e),
     }
@@ -210,14 +211,24 @@ fn rendered(result: Result<Response, PipelineError>, render: fn(Reply, bool) -> 
 
 /// Sends one command through the pipeline: answered at once if the
 /// pipeline did, else the call to wait for.
-fn call(state: &State, ctx: RequestContext, command: Command, render: fn(Reply, bool) -> Resp, head: bool) -> Answer {
+fn call(state: &State, ctx: RequestContext, command: Command, render: Render) -> Answer {
     match state.pipeline.call(Request::single(ctx, command)).now() {
-        Ok(result) => Answer::Now(Some(rendered(result, render, head))),
-        Err(call) => Answer::Call { call, render, head },
+        Ok(result) => Answer::Now(Some(rendered(result, render))),
+        Err(call) => Answer::Call { call, render },
     }
 }
 
-fn render_get(reply: Reply, head: bool) -> Resp {
+fn render_get(reply: Reply) -> Resp {
+    found(reply, false)
+}
+
+/// A HEAD's answer: a GET's, with the value's length and without the value.
+fn render_head(reply: Reply) -> Resp {
+    found(reply, true)
+}
+
+/// A GET's answer (`head`: a HEAD's).
+fn found(reply: Reply, head: bool) -> Resp {
     match reply {
         Reply::Values(mut v) => match v.pop().flatten() {
             Some(item) => {
@@ -237,7 +248,7 @@ fn render_get(reply: Reply, head: bool) -> Resp {
     }
 }
 
-fn render_set(reply: Reply, _: bool) -> Resp {
+fn render_set(reply: Reply) -> Resp {
     match reply {
         Reply::Stored { created: true, .. } => empty(StatusCode::CREATED),
         Reply::Stored { created: false, .. } => empty(StatusCode::NO_CONTENT),
@@ -246,7 +257,7 @@ fn render_set(reply: Reply, _: bool) -> Resp {
     }
 }
 
-fn render_delete(reply: Reply, _: bool) -> Resp {
+fn render_delete(reply: Reply) -> Resp {
     match reply {
         Reply::Count(0) => empty(StatusCode::NOT_FOUND),
         Reply::Count(_) => empty(StatusCode::OK),
@@ -276,8 +287,8 @@ fn cache(state: &Arc<State>, req: hyper::Request<Incoming>) -> Answer {
     match *req.method() {
         Method::GET | Method::HEAD => {
             ctx.received = Moment::now();
-            let head = req.method() == Method::HEAD;
-            call(state, ctx, Command::Get { keys: vec![key] }, render_get, head)
+            let render = if req.method() == Method::HEAD { render_head } else { render_get };
+            call(state, ctx, Command::Get { keys: vec![key] }, render)
         }
         Method::PUT => {
             let mut set = SetCommand::new(key, Bytes::new());
@@ -300,12 +311,12 @@ fn cache(state: &Arc<State>, req: hyper::Request<Incoming>) -> Answer {
                 };
                 ctx.received = Moment::now();
                 let result = state.pipeline.call(Request::single(ctx, Command::Set(set))).await;
-                rendered(result, render_set, false)
+                rendered(result, render_set)
             }))
         }
         Method::DELETE => {
             ctx.received = Moment::now();
-            call(state, ctx, Command::Delete { keys: vec![key] }, render_delete, false)
+            call(state, ctx, Command::Delete { keys: vec![key] }, render_delete)
         }
         _ => Answer::Now(Some(method_not_allowed("GET, HEAD, PUT, DELETE"))),
     }
