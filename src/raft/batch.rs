@@ -53,6 +53,8 @@ use gerdu_api::exec::{self, ApplyState, Write};
 use gerdu_api::{Command, Condition, Expiry, Policy, Reply, SetCommand, Value};
 use serde::{Deserialize, Serialize};
 
+use super::handoff::Handoff;
+
 /// The first byte of an encoded [`Batch`]: how the rest is laid out.
 pub const BATCH_FORMAT: u8 = 2;
 /// The format before [`BATCH_FORMAT`]: the commands in postcard. Read only.
@@ -74,6 +76,9 @@ pub struct Batch {
     /// Leader's unix time in ms when proposing.
     pub now_ms: u64,
     body: Body,
+    /// On the node that proposed it, in memory only: whom to answer once
+    /// it is applied ([`Handoff`]). Never encoded.
+    handoff: Option<Arc<Handoff>>,
 }
 
 #[derive(Clone, Debug)]
@@ -126,7 +131,7 @@ impl Batch {
     /// A batch of `commands` proposed at `now_ms`; the encoding is made on
     /// first use.
     pub fn new(now_ms: u64, commands: Vec<Command>) -> Self {
-        Batch { now_ms, body: Body::Commands(Arc::new(Owned { commands, encoded: OnceLock::new() })) }
+        Batch { now_ms, body: Body::Commands(Arc::new(Owned { commands, encoded: OnceLock::new() })), handoff: None }
     }
 
     /// The proposer's batch when nothing needs its encoding at once (a sole
@@ -162,7 +167,19 @@ impl Batch {
             })
             .collect();
         parts.clear();
-        Batch { now_ms, body: Body::Encoded { data, count, large } }
+        Batch { now_ms, body: Body::Encoded { data, count, large }, handoff: None }
+    }
+
+    /// The batch, its clients to be answered through `handoff` when it is
+    /// applied on this node.
+    pub fn with_handoff(mut self, handoff: Arc<Handoff>) -> Self {
+        self.handoff = Some(handoff);
+        self
+    }
+
+    /// Whom to answer when the batch is applied, on the node that proposed it.
+    pub fn handoff(&self) -> Option<&Arc<Handoff>> {
+        self.handoff.as_ref()
     }
 
     /// How many commands the batch holds.
@@ -274,7 +291,7 @@ impl Batch {
         match format {
             BATCH_FORMAT => {
                 let count = Reader::new(&data, HEADER).check().map_err(|e| e.to_string())?;
-                Ok(Batch { now_ms, body: Body::Encoded { data, count, large: Arc::new([]) } })
+                Ok(Batch { now_ms, body: Body::Encoded { data, count, large: Arc::new([]) }, handoff: None })
             }
             POSTCARD_FORMAT => {
                 let (commands, left): (Vec<Command>, _) =
@@ -283,7 +300,11 @@ impl Batch {
                 if !left.is_empty() {
                     return Err(format!("{} bytes after a batch's commands", left.len()));
                 }
-                Ok(Batch { now_ms, body: Body::Commands(Arc::new(Owned { commands, encoded: OnceLock::from(data) })) })
+                Ok(Batch {
+                    now_ms,
+                    body: Body::Commands(Arc::new(Owned { commands, encoded: OnceLock::from(data) })),
+                    handoff: None,
+                })
             }
             other => Err(format!("batch format {other} (this build reads {BATCH_FORMAT} and older)")),
         }

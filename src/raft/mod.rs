@@ -23,6 +23,7 @@
 pub mod batch;
 pub mod evictor;
 pub mod forwarder;
+pub mod handoff;
 pub mod journal;
 pub mod log_store;
 pub mod membership;

@@ -8,9 +8,12 @@
 //! [`Batch::packed`]; a sole voter without storage, which needs no encoding,
 //! copies them into one buffer instead: [`Batch::gathered`]), hands it to openraft without
 //! waiting for the commit (`client_write_ff`), and goes back for more. At
-//! most one entry is uncommitted at once (its reply channel is polled by
-//! the task itself: no task or boxed future per entry): while it commits,
-//! the next one fills up, so under load each entry carries the writes of
+//! most one entry is uncommitted at once: while it commits, the next one
+//! fills up. The state machine answers the entry's clients as it applies
+//! it and wakes the proposer ([`Handoff`](super::handoff)), before
+//! openraft's core has seen the result; openraft's own channel for the
+//! entry is polled by the task itself (no task or boxed future per entry)
+//! for a refusal. So under load each entry carries the writes of
 //! many clients (fewer log entries, fewer apply rounds, fewer snapshots per
 //! write, one allocation for all their bytes), and with no load a lone write
 //! is proposed at once. An entry costs about 22,000
@@ -25,17 +28,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
 use gerdu_api::{Clock, Command, PipelineError, Reply};
 use openraft::RaftTypeConfig;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::responder::Responder;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
+use tokio::sync::oneshot::error::TryRecvError;
 
+use super::handoff::Handoff;
+pub use super::handoff::ReplyTx;
 use super::types::{Batch, NodeId, Raft, TypeConfig};
 use crate::metrics::ServerMetrics;
-
-/// Where a proposal's replies go.
-pub type ReplyTx = oneshot::Sender<Result<Vec<Reply>, PipelineError>>;
 
 /// A client's writes and where to send their replies.
 pub struct Proposal {
@@ -67,9 +75,14 @@ pub async fn run(
     metrics: Arc<ServerMetrics>,
 ) {
     let Settings { max_batch, leader_wait, journaled, sole_voter } = settings;
-    // The entry in flight (at most one), resolved here: its reply channel
-    // is polled in place, with no task or boxed future per entry.
+    // The entry in flight (at most one), resolved here: the handoff and
+    // openraft's channel are polled in place, with no task or boxed future
+    // per entry.
     let mut in_flight: Option<InFlight> = None;
+    // Applied entries' channels openraft has not answered yet (it answers
+    // on its next turn): kept until it has, since it warns of an answer it
+    // cannot deliver.
+    let mut unheard: VecDeque<Receiver> = VecDeque::new();
     // Kept from entry to entry: the next entry's clients' commands, and
     // whom to answer (emptied when they are answered).
     let mut parts: Vec<Vec<Command>> = Vec::new();
@@ -77,23 +90,41 @@ pub async fn run(
     let mut open = true;
     while open || in_flight.is_some() {
         let idle = in_flight.is_none();
-        let committed = async {
-            match in_flight.as_mut() {
-                Some(f) => (&mut f.receiver).await,
-                None => std::future::pending().await,
-            }
-        };
+        // `None`: applied here, its clients answered; `Some`: openraft's answer.
+        let settled = poll_fn(|cx| match in_flight.as_mut() {
+            None => Poll::Pending,
+            Some(f) => match f.handoff.poll_applied(cx) {
+                Poll::Ready(()) => Poll::Ready(None),
+                Poll::Pending => Pin::new(&mut f.receiver).poll(cx).map(Some),
+            },
+        });
         tokio::select! {
-            result = committed => {
-                let Some(InFlight { mut waiters, batch, .. }) = in_flight.take() else { continue };
-                let result = match result {
-                    Ok(Ok(resp)) => Ok(resp.data.0),
+            answer = settled => {
+                let Some(InFlight { handoff, batch, receiver }) = in_flight.take() else { continue };
+                match answer {
+                    // The proposer is not woken for openraft's answer: it
+                    // is only collected (below, after the next entry).
+                    None => {
+                        let mut receiver = receiver;
+                        let quiet = &mut Context::from_waker(Waker::noop());
+                        if Pin::new(&mut receiver).poll(quiet).is_pending() {
+                            unheard.push_back(receiver);
+                        }
+                    }
+                    // Applied without the handoff reaching the state machine
+                    // (or after it did: then this does nothing).
+                    Some(Ok(Ok(resp))) => handoff.applied(resp.data.0),
                     // Rare; nothing else is proposed meanwhile, so writes keep their order.
-                    Ok(Err(e)) => retry_after_election(&raft, e, batch, leader_wait).await,
-                    Err(_) => Err(PipelineError::ShuttingDown),
-                };
-                deliver(result, &mut waiters);
-                spare = waiters;
+                    Some(Ok(Err(e))) => match retry_after_election(&raft, e, batch, leader_wait).await {
+                        Ok(replies) => handoff.applied(replies),
+                        Err(e) => handoff.fail(e),
+                    },
+                    Some(Err(_)) => handoff.fail(PipelineError::ShuttingDown),
+                }
+                spare = handoff.take_list();
+                while unheard.front_mut().is_some_and(|r| !matches!(r.try_recv(), Err(TryRecvError::Empty))) {
+                    unheard.pop_front();
+                }
             }
             first = rx.recv(), if open && idle => {
                 let Some(first) = first else {
@@ -121,25 +152,33 @@ pub async fn run(
                 } else {
                     Batch::gathered(clock.now_ms(), &mut parts)
                 };
-                // Submit in order; the commit is awaited above.
+                let handoff = Handoff::new(waiters);
+                let batch = batch.with_handoff(handoff.clone());
+                // Submit in order; the outcome is awaited above.
                 match raft.client_write_ff(batch.clone()).await {
-                    Ok(receiver) => in_flight = Some(InFlight { receiver, waiters, batch }),
+                    Ok(receiver) => in_flight = Some(InFlight { handoff, batch, receiver }),
                     Err(fatal) => {
-                        deliver(Err(PipelineError::Internal(fatal.to_string())), &mut waiters);
-                        spare = waiters;
+                        handoff.fail(PipelineError::Internal(fatal.to_string()));
+                        spare = handoff.take_list();
                     }
                 }
             }
         }
     }
+    for r in unheard {
+        let _ = r.await;
+    }
 }
 
-/// The entry proposed and not yet applied: where openraft answers, whom to
-/// answer, and the batch (proposed again if an election lost it).
+/// openraft's channel for an entry's outcome.
+type Receiver = <<TypeConfig as RaftTypeConfig>::Responder as Responder<TypeConfig>>::Receiver;
+
+/// The entry proposed and not yet applied: its clients, openraft's channel,
+/// and the batch (proposed again if an election lost it).
 struct InFlight {
-    receiver: <<TypeConfig as RaftTypeConfig>::Responder as Responder<TypeConfig>>::Receiver,
-    waiters: Vec<(usize, ReplyTx)>,
+    handoff: Arc<Handoff>,
     batch: Batch,
+    receiver: Receiver,
 }
 
 /// A write that met an election: wait (bounded) for a leader and, if it is
@@ -154,8 +193,9 @@ async fn retry_after_election(
         return Err(PipelineError::Internal(err.to_string()));
     };
     if fwd.leader_id.is_some() {
-        // Leadership moved while the entry was in flight: the new leader may
-        // still commit it, so it cannot be proposed again from here.
+        // A new leader's log replaced the entry here before it was
+        // committed; that leader may still hold a copy and commit it, so it
+        // cannot be proposed again from here.
         let leader = fwd.leader_node.map_or_else(|| "another node".to_string(), |n| n.name);
         return Err(PipelineError::Unavailable(format!(
             "leadership moved to {leader} during the write; it may or may not have been applied"
@@ -170,21 +210,5 @@ async fn retry_after_election(
         Ok(resp) => Ok(resp.data.0),
         Err(RaftError::APIError(e)) => Err(PipelineError::Unavailable(e.to_string())),
         Err(RaftError::Fatal(e)) => Err(PipelineError::Internal(e.to_string())),
-    }
-}
-
-fn deliver(result: Result<Vec<Reply>, PipelineError>, waiters: &mut Vec<(usize, ReplyTx)>) {
-    match result {
-        Ok(replies) => {
-            let mut it = replies.into_iter();
-            for (n, tx) in waiters.drain(..) {
-                let _ = tx.send(Ok(it.by_ref().take(n).collect()));
-            }
-        }
-        Err(e) => {
-            for (_, tx) in waiters.drain(..) {
-                let _ = tx.send(Err(e.clone()));
-            }
-        }
     }
 }

@@ -27,13 +27,14 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use gerdu_api::Policy;
 use gerdu_api::exec::ApplyState;
 use gerdu_api::image::{ImageMeta, ImageWriter, decode_image};
+use gerdu_api::{Policy, Reply};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership};
 use parking_lot::Mutex;
 
+use super::handoff::Handoff;
 use super::types::{BatchReply, Entry, LogId, Node, NodeId, StorageError, TypeConfig};
 use crate::metrics::ServerMetrics;
 
@@ -113,6 +114,10 @@ pub fn load_snapshot(dir: &std::path::Path) -> std::io::Result<Option<(SnapshotM
 #[derive(Clone)]
 pub struct StateMachine {
     shared: Arc<SmShared>,
+    /// The applied entries' replies for clients of this node, answered
+    /// once the apply lock is released ([`Handoff`]); kept from call to
+    /// call for its room.
+    answers: Vec<(Arc<Handoff>, Vec<Reply>)>,
 }
 
 impl StateMachine {
@@ -138,6 +143,7 @@ impl StateMachine {
                 dir,
                 over_capacity: Arc::default(),
             }),
+            answers: Vec::new(),
         };
         if let Some(dir) = &sm.shared.dir
             && let Some((meta, data)) = load_snapshot(dir)?
@@ -336,15 +342,45 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let (mut evicted, mut expired) = (0, 0);
-        let replies: Vec<BatchReply> = {
+        let mut answers = std::mem::take(&mut self.answers);
+        let replies = {
             let mut inner = self.shared.inner.lock();
             let mut replies = Vec::new();
+            let mut failed = None;
             for e in entries {
-                let reply = self.shared.apply_entry(&mut inner, &e, &mut evicted, &mut expired);
-                replies.push(reply.map_err(|m| StorageIOError::apply(e.log_id, &std::io::Error::other(m)))?);
+                match self.shared.apply_entry(&mut inner, &e, &mut evicted, &mut expired) {
+                    // This node proposed it: its clients are answered here,
+                    // openraft passes on an empty reply.
+                    Ok(reply) => {
+                        let handoff = match &e.payload {
+                            EntryPayload::Normal(batch) => batch.handoff(),
+                            _ => None,
+                        };
+                        match handoff {
+                            Some(h) => {
+                                answers.push((h.clone(), reply.0));
+                                replies.push(BatchReply::default());
+                            }
+                            None => replies.push(reply),
+                        }
+                    }
+                    Err(m) => {
+                        failed = Some(StorageIOError::apply(e.log_id, &std::io::Error::other(m)));
+                        break;
+                    }
+                }
             }
-            replies
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(replies),
+            }
         };
+        // Answered even when a later entry failed: these were applied.
+        for (h, r) in answers.drain(..) {
+            h.applied(r);
+        }
+        self.answers = answers;
+        let replies = replies?;
         let m = &self.shared.metrics;
         m.evictions.inc_by(evicted);
         m.expirations.inc_by(expired);

@@ -1,0 +1,180 @@
+//! Who answers a write: the state machine, the moment it applies the entry.
+//!
+//! A log entry the proposer makes carries, in memory only, a [`Handoff`]:
+//! the clients whose writes it holds and where their replies go. Clones of
+//! the entry (the log's, each follower stream's) share it; its encoding
+//! (the peer wire, the journal) leaves it out, so a follower's copy or one
+//! read back from disk has none. When this node's state machine applies an
+//! entry that has one, it answers those clients there and then, and tells
+//! the proposer the entry is done. This is how etcd's server answers a
+//! proposal (its apply loop triggers the request's waiter).
+//!
+//! openraft would otherwise answer through its responder, which it calls
+//! only after the state machine's result has gone back to its core task
+//! and that task's next turn: the clients' replies waited for that turn
+//! (and the proposer's), and with one entry in flight each entry cost the
+//! core two turns, each publishing its metrics. Now the proposer hears of
+//! the apply first and proposes the next entry before the core's turn, so
+//! the core takes the applied entry's result and the next entry in one.
+//!
+//! openraft's responder still answers every proposal (its membership calls
+//! need its own kind), and the proposer still listens to it, for what the
+//! state machine cannot report: an entry refused, or truncated from this
+//! node's log by a new leader, or openraft stopping. Then the clients are
+//! still waiting, and the proposer answers them. A handoff answers its
+//! clients once: whichever comes second finds them answered.
+
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use gerdu_api::{PipelineError, Reply};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+/// Where one client's replies go.
+pub type ReplyTx = oneshot::Sender<Result<Vec<Reply>, PipelineError>>;
+
+/// An entry's clients, shared by the proposer and the entry.
+#[derive(Default)]
+pub struct Handoff(Mutex<State>);
+
+#[derive(Default)]
+struct State {
+    /// Each client's number of replies and its channel, in the entry's
+    /// order; empty once they are answered.
+    waiters: Vec<(usize, ReplyTx)>,
+    /// Whether the state machine answered them.
+    applied: bool,
+    /// The proposer, waiting for that.
+    waker: Option<Waker>,
+}
+
+impl std::fmt::Debug for Handoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.0.lock();
+        f.debug_struct("Handoff").field("clients", &s.waiters.len()).field("applied", &s.applied).finish()
+    }
+}
+
+impl Handoff {
+    /// A handoff for these clients (`waiters`: each one's number of
+    /// commands and its channel, in the entry's order).
+    pub fn new(waiters: Vec<(usize, ReplyTx)>) -> Arc<Self> {
+        Arc::new(Handoff(Mutex::new(State { waiters, applied: false, waker: None })))
+    }
+
+    /// The entry was applied: answers its clients with `replies` (aligned
+    /// with the entry's commands) and wakes the proposer. Does nothing if
+    /// they were answered already.
+    pub fn applied(&self, replies: Vec<Reply>) {
+        let mut s = self.0.lock();
+        if s.waiters.is_empty() {
+            return;
+        }
+        let mut it = replies.into_iter();
+        for (n, tx) in s.waiters.drain(..) {
+            let _ = tx.send(Ok(it.by_ref().take(n).collect()));
+        }
+        s.applied = true;
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Ready once [`Self::applied`] answered the clients (the proposer;
+    /// one waiter at a time).
+    pub fn poll_applied(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut s = self.0.lock();
+        if s.applied {
+            return Poll::Ready(());
+        }
+        if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            s.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Answers the clients still waiting with `err` (an entry that was
+    /// refused and is not proposed again).
+    pub fn fail(&self, err: PipelineError) {
+        for (_, tx) in self.0.lock().waiters.drain(..) {
+            let _ = tx.send(Err(err.clone()));
+        }
+    }
+
+    /// Gives back the (emptied) client list, for the next entry to reuse.
+    pub fn take_list(&self) -> Vec<(usize, ReplyTx)> {
+        let mut s = self.0.lock();
+        let mut list = std::mem::take(&mut s.waiters);
+        // Answered by now; if not (a bug), they hear that the node stopped.
+        for (_, tx) in list.drain(..) {
+            let _ = tx.send(Err(PipelineError::ShuttingDown));
+        }
+        list
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+
+    type Rx = oneshot::Receiver<Result<Vec<Reply>, PipelineError>>;
+
+    fn clients(counts: &[usize]) -> (Vec<(usize, ReplyTx)>, Vec<Rx>) {
+        counts
+            .iter()
+            .map(|&n| {
+                let (tx, rx) = oneshot::channel();
+                ((n, tx), rx)
+            })
+            .unzip()
+    }
+
+    #[tokio::test]
+    async fn applying_answers_each_client_its_share_then_wakes_the_proposer() {
+        let (waiters, mut rxs) = clients(&[2, 1]);
+        let h = Handoff::new(waiters);
+        let proposer = {
+            let h = h.clone();
+            tokio::spawn(async move { poll_fn(|cx| h.poll_applied(cx)).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!proposer.is_finished());
+        h.applied(vec![Reply::Count(1), Reply::Count(2), Reply::Count(3)]);
+        proposer.await.unwrap();
+        assert_eq!(rxs.remove(0).await.unwrap().unwrap(), vec![Reply::Count(1), Reply::Count(2)]);
+        assert_eq!(rxs.remove(0).await.unwrap().unwrap(), vec![Reply::Count(3)]);
+        assert!(h.take_list().is_empty());
+    }
+
+    #[tokio::test]
+    async fn clients_are_answered_once() {
+        let (waiters, mut rxs) = clients(&[1]);
+        let h = Handoff::new(waiters);
+        h.applied(vec![Reply::Count(7)]);
+        // openraft's own answer, after the state machine's, changes nothing.
+        h.applied(vec![]);
+        h.fail(PipelineError::ShuttingDown);
+        assert_eq!(rxs.remove(0).await.unwrap().unwrap(), vec![Reply::Count(7)]);
+
+        let (waiters, mut rxs) = clients(&[1, 1]);
+        let h = Handoff::new(waiters);
+        h.fail(PipelineError::Unavailable("no leader".into()));
+        // An apply after that (the entry committed after all) answers no one twice.
+        h.applied(vec![Reply::Count(1), Reply::Count(2)]);
+        assert!(poll_fn(|cx| Poll::Ready(h.poll_applied(cx).is_pending())).await);
+        for rx in rxs.drain(..) {
+            assert!(matches!(rx.await.unwrap(), Err(PipelineError::Unavailable(_))));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_list_given_back_unanswered_fails_its_clients() {
+        let (waiters, mut rxs) = clients(&[3]);
+        let h = Handoff::new(waiters);
+        let list = h.take_list();
+        assert!(list.is_empty() && list.capacity() >= 1);
+        assert!(matches!(rxs.remove(0).await.unwrap(), Err(PipelineError::ShuttingDown)));
+    }
+}
