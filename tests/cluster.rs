@@ -500,8 +500,9 @@ async fn a_crashed_leader_is_replaced_and_requests_wait_for_the_election() {
         // died, so nobody can say whether it was applied. Repeating it (it is
         // idempotent) must then succeed once the new leader is in place.
         assert!(during.text().contains("may or may not have been applied"), "{}", during.text());
-        let again = common::put(b.http, "/cache/during", b"2").await.status;
-        assert!(again == StatusCode::CREATED || again == StatusCode::NO_CONTENT, "{again}");
+        let again = common::put(b.http, "/cache/during", b"2").await;
+        let (status, body) = (again.status, again.text());
+        assert!(status == StatusCode::CREATED || status == StatusCode::NO_CONTENT, "{status}: {body}");
     } else {
         assert_eq!(during.status, StatusCode::CREATED);
     }

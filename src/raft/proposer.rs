@@ -99,6 +99,9 @@ pub async fn run(
             },
         });
         tokio::select! {
+            // Only one branch is ever enabled at once: no need for select's
+            // random start (a thread-local generator, each turn).
+            biased;
             answer = settled => {
                 let Some(InFlight { handoff, batch, receiver }) = in_flight.take() else { continue };
                 match answer {
