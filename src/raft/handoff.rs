@@ -38,10 +38,8 @@ use tokio::sync::oneshot;
 pub type ReplyTx = oneshot::Sender<Result<Vec<Reply>, PipelineError>>;
 
 /// An entry's clients, shared by the proposer and the entry.
-#[derive(Default)]
 pub struct Handoff(Mutex<State>);
 
-#[derive(Default)]
 struct State {
     /// Each client's number of replies and its channel, in the entry's
     /// order; empty once they are answered.
