@@ -538,3 +538,61 @@ async fn two_followers_leaving_at_once_both_get_out() {
     assert_eq!(common::put(a.http, "/cache/k", b"v").await.status, StatusCode::CREATED);
     a.server.shutdown().await;
 }
+
+/// A leader's write that an election keeps from committing (a new leader's
+/// log replaces it) comes back to its client unapplied, commands intact,
+/// for the raft stage to send to the new leader; and so does a write a
+/// node no longer leading is asked to propose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_an_election_kept_from_committing_come_back_unapplied() {
+    use gerdu::raft::Refusal;
+    use gerdu_api::{Command, SetCommand};
+    use openraft::raft::AppendEntriesRequest;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+
+    let (a, b, c) = three("", "").await;
+    assert_eq!(leader_of(&a).as_deref(), Some("a"));
+    // Without b and c, a's next entry cannot commit.
+    b.server.kill().await;
+    c.server.kill().await;
+    let node = a.server.raft().clone();
+    let before = node.raft.metrics().borrow().clone();
+    let (last, term) = (before.last_log_index.expect("a log"), before.vote.leader_id().term);
+    let write = vec![Command::Set(SetCommand::new("k", "lost")), Command::Set(SetCommand::new("k2", "lost too"))];
+    let pending = tokio::spawn({
+        let (node, write) = (node.clone(), write.clone());
+        async move { node.submit(write).await }
+    });
+    node.raft
+        .wait(Some(Duration::from_secs(20)))
+        .metrics(|m| m.last_log_index == Some(last + 1), "the write is in a's log")
+        .await
+        .expect("the write is logged");
+    assert!(!pending.is_finished());
+
+    // A leader a does not know, at the next term, whose log has a blank
+    // entry where a's write is: a follows it and truncates the write.
+    let stranger = u64::MAX;
+    let request = AppendEntriesRequest {
+        vote: Vote::new_committed(term + 1, stranger),
+        prev_log_id: Some(LogId::new(*before.vote.leader_id(), last)),
+        entries: vec![Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term + 1, stranger), last + 1),
+            payload: EntryPayload::Blank,
+        }],
+        leader_commit: None,
+    };
+    node.raft.append_entries(request).await.expect("a takes the new leader's entries");
+    match pending.await.unwrap() {
+        Err(Refusal::NotApplied(back)) => assert_eq!(back, write),
+        other => panic!("the write should come back unapplied: {other:?}"),
+    }
+    assert!(a.server.policy().get(b"k", 0).is_none(), "nothing of it was applied");
+
+    // a follows now: a write it is asked to propose is refused at once.
+    match node.submit(write.clone()).await {
+        Err(Refusal::NotApplied(back)) => assert_eq!(back, write),
+        other => panic!("a follower's proposal should come back unapplied: {other:?}"),
+    }
+    a.server.kill().await;
+}

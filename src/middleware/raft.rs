@@ -9,7 +9,12 @@
 //!
 //! On a follower, a request that needs the leader — any write, or reads at
 //! `linearizable` or `leader` consistency — is forwarded to the leader whole
-//! ([`RaftNode::forward`]); `local` reads are served here.
+//! ([`RaftNode::forward`]); `local` reads are served here. Writes this node
+//! proposed as leader and that an election kept from committing (so they
+//! never will: [`Refusal::NotApplied`]) are forwarded the same way, with the
+//! rest of their request; a request a follower forwarded here is instead
+//! handed back to it ([`RaftNode::serve_forwarded`]), to send on to the new
+//! leader.
 
 use std::sync::Arc;
 
@@ -18,8 +23,8 @@ use gerdu_api::{
     Response, register_middleware,
 };
 
-use crate::raft::RaftNode;
 use crate::raft::membership::FORWARDED;
+use crate::raft::{RaftNode, Refusal};
 
 struct RaftMiddleware {
     node: Arc<RaftNode>,
@@ -49,10 +54,18 @@ impl Middleware for RaftMiddleware {
             }
             // Only writes (the usual write request): one proposal, in a future
             // that holds no more than it needs.
+            let forwarded = req.ctx.protocol == FORWARDED;
             if any_write && req.commands.iter().all(Command::is_write) {
                 let node = node.clone();
                 return Call::waiting(async move {
-                    let replies = node.propose(req.commands).await?;
+                    let replies = match node.submit(req.commands).await {
+                        Ok(replies) => replies,
+                        // Boxed: the rare path keeps the usual future small.
+                        Err(Refusal::NotApplied(commands)) if !forwarded => {
+                            Box::pin(node.forward(commands, consistency)).await?
+                        }
+                        Err(refusal) => return Err(refusal.into_error()),
+                    };
                     Ok(Response { replies })
                 });
             }
@@ -71,7 +84,17 @@ impl Middleware for RaftMiddleware {
                         run.push(c);
                     }
                     if write {
-                        replies.extend(node.propose(run).await?);
+                        match node.submit(run).await {
+                            Ok(r) => replies.extend(r),
+                            // Nothing of this run was applied: it and the
+                            // rest of the request go to the leader.
+                            Err(Refusal::NotApplied(mut rest)) if !forwarded => {
+                                rest.extend(commands);
+                                replies.extend(Box::pin(node.forward(rest, consistency)).await?);
+                                break;
+                            }
+                            Err(refusal) => return Err(refusal.into_error()),
+                        }
                     } else {
                         node.read_barrier(consistency).await?;
                         let sub = Request { ctx: req.ctx.clone(), commands: run };

@@ -251,14 +251,16 @@ impl Batch {
 
     /// The commands, owned (each small key and value of an encoded batch a
     /// slice of its encoding, each long one as [`Batch::writes`] has it):
-    /// what the tests compare.
-    #[cfg(test)]
-    fn commands(&self) -> Result<Vec<Command>, String> {
-        let Body::Encoded { data, .. } = &self.body else {
-            return Ok(self.decoded().unwrap_or_default().to_vec());
+    /// what the proposer gives back to its clients when an election kept
+    /// the batch from committing, and what the tests compare.
+    pub fn commands(&self) -> Result<Vec<Command>, String> {
+        let writes = match (&self.body, self.writes()?) {
+            (Body::Encoded { data, .. }, Writes::Read(writes)) => (data, writes),
+            (_, Writes::Commands(commands)) => return Ok(commands.to_vec()),
+            (Body::Commands(owned), Writes::Read(_)) => return Ok(owned.commands.clone()),
         };
+        let (data, writes) = writes;
         let field = |b: &[u8]| if is_small(b) { data.slice_ref(b) } else { Bytes::copy_from_slice(b) };
-        let Writes::Read(writes) = self.writes()? else { unreachable!("an encoded batch's writes are read from it") };
         Ok(writes
             .into_iter()
             .map(|w| match w {

@@ -9,10 +9,12 @@
 //! into as few log entries as it would for its own clients.
 //!
 //! Per request: answered from the leader; or resent (to the new leader)
-//! when the receiver was not the leader, when the leader could not be
-//! connected, and — reads only — after any transport failure; otherwise a
-//! write gets "unavailable" (it may have been applied: not resent). All
-//! within `raft.leader_wait_ms` of the batch being sent.
+//! when the receiver was not the leader or lost its leadership before the
+//! request's writes committed, when the leader could not be connected
+//! (the connection, TCP or TLS, failed: nothing was sent), and — reads
+//! only — after any transport failure; otherwise a write gets
+//! "unavailable" (it may have been applied: not resent). All within
+//! `raft.leader_wait_ms` of the batch being sent.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -73,50 +75,58 @@ impl RaftNode {
                 Ok(l) => l,
                 Err(e) => return fail(pending, &e),
             };
+            let mut again = Vec::new();
             if leader == self.id {
                 // Elected meanwhile (the metrics say so; this node's own
-                // leadership flag may lag them): run them here.
-                join_all(pending.into_iter().map(|f| async move {
-                    let _ = f.reply.send(self.run_here(f.request).await);
+                // leadership flag may lag them): run them here, keeping
+                // those an election gives back again.
+                let back = join_all(pending.into_iter().map(|f| async move {
+                    match self.run_forwarded(f.request).await {
+                        Ok(result) => {
+                            let _ = f.reply.send(result);
+                            None
+                        }
+                        Err(request) => Some(Forwarded { request, reply: f.reply }),
+                    }
                 }))
                 .await;
-                return;
-            }
-            let mut client = match self.network.client(&node.raft_addr) {
-                Ok(c) => c,
-                Err(m) => return fail(pending, &PipelineError::Internal(m)),
-            };
-            let requests: Vec<&ForwardRequest> = pending.iter().map(|f| &f.request).collect();
-            let sent = client.forward(pb::Blob { data: wire::encode(&requests) }).await;
-            let mut again = Vec::new();
-            match sent {
-                Ok(reply) => match wire::decode::<Vec<ForwardResponse>>(&reply.into_inner().data) {
-                    Ok(answers) if answers.len() == pending.len() => {
-                        for (f, answer) in pending.into_iter().zip(answers) {
-                            match answer {
-                                ForwardResponse::Done(r) => {
-                                    let _ = f.reply.send(r);
+                again.extend(back.into_iter().flatten());
+            } else {
+                let mut client = match self.network.client(&node.raft_addr) {
+                    Ok(c) => c,
+                    Err(m) => return fail(pending, &PipelineError::Internal(m)),
+                };
+                let requests: Vec<&ForwardRequest> = pending.iter().map(|f| &f.request).collect();
+                let sent = client.forward(pb::Blob { data: wire::encode(&requests) }).await;
+                match sent {
+                    Ok(reply) => match wire::decode::<Vec<ForwardResponse>>(&reply.into_inner().data) {
+                        Ok(answers) if answers.len() == pending.len() => {
+                            for (f, answer) in pending.into_iter().zip(answers) {
+                                match answer {
+                                    ForwardResponse::Done(r) => {
+                                        let _ = f.reply.send(r);
+                                    }
+                                    ForwardResponse::NotLeader => again.push(f),
                                 }
-                                ForwardResponse::NotLeader => again.push(f),
                             }
                         }
-                    }
-                    Ok(_) => {
-                        return fail(pending, &PipelineError::Internal("the leader answered a short batch".into()));
-                    }
-                    Err(m) => return fail(pending, &PipelineError::Internal(m)),
-                },
-                Err(status) => {
-                    let unsent = super::network::never_sent(&status);
-                    for f in pending {
-                        if unsent || !f.request.commands.iter().any(Command::is_write) {
-                            again.push(f);
-                        } else {
-                            let _ = f.reply.send(Err(PipelineError::Unavailable(format!(
-                                "the leader {} did not answer ({}); the write may or may not have been applied",
-                                node.name,
-                                status.message()
-                            ))));
+                        Ok(_) => {
+                            return fail(pending, &PipelineError::Internal("the leader answered a short batch".into()));
+                        }
+                        Err(m) => return fail(pending, &PipelineError::Internal(m)),
+                    },
+                    Err(status) => {
+                        let unsent = super::network::never_sent(&status);
+                        for f in pending {
+                            if unsent || !f.request.commands.iter().any(Command::is_write) {
+                                again.push(f);
+                            } else {
+                                let _ = f.reply.send(Err(PipelineError::Unavailable(format!(
+                                    "the leader {} did not answer ({}); the write may or may not have been applied",
+                                    node.name,
+                                    status.message()
+                                ))));
+                            }
                         }
                     }
                 }

@@ -24,18 +24,51 @@
 //! need its own kind), and the proposer still listens to it, for what the
 //! state machine cannot report: an entry refused, or truncated from this
 //! node's log by a new leader, or openraft stopping. Then the clients are
-//! still waiting, and the proposer answers them. A handoff answers its
+//! still waiting, and the proposer answers them: a refused or truncated
+//! entry was not applied and never will be (openraft answers
+//! `ForwardToLeader` only then; an entry a new leader holds is applied here
+//! as it commits), so each client gets its commands back
+//! ([`Refusal::NotApplied`]) to run on the leader. A handoff answers its
 //! clients once: whichever comes second finds them answered.
 
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use gerdu_api::{PipelineError, Reply};
+use gerdu_api::{Command, PipelineError, Reply};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 /// Where one client's replies go.
-pub type ReplyTx = oneshot::Sender<Result<Vec<Reply>, PipelineError>>;
+pub type ReplyTx = oneshot::Sender<Result<Vec<Reply>, Refusal>>;
+
+/// Why a proposal got no replies.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The request failed.
+    Failed(PipelineError),
+    /// This node lost its leadership before the entry committed, and the
+    /// entry never will be (refused, or truncated by the new leader): the
+    /// client's commands, untouched, to be run on the leader instead.
+    NotApplied(Vec<Command>),
+}
+
+impl Refusal {
+    /// The error a client gets where the commands are not sent on.
+    pub fn into_error(self) -> PipelineError {
+        match self {
+            Refusal::Failed(e) => e,
+            Refusal::NotApplied(_) => {
+                PipelineError::Unavailable("leadership moved before the write was committed; it was not applied".into())
+            }
+        }
+    }
+}
+
+impl From<PipelineError> for Refusal {
+    fn from(e: PipelineError) -> Self {
+        Refusal::Failed(e)
+    }
+}
 
 /// An entry's clients, shared by the proposer and the entry.
 pub struct Handoff(Mutex<State>);
@@ -99,7 +132,17 @@ impl Handoff {
     /// refused and is not proposed again).
     pub fn fail(&self, err: PipelineError) {
         for (_, tx) in self.0.lock().waiters.drain(..) {
-            let _ = tx.send(Err(err.clone()));
+            let _ = tx.send(Err(Refusal::Failed(err.clone())));
+        }
+    }
+
+    /// The entry will never be applied (see the module docs): gives each
+    /// client still waiting its own commands back (`commands`: the entry's,
+    /// in order).
+    pub fn not_applied(&self, commands: Vec<Command>) {
+        let mut it = commands.into_iter();
+        for (n, tx) in self.0.lock().waiters.drain(..) {
+            let _ = tx.send(Err(Refusal::NotApplied(it.by_ref().take(n).collect())));
         }
     }
 
@@ -109,7 +152,7 @@ impl Handoff {
         let mut list = std::mem::take(&mut s.waiters);
         // Answered by now; if not (a bug), they hear that the node stopped.
         for (_, tx) in list.drain(..) {
-            let _ = tx.send(Err(PipelineError::ShuttingDown));
+            let _ = tx.send(Err(Refusal::Failed(PipelineError::ShuttingDown)));
         }
         list
     }
@@ -120,7 +163,7 @@ mod tests {
     use super::*;
     use std::future::poll_fn;
 
-    type Rx = oneshot::Receiver<Result<Vec<Reply>, PipelineError>>;
+    type Rx = oneshot::Receiver<Result<Vec<Reply>, Refusal>>;
 
     fn clients(counts: &[usize]) -> (Vec<(usize, ReplyTx)>, Vec<Rx>) {
         counts
@@ -166,7 +209,7 @@ mod tests {
         h.applied(vec![Reply::Count(1), Reply::Count(2)]);
         assert!(poll_fn(|cx| Poll::Ready(h.poll_applied(cx).is_pending())).await);
         for rx in rxs.drain(..) {
-            assert!(matches!(rx.await.unwrap(), Err(PipelineError::Unavailable(_))));
+            assert!(matches!(rx.await.unwrap(), Err(Refusal::Failed(PipelineError::Unavailable(_)))));
         }
     }
 
@@ -176,6 +219,25 @@ mod tests {
         let h = Handoff::new(waiters);
         let list = h.take_list();
         assert!(list.is_empty() && list.capacity() >= 1);
-        assert!(matches!(rxs.remove(0).await.unwrap(), Err(PipelineError::ShuttingDown)));
+        assert!(matches!(rxs.remove(0).await.unwrap(), Err(Refusal::Failed(PipelineError::ShuttingDown))));
+    }
+
+    #[tokio::test]
+    async fn an_entry_that_will_never_apply_gives_each_client_its_commands_back() {
+        let (waiters, mut rxs) = clients(&[1, 2]);
+        let h = Handoff::new(waiters);
+        let del = |k: &'static str| Command::Delete { keys: vec![bytes::Bytes::from_static(k.as_bytes())] };
+        h.not_applied(vec![del("a"), del("b"), del("c")]);
+        let mut back = Vec::new();
+        for rx in rxs.drain(..) {
+            match rx.await.unwrap() {
+                Err(Refusal::NotApplied(commands)) => back.push(commands),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(back, vec![vec![del("a")], vec![del("b"), del("c")]]);
+        // Answered once: nothing is left to fail.
+        h.fail(PipelineError::ShuttingDown);
+        assert!(h.take_list().is_empty());
     }
 }

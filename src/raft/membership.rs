@@ -20,9 +20,13 @@
 //!   reaches a follower is sent to the leader whole, in batches with other
 //!   requests ([`forwarder`](super::forwarder)), and answered from there.
 //!   During an election it waits for a leader, up to `raft.leader_wait_ms`.
-//!   It is resent when the leader changed before running it; a write is not
-//!   resent after a transport failure that may have delivered it (the
-//!   client gets "unavailable" instead of a possible double apply).
+//!   It is resent when the leader changed before running it, or lost its
+//!   leadership before the request's writes committed (then they never
+//!   will: openraft refused or truncated them); a write is not resent after
+//!   a transport failure that may have delivered it (the client gets
+//!   "unavailable" instead of a possible double apply). A write the leader
+//!   itself took from a client and lost to an election the same way is
+//!   forwarded to the new leader.
 
 use std::time::{Duration, Instant};
 
@@ -32,7 +36,7 @@ use openraft::error::{ClientWriteError, RaftError};
 
 use super::types::{Node, NodeId, node_id};
 use super::wire::{ForwardRequest, ForwardResponse, pb};
-use super::{RaftNode, RaftStartError};
+use super::{RaftNode, RaftStartError, Refusal};
 
 /// How long a node started with `-join` keeps trying to join.
 pub const JOIN_PATIENCE: Duration = Duration::from_secs(60);
@@ -104,12 +108,33 @@ impl RaftNode {
         futures::future::join_all(batch.into_iter().map(|f| self.serve_forwarded(f))).await
     }
 
-    /// Runs a request forwarded by a follower, if this node leads.
+    /// Runs a request forwarded by a follower, if this node leads; answers
+    /// `NotLeader` (the follower sends it on to the new leader) when it
+    /// does not, or when an election kept its writes from committing.
     pub async fn serve_forwarded(&self, f: ForwardRequest) -> ForwardResponse {
         if !self.is_leader() {
             return ForwardResponse::NotLeader;
         }
-        ForwardResponse::Done(self.run_here(f).await)
+        match self.run_forwarded(f).await {
+            Ok(result) => ForwardResponse::Done(result),
+            Err(_) => ForwardResponse::NotLeader,
+        }
+    }
+
+    /// Runs a forwarded request here ([`Self::run_here`]); gives it back,
+    /// whole, when it is all writes and this node lost its leadership
+    /// before they committed (none was applied, none will be).
+    pub async fn run_forwarded(&self, f: ForwardRequest) -> Result<Result<Vec<Reply>, PipelineError>, ForwardRequest> {
+        if f.commands.is_empty() || !f.commands.iter().all(Command::is_write) {
+            return Ok(self.run_here(f).await);
+        }
+        // What the raft stage does with a request of writes only, keeping
+        // the commands if they come back.
+        match self.submit(f.commands).await {
+            Ok(replies) => Ok(Ok(replies)),
+            Err(Refusal::NotApplied(commands)) => Err(ForwardRequest { consistency: f.consistency, commands }),
+            Err(Refusal::Failed(e)) => Ok(Err(e)),
+        }
     }
 
     /// Runs a request through this node's raft stage, as the leader would

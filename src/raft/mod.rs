@@ -49,6 +49,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::CoreConfig;
 use crate::metrics::ServerMetrics;
+pub use handoff::Refusal;
 use types::{Node, NodeId, Raft};
 
 /// Why the raft node could not start.
@@ -318,7 +319,6 @@ impl RaftNode {
         let sole_voter = Arc::new(AtomicBool::new(false));
         let settings = proposer::Settings {
             max_batch: r.max_batch,
-            leader_wait: r.leader_wait(),
             journaled: r.storage.is_some(),
             sole_voter: sole_voter.clone(),
         };
@@ -404,8 +404,17 @@ impl RaftNode {
         let _ = self.stage.set(stage);
     }
 
-    /// Replicates writes; resolves with their replies once applied.
-    pub async fn propose(&self, mut commands: Vec<Command>) -> Result<Vec<Reply>, PipelineError> {
+    /// Replicates writes; resolves with their replies once applied. Writes
+    /// an election kept from committing fail ([`Refusal::into_error`]); the
+    /// raft stage uses [`Self::submit`] and sends them to the new leader.
+    pub async fn propose(&self, commands: Vec<Command>) -> Result<Vec<Reply>, PipelineError> {
+        self.submit(commands).await.map_err(Refusal::into_error)
+    }
+
+    /// Replicates writes; resolves with their replies once applied, or
+    /// gives them back when this node lost its leadership before they
+    /// committed ([`Refusal::NotApplied`]).
+    pub async fn submit(&self, mut commands: Vec<Command>) -> Result<Vec<Reply>, Refusal> {
         // Large fields here, on the client's task (copies of different
         // clients run in parallel); small ones once per log entry, by the
         // proposer (one allocation for the writes of every client in it).

@@ -94,14 +94,21 @@ impl Network {
     }
 }
 
-/// Whether a failed call surely never reached the peer's service (the
-/// connection could not be made), so that repeating it cannot apply
-/// anything twice.
+/// Whether a failed call surely never reached the peer's service: the
+/// connection (TCP, then TLS) could not be made, so repeating the call
+/// cannot apply anything twice. tonic keeps the transport error as the
+/// status' source, and wraps a failure to connect in [`tonic::ConnectError`];
+/// any other transport failure (a connection reset or closed while the call
+/// was on it, a timeout) may have come after the request went out.
 pub fn never_sent(status: &tonic::Status) -> bool {
-    status.code() == tonic::Code::Unavailable && {
-        let text = format!("{status:?}").to_ascii_lowercase();
-        text.contains("connect") || text.contains("connection refused")
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = e.source();
     }
+    false
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -233,5 +240,46 @@ impl RaftNetwork<TypeConfig> for Peer {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
         self.call(super::rpc::VOTE, &rpc, option.hard_ttl()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connection_is_never_sent() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let mut client = Network::new(None).client(&addr).unwrap();
+        let status = client.forward(pb::Blob { data: bytes::Bytes::from_static(b"x") }).await.unwrap_err();
+        assert!(never_sent(&status), "{status:?}");
+    }
+
+    #[tokio::test]
+    async fn a_connection_lost_after_the_request_went_out_may_have_been_sent() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        const MARKER: &[u8] = b"the request's own bytes";
+        // The peer takes the request (its DATA frame carries the marker as
+        // it is) and drops the connection without answering.
+        let peer = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !seen.windows(MARKER.len()).any(|w| w == MARKER) {
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the client closed before sending the request");
+                seen.extend_from_slice(&buf[..n]);
+            }
+        });
+        let mut client = Network::new(None).client(&addr).unwrap();
+        let status = client.forward(pb::Blob { data: bytes::Bytes::from_static(MARKER) }).await.unwrap_err();
+        peer.await.unwrap();
+        assert!(!never_sent(&status), "{status:?}");
     }
 }

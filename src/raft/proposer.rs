@@ -13,7 +13,8 @@
 //! it and wakes the proposer ([`Handoff`](super::handoff)), before
 //! openraft's core has seen the result; openraft's own channel for the
 //! entry is polled by the task itself (no task or boxed future per entry)
-//! for a refusal. So under load each entry carries the writes of
+//! for a refusal (an entry lost to an election: its clients get their
+//! commands back and send them to the new leader). So under load each entry carries the writes of
 //! many clients (fewer log entries, fewer apply rounds, fewer snapshots per
 //! write, one allocation for all their bytes), and with no load a lone write
 //! is proposed at once. An entry costs about 22,000
@@ -26,23 +27,22 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use gerdu_api::{Clock, Command, PipelineError, Reply};
+use gerdu_api::{Clock, Command, PipelineError};
 use openraft::RaftTypeConfig;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::ClientWriteError;
 use openraft::raft::responder::Responder;
 use tokio::sync::mpsc;
 use tokio::sync::oneshot::error::TryRecvError;
 
 use super::handoff::Handoff;
-pub use super::handoff::ReplyTx;
-use super::types::{Batch, NodeId, Raft, TypeConfig};
+pub use super::handoff::{Refusal, ReplyTx};
+use super::types::{Batch, Raft, TypeConfig};
 use crate::metrics::ServerMetrics;
 
 /// A client's writes and where to send their replies.
@@ -57,8 +57,6 @@ pub struct Proposal {
 pub struct Settings {
     /// Most commands in one entry (`raft.max_batch`).
     pub max_batch: usize,
-    /// How long a write that met an election waits for a leader.
-    pub leader_wait: Duration,
     /// Whether entries are journaled (`-storage`): then each is encoded at once.
     pub journaled: bool,
     /// Whether this node is the only voter (kept up to date by the raft
@@ -74,7 +72,7 @@ pub async fn run(
     settings: Settings,
     metrics: Arc<ServerMetrics>,
 ) {
-    let Settings { max_batch, leader_wait, journaled, sole_voter } = settings;
+    let Settings { max_batch, journaled, sole_voter } = settings;
     // The entry in flight (at most one), resolved here: the handoff and
     // openraft's channel are polled in place, with no task or boxed future
     // per entry.
@@ -117,11 +115,14 @@ pub async fn run(
                     // Applied without the handoff reaching the state machine
                     // (or after it did: then this does nothing).
                     Some(Ok(Ok(resp))) => handoff.applied(resp.data.0),
-                    // Rare; nothing else is proposed meanwhile, so writes keep their order.
-                    Some(Ok(Err(e))) => match retry_after_election(&raft, e, batch, leader_wait).await {
-                        Ok(replies) => handoff.applied(replies),
-                        Err(e) => handoff.fail(e),
+                    // This node lost its leadership before the entry
+                    // committed, and it never will be: its clients take
+                    // their commands back to the leader (see `handoff`).
+                    Some(Ok(Err(ClientWriteError::ForwardToLeader(_)))) => match batch.commands() {
+                        Ok(commands) => handoff.not_applied(commands),
+                        Err(e) => handoff.fail(PipelineError::Internal(e)),
                     },
+                    Some(Ok(Err(e))) => handoff.fail(PipelineError::Internal(e.to_string())),
                     Some(Err(_)) => handoff.fail(PipelineError::ShuttingDown),
                 }
                 spare = handoff.take_list();
@@ -177,41 +178,9 @@ pub async fn run(
 type Receiver = <<TypeConfig as RaftTypeConfig>::Responder as Responder<TypeConfig>>::Receiver;
 
 /// The entry proposed and not yet applied: its clients, openraft's channel,
-/// and the batch (proposed again if an election lost it).
+/// and the batch (its commands given back to its clients if an election lost it).
 struct InFlight {
     handoff: Arc<Handoff>,
     batch: Batch,
     receiver: Receiver,
-}
-
-/// A write that met an election: wait (bounded) for a leader and, if it is
-/// this node, propose again.
-async fn retry_after_election(
-    raft: &Raft,
-    err: ClientWriteError<NodeId, super::types::Node>,
-    batch: Batch,
-    leader_wait: Duration,
-) -> Result<Vec<Reply>, PipelineError> {
-    let ClientWriteError::ForwardToLeader(fwd) = err else {
-        return Err(PipelineError::Internal(err.to_string()));
-    };
-    if fwd.leader_id.is_some() {
-        // A new leader's log replaced the entry here before it was
-        // committed; that leader may still hold a copy and commit it, so it
-        // cannot be proposed again from here.
-        let leader = fwd.leader_node.map_or_else(|| "another node".to_string(), |n| n.name);
-        return Err(PipelineError::Unavailable(format!(
-            "leadership moved to {leader} during the write; it may or may not have been applied"
-        )));
-    }
-    let me = raft.metrics().borrow().id;
-    let waited = raft.wait(Some(leader_wait)).metrics(|m| m.current_leader.is_some(), "a leader is elected").await;
-    if waited.is_err() || raft.metrics().borrow().current_leader != Some(me) {
-        return Err(PipelineError::Unavailable("no leader elected in time".into()));
-    }
-    match raft.client_write(batch).await {
-        Ok(resp) => Ok(resp.data.0),
-        Err(RaftError::APIError(e)) => Err(PipelineError::Unavailable(e.to_string())),
-        Err(RaftError::Fatal(e)) => Err(PipelineError::Internal(e.to_string())),
-    }
 }
