@@ -144,7 +144,8 @@ pub struct RaftConfig {
     pub election_timeout_min_ms: u64,
     /// Election timeout upper bound in ms.
     pub election_timeout_max_ms: u64,
-    /// How long a request waits for a leader before "unavailable", in ms.
+    /// How long a request waits for a leader, and a leader's write waits to
+    /// commit, before "unavailable", in ms.
     pub leader_wait_ms: u64,
     /// A joining node is given up (and removed again) when its log makes no
     /// progress for this long, in ms.

@@ -528,6 +528,29 @@ async fn without_a_quorum_requests_get_unavailable_after_the_wait() {
     b.server.kill().await;
 }
 
+/// Node a of three, leading, with b and c gone (`raft`: extra `[raft]`
+/// lines): its next entry cannot commit.
+async fn leader_cut_off(raft: &str) -> common::TestServer {
+    let (a, b, c) = three("", raft).await;
+    assert_eq!(leader_of(&a).as_deref(), Some("a"));
+    b.server.kill().await;
+    c.server.kill().await;
+    a
+}
+
+/// A leader cut off from its quorum answers writes "unavailable" after the
+/// wait instead of holding them, and goes on answering the next ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_without_a_quorum_answers_writes_after_the_wait() {
+    let a = leader_cut_off("leader_wait_ms = 300\n").await;
+    for key in ["/cache/k1", "/cache/k2"] {
+        let put = common::put(a.http, key, b"v").await;
+        assert_eq!(put.status, StatusCode::SERVICE_UNAVAILABLE, "{}", put.text());
+        assert!(put.text().contains("not committed within 300 ms"), "{}", put.text());
+    }
+    a.server.kill().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_followers_leaving_at_once_both_get_out() {
     let (a, b, c) = three("", "").await;
@@ -550,11 +573,7 @@ async fn writes_an_election_kept_from_committing_come_back_unapplied() {
     use openraft::raft::AppendEntriesRequest;
     use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
 
-    let (a, b, c) = three("", "").await;
-    assert_eq!(leader_of(&a).as_deref(), Some("a"));
-    // Without b and c, a's next entry cannot commit.
-    b.server.kill().await;
-    c.server.kill().await;
+    let a = leader_cut_off("").await;
     let node = a.server.raft().clone();
     let before = node.raft.metrics().borrow().clone();
     let (last, term) = (before.last_log_index.expect("a log"), before.vote.leader_id().term);

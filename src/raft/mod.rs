@@ -320,6 +320,7 @@ impl RaftNode {
         let settings = proposer::Settings {
             max_batch: r.max_batch,
             journaled: r.storage.is_some(),
+            commit_wait: r.leader_wait(),
             sole_voter: sole_voter.clone(),
         };
         tokio::spawn(proposer::run(raft.clone(), prx, clock, settings, metrics));
