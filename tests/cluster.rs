@@ -551,6 +551,16 @@ async fn a_leader_without_a_quorum_answers_writes_after_the_wait() {
     a.server.kill().await;
 }
 
+/// `leader_wait_ms = 0` (answer at once when there is no leader) leaves a
+/// working node: writes that commit at once are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_leader_wait_at_all_still_serves() {
+    let a = common::start("id = \"a\"\n[raft]\nleader_wait_ms = 0\n").await;
+    assert_eq!(common::put(a.http, "/cache/k", b"v").await.status, StatusCode::CREATED);
+    assert_eq!(common::get(a.http, "/cache/k").await.text(), "v");
+    a.server.kill().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_followers_leaving_at_once_both_get_out() {
     let (a, b, c) = three("", "").await;

@@ -96,8 +96,9 @@ pub async fn run(
     // The watch on an entry that does not commit (a leader cut off from its
     // quorum): it ticks four times per `commit_wait` while an entry is in
     // flight, and an entry still in flight at its fifth tick has waited
-    // `commit_wait` at least. Entries are counted, not timed: nothing per entry.
-    let mut watch = tokio::time::interval(commit_wait / 4);
+    // `commit_wait` at least. Entries are counted, not timed: nothing per
+    // entry. (A wait of 0 ticks every millisecond.)
+    let mut watch = tokio::time::interval((commit_wait / 4).max(Duration::from_millis(1)));
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut proposed, mut watched, mut ticks) = (0u64, 0u64, 0u32);
     let mut open = true;
