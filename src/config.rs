@@ -314,11 +314,12 @@ impl CoreConfig {
         if cfg.raft.max_batch == 0 {
             return Err(ConfigError("raft.max_batch: must be at least 1".into()));
         }
-        if cfg.raft.election_timeout_min_ms <= cfg.raft.heartbeat_ms
+        if cfg.raft.heartbeat_ms == 0
+            || cfg.raft.election_timeout_min_ms <= cfg.raft.heartbeat_ms
             || cfg.raft.election_timeout_max_ms <= cfg.raft.election_timeout_min_ms
         {
             return Err(ConfigError(
-                "raft: need heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms".into(),
+                "raft: need 0 < heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms".into(),
             ));
         }
         Ok(cfg)

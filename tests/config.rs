@@ -67,3 +67,19 @@ fn plugin_sections_are_checked() {
     let err = gerdu::server::validate(&bad).err().expect("invalid");
     assert!(err.to_string().contains("lru.shards"), "{err}");
 }
+
+#[test]
+fn raft_timings_are_checked() {
+    for (lines, ok) in [
+        ("heartbeat_ms = 0", false),
+        ("heartbeat_ms = 500", false),
+        ("election_timeout_max_ms = 500", false),
+        ("max_batch = 0", false),
+        ("leader_wait_ms = 0", true),
+        ("heartbeat_ms = 1\nelection_timeout_min_ms = 2\nelection_timeout_max_ms = 3", true),
+    ] {
+        let cfg = repo_toml().merge(Toml::string(&format!("[raft]\n{lines}\n")));
+        let result = gerdu::server::validate(&cfg);
+        assert_eq!(result.is_ok(), ok, "{lines}: {:?}", result.err().map(|e| e.to_string()));
+    }
+}
