@@ -136,11 +136,14 @@ fn init_logging(core: &CoreConfig) {
     // change_membership logs at error every failure it also returns, the
     // benign "already undergoing a configuration change" of two joins at
     // once included; gerdu retries those and reports the rest, so that
-    // module is left out.
+    // module is left out. Its replication streams log every failed RPC at
+    // error, twice a second for as long as a peer is down; gerdu's peer
+    // network logs a peer going and coming back once each, so they are
+    // left out too.
     let default = if matches!(level, "debug" | "trace") {
         level.to_string()
     } else {
-        format!("{level},openraft=error,openraft::raft::impl_raft_blocking_write=off")
+        format!("{level},openraft=error,openraft::raft::impl_raft_blocking_write=off,openraft::replication=off")
     };
     let filter = EnvFilter::try_from_env("GERDU_LOG_FILTER").unwrap_or_else(|_| EnvFilter::new(default));
     use std::io::IsTerminal;
