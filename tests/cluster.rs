@@ -575,10 +575,12 @@ async fn two_followers_leaving_at_once_both_get_out() {
 /// A leader's write that an election keeps from committing (a new leader's
 /// log replaces it) comes back to its client unapplied, commands intact,
 /// for the raft stage to send to the new leader; and so does a write a
-/// node no longer leading is asked to propose.
+/// node no longer leading is asked to propose, a read's index, and a
+/// request a follower forwarded to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_an_election_kept_from_committing_come_back_unapplied() {
-    use gerdu::raft::Refusal;
+    use gerdu::raft::wire::ForwardRequest;
+    use gerdu::raft::{Blocked, Refusal};
     use gerdu_api::{Command, SetCommand};
     use openraft::raft::AppendEntriesRequest;
     use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
@@ -622,6 +624,19 @@ async fn writes_an_election_kept_from_committing_come_back_unapplied() {
     match node.submit(write.clone()).await {
         Err(Refusal::NotApplied(back)) => assert_eq!(back, write),
         other => panic!("a follower's proposal should come back unapplied: {other:?}"),
+    }
+    // A linearizable read's index finds another leader; a request a
+    // follower forwarded here comes back whole, to be sent on: reads only
+    // or writes only.
+    let linearizable = gerdu_api::ReadConsistency::Linearizable;
+    assert!(matches!(node.read_barrier(linearizable).await, Err(Blocked::NotLeader)));
+    let read = vec![Command::Get { keys: vec![bytes::Bytes::from_static(b"k")] }];
+    for commands in [read, write] {
+        let request = ForwardRequest { consistency: linearizable, commands: commands.clone() };
+        match node.run_forwarded(request).await {
+            Err(back) => assert_eq!(back.commands, commands),
+            Ok(answer) => panic!("a request forwarded to a node no longer leading should come back: {answer:?}"),
+        }
     }
     a.server.kill().await;
 }

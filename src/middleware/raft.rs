@@ -11,10 +11,11 @@
 //! `linearizable` or `leader` consistency — is forwarded to the leader whole
 //! ([`RaftNode::forward`]); `local` reads are served here. Writes this node
 //! proposed as leader and that an election kept from committing (so they
-//! never will: [`Refusal::NotApplied`]) are forwarded the same way, with the
-//! rest of their request; a request a follower forwarded here is instead
-//! handed back to it ([`RaftNode::serve_forwarded`]), to send on to the new
-//! leader.
+//! never will: [`Refusal::NotApplied`]), and reads whose read index found
+//! this node no longer leading ([`Blocked::NotLeader`]), are forwarded the
+//! same way, with the rest of their request; a request a follower forwarded
+//! here is instead handed back to it ([`RaftNode::serve_forwarded`]), to
+//! send on to the new leader.
 
 use std::sync::Arc;
 
@@ -24,7 +25,7 @@ use gerdu_api::{
 };
 
 use crate::raft::membership::FORWARDED;
-use crate::raft::{RaftNode, Refusal};
+use crate::raft::{Blocked, RaftNode, Refusal};
 
 struct RaftMiddleware {
     node: Arc<RaftNode>,
@@ -33,6 +34,7 @@ struct RaftMiddleware {
 impl Middleware for RaftMiddleware {
     fn layer(&self, inner: Pipeline) -> Pipeline {
         let node = self.node.clone();
+        let store = inner.clone();
         let raft_stage = Pipeline::from_fn(move |req: Request| {
             let consistency = req.ctx.consistency.unwrap_or(node.default_consistency);
             let any_write = req.commands.iter().any(Command::is_write);
@@ -49,7 +51,7 @@ impl Middleware for RaftMiddleware {
             if !any_write && let Some(passed) = node.read_barrier_now(consistency) {
                 return match passed {
                     Ok(()) => inner.call(req),
-                    Err(e) => Call::ready(Err(e)),
+                    Err(e) => Call::ready(Err(e.into_error())),
                 };
             }
             // Only writes (the usual write request): one proposal, in a future
@@ -72,8 +74,13 @@ impl Middleware for RaftMiddleware {
             let (node, inner) = (node.clone(), inner.clone());
             Call::waiting(async move {
                 if !any_write {
-                    node.read_barrier(consistency).await?;
-                    return inner.call(req).await;
+                    return match node.read_barrier(consistency).await {
+                        Ok(()) => inner.call(req).await,
+                        Err(Blocked::NotLeader) if !forwarded => {
+                            Box::pin(node.forward(req.commands, consistency)).await.map(|replies| Response { replies })
+                        }
+                        Err(blocked) => Err(blocked.into_error()),
+                    };
                 }
                 let mut replies = Vec::with_capacity(req.commands.len());
                 let mut commands = req.commands.into_iter().peekable();
@@ -83,28 +90,39 @@ impl Middleware for RaftMiddleware {
                     while let Some(c) = commands.next_if(|c| c.is_write() == write) {
                         run.push(c);
                     }
-                    if write {
+                    // `Some`: nothing of this run was done here, as this node
+                    // no longer leads.
+                    let moved = if write {
                         match node.submit(run).await {
-                            Ok(r) => replies.extend(r),
-                            // Nothing of this run was applied: it and the
-                            // rest of the request go to the leader.
-                            Err(Refusal::NotApplied(mut rest)) if !forwarded => {
-                                rest.extend(commands);
-                                replies.extend(Box::pin(node.forward(rest, consistency)).await?);
-                                break;
+                            Ok(r) => {
+                                replies.extend(r);
+                                None
                             }
+                            Err(Refusal::NotApplied(run)) if !forwarded => Some(run),
                             Err(refusal) => return Err(refusal.into_error()),
                         }
                     } else {
-                        node.read_barrier(consistency).await?;
-                        let sub = Request { ctx: req.ctx.clone(), commands: run };
-                        replies.extend(inner.call(sub).await?.replies);
+                        match node.read_barrier(consistency).await {
+                            Ok(()) => {
+                                let sub = Request { ctx: req.ctx.clone(), commands: run };
+                                replies.extend(inner.call(sub).await?.replies);
+                                None
+                            }
+                            Err(Blocked::NotLeader) if !forwarded => Some(run),
+                            Err(blocked) => return Err(blocked.into_error()),
+                        }
+                    };
+                    // It and the rest of the request go to the leader.
+                    if let Some(mut rest) = moved {
+                        rest.extend(commands);
+                        replies.extend(Box::pin(node.forward(rest, consistency)).await?);
+                        break;
                     }
                 }
                 Ok(Response { replies })
             })
         });
-        self.node.set_stage(raft_stage.clone());
+        self.node.set_stage(raft_stage.clone(), store);
         raft_stage
     }
 }

@@ -22,7 +22,8 @@
 //!   During an election it waits for a leader, up to `raft.leader_wait_ms`.
 //!   It is resent when the leader changed before running it, or lost its
 //!   leadership before the request's writes committed (then they never
-//!   will: openraft refused or truncated them); a write is not resent after
+//!   will: openraft refused or truncated them) or before its reads' read
+//!   index passed; a write is not resent after
 //!   a transport failure that may have delivered it (the client gets
 //!   "unavailable" instead of a possible double apply). A write the leader
 //!   itself took from a client and lost to an election the same way is
@@ -36,7 +37,7 @@ use openraft::error::{ClientWriteError, RaftError};
 
 use super::types::{Node, NodeId, node_id};
 use super::wire::{ForwardRequest, ForwardResponse, pb};
-use super::{RaftNode, RaftStartError, Refusal};
+use super::{Blocked, RaftNode, RaftStartError, Refusal};
 
 /// How long a node started with `-join` keeps trying to join.
 pub const JOIN_PATIENCE: Duration = Duration::from_secs(60);
@@ -122,14 +123,26 @@ impl RaftNode {
     }
 
     /// Runs a forwarded request here ([`Self::run_here`]); gives it back,
-    /// whole, when it is all writes and this node lost its leadership
-    /// before they committed (none was applied, none will be).
+    /// whole, when this node no longer leads and nothing of it was done: a
+    /// request of writes only whose writes an election kept from committing
+    /// (none was applied, none will be), or of reads only whose read index
+    /// found another leader.
     pub async fn run_forwarded(&self, f: ForwardRequest) -> Result<Result<Vec<Reply>, PipelineError>, ForwardRequest> {
-        if f.commands.is_empty() || !f.commands.iter().all(Command::is_write) {
+        let Some((_, store)) = self.stage.get() else {
+            return Ok(Err(PipelineError::Internal("the raft stage is not built".into())));
+        };
+        // What the raft stage does with a request of reads only or of
+        // writes only, keeping the request if it is to go on.
+        if !f.commands.iter().any(Command::is_write) {
+            return match self.read_barrier(f.consistency).await {
+                Ok(()) => Ok(self.run_through(store, f).await),
+                Err(Blocked::NotLeader) => Err(f),
+                Err(Blocked::Failed(e)) => Ok(Err(e)),
+            };
+        }
+        if !f.commands.iter().all(Command::is_write) {
             return Ok(self.run_here(f).await);
         }
-        // What the raft stage does with a request of writes only, keeping
-        // the commands if they come back.
         match self.submit(f.commands).await {
             Ok(replies) => Ok(Ok(replies)),
             Err(Refusal::NotApplied(commands)) => Err(ForwardRequest { consistency: f.consistency, commands }),
@@ -140,9 +153,14 @@ impl RaftNode {
     /// Runs a request through this node's raft stage, as the leader would
     /// (the stage never forwards a request marked [`FORWARDED`]).
     pub async fn run_here(&self, f: ForwardRequest) -> Result<Vec<Reply>, PipelineError> {
-        let Some(stage) = self.stage.get() else {
+        let Some((stage, _)) = self.stage.get() else {
             return Err(PipelineError::Internal("the raft stage is not built".into()));
         };
+        self.run_through(stage, f).await
+    }
+
+    /// Runs a forwarded request through `stage`, marked [`FORWARDED`].
+    async fn run_through(&self, stage: &gerdu_api::Pipeline, f: ForwardRequest) -> Result<Vec<Reply>, PipelineError> {
         let mut ctx = RequestContext::new(FORWARDED);
         ctx.consistency = Some(f.consistency);
         gerdu_api::pipeline::call(stage, Request { ctx, commands: f.commands }).await.map(|r| r.replies)

@@ -50,6 +50,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::CoreConfig;
 use crate::metrics::ServerMetrics;
 pub use handoff::Refusal;
+pub use read_index::Blocked;
 use types::{Node, NodeId, Raft};
 
 /// Why the raft node could not start.
@@ -242,8 +243,9 @@ pub struct RaftNode {
     /// Channels to peers.
     network: network::Network,
     /// The raft stage of the pipeline (raft middleware + store), which runs
-    /// requests forwarded by followers; set when the pipeline is built.
-    stage: OnceLock<Pipeline>,
+    /// requests forwarded by followers, and the stage inside it (the store),
+    /// which serves their reads; set when the pipeline is built.
+    stage: OnceLock<(Pipeline, Pipeline)>,
     /// Stops the peer server.
     peer_shutdown: CancellationToken,
     /// Stops the background tasks that talk to raft (the compactor).
@@ -399,10 +401,10 @@ impl RaftNode {
         self.leader.load(Ordering::Acquire) && !self.stopping.load(Ordering::Acquire)
     }
 
-    /// Records the raft stage of the pipeline, which serves forwarded
-    /// requests (the raft middleware calls this once).
-    pub fn set_stage(&self, stage: Pipeline) {
-        let _ = self.stage.set(stage);
+    /// Records the raft stage of the pipeline and the stage inside it,
+    /// which serve forwarded requests (the raft middleware calls this once).
+    pub fn set_stage(&self, stage: Pipeline, inner: Pipeline) {
+        let _ = self.stage.set((stage, inner));
     }
 
     /// Replicates writes; resolves with their replies once applied. Writes
@@ -430,21 +432,19 @@ impl RaftNode {
     /// the leader (an error elsewhere), `linearizable` on a sole voter (the
     /// only node commits alone, and a write is acknowledged once applied).
     /// `None`: a read index round must be waited for ([`Self::read_barrier`]).
-    pub fn read_barrier_now(&self, consistency: ReadConsistency) -> Option<Result<(), PipelineError>> {
+    pub fn read_barrier_now(&self, consistency: ReadConsistency) -> Option<Result<(), Blocked>> {
         match consistency {
             ReadConsistency::Local => Some(Ok(())),
-            ReadConsistency::Leader => Some(if self.leader.load(Ordering::Acquire) {
-                Ok(())
-            } else {
-                Err(PipelineError::Unavailable("this node is not the leader".into()))
-            }),
+            ReadConsistency::Leader => {
+                Some(if self.leader.load(Ordering::Acquire) { Ok(()) } else { Err(Blocked::NotLeader) })
+            }
             ReadConsistency::Linearizable if self.sole_voter.load(Ordering::Acquire) => Some(Ok(())),
             ReadConsistency::Linearizable => None,
         }
     }
 
     /// Waits until reads at `consistency` may be served from the local store.
-    pub async fn read_barrier(&self, consistency: ReadConsistency) -> Result<(), PipelineError> {
+    pub async fn read_barrier(&self, consistency: ReadConsistency) -> Result<(), Blocked> {
         if let Some(passed) = self.read_barrier_now(consistency) {
             return passed;
         }
@@ -452,8 +452,8 @@ impl RaftNode {
         self.reads.send(tx).await.map_err(|_| PipelineError::ShuttingDown)?;
         match tokio::time::timeout(self.leader_wait, rx).await {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(PipelineError::ShuttingDown),
-            Err(_) => Err(PipelineError::Unavailable("read index timed out".into())),
+            Ok(Err(_)) => Err(PipelineError::ShuttingDown.into()),
+            Err(_) => Err(PipelineError::Unavailable("read index timed out".into()).into()),
         }
     }
 
@@ -469,7 +469,7 @@ impl RaftNode {
             if !self.is_leader() {
                 return Err(AdminError::NotLeader(self.leader_http_addr()));
             }
-            self.read_barrier(consistency).await.map_err(|e| AdminError::Unavailable(e.to_string()))?;
+            self.read_barrier(consistency).await.map_err(|e| AdminError::Unavailable(e.into_error().to_string()))?;
         }
         Ok(self.sm.backup(created_ms))
     }

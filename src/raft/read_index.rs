@@ -6,15 +6,43 @@
 //! round is enough for every read that *arrived before the round started*.
 //! The task below runs one round at a time and serves all reads queued while
 //! the previous round was in flight with the next round, so the cost is one
-//! round per batch of reads, not per read.
+//! round per batch of reads, not per read. A round that finds this node no
+//! longer leading answers [`Blocked::NotLeader`]: its reads belong on the
+//! new leader, and reads are always safe to send there.
 
 use gerdu_api::PipelineError;
+use openraft::error::{CheckIsLeaderError, RaftError};
 use tokio::sync::{mpsc, oneshot};
 
 use super::types::Raft;
 
 /// A read waiting for a read index.
-pub type Waiter = oneshot::Sender<Result<(), PipelineError>>;
+pub type Waiter = oneshot::Sender<Result<(), Blocked>>;
+
+/// Why reads may not be served here.
+#[derive(Clone, Debug)]
+pub enum Blocked {
+    /// This node does not lead (any more): the reads belong on the leader.
+    NotLeader,
+    /// Anything else (no quorum in time, shutting down).
+    Failed(PipelineError),
+}
+
+impl Blocked {
+    /// The error a client gets where the reads are not sent on.
+    pub fn into_error(self) -> PipelineError {
+        match self {
+            Blocked::NotLeader => PipelineError::Unavailable("this node is not the leader".into()),
+            Blocked::Failed(e) => e,
+        }
+    }
+}
+
+impl From<PipelineError> for Blocked {
+    fn from(e: PipelineError) -> Self {
+        Blocked::Failed(e)
+    }
+}
 
 /// Runs read-index rounds until every sender is dropped.
 pub async fn run(raft: Raft, mut rx: mpsc::Receiver<Waiter>) {
@@ -24,10 +52,13 @@ pub async fn run(raft: Raft, mut rx: mpsc::Receiver<Waiter>) {
         while let Ok(w) = rx.try_recv() {
             waiters.push(w);
         }
-        let result =
-            raft.ensure_linearizable().await.map(|_| ()).map_err(|e| {
-                PipelineError::Unavailable(format!("cannot confirm leadership for a linearizable read: {e}"))
-            });
+        let result = match raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => Err(Blocked::NotLeader),
+            Err(e) => Err(Blocked::Failed(PipelineError::Unavailable(format!(
+                "cannot confirm leadership for a linearizable read: {e}"
+            )))),
+        };
         for w in waiters.drain(..) {
             let _ = w.send(result.clone());
         }
