@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Failover under load, checked: a three-node cluster (in memory, free
-# loopback ports, every process stopped by its PID) takes INCRs from
-# THREADS clients (one counter each, one INCR at a time) through a follower's
-# RESP port; after KILL_AFTER seconds the leader is killed with SIGKILL, and
+# loopback ports, every process stopped by its PID) takes INCRs, each
+# followed by a GET, from THREADS clients (one counter each, one request at
+# a time) through a follower's RESP port; after KILL_AFTER seconds the leader is killed with SIGKILL, and
 # the clients go on for the rest of SECONDS. The killed node is then started
 # again (same id and address: the new leader catches it up).
 #
@@ -10,7 +10,8 @@
 # failover held a client), and per counter the check that matters: its
 # value on every node lies between the INCRs answered and those plus the
 # ones answered "may or may not have been applied" (none lost, none applied
-# twice), and every answered INCR's reply was above the one before.
+# twice), every answered INCR's reply was above the one before, and every
+# GET (linearizable, the default) saw at least the last INCR answered.
 # Exits 1 if any check fails.
 # Usage: bash benches/failover.sh [path/to/gerdu]
 #        THREADS=8 SECONDS_=6 KILL_AFTER=2
@@ -43,26 +44,39 @@ import json, socket, sys, threading, time
 port, threads, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 def client(t, res):
     key = f"ctr:{t}".encode()
-    cmd = b"*2\r\n$4\r\nINCR\r\n$%d\r\n%s\r\n" % (len(key), key)
+    incr = b"*2\r\n$4\r\nINCR\r\n$%d\r\n%s\r\n" % (len(key), key)
+    get = b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)
     s = socket.create_connection(("127.0.0.1", port))
     s.settimeout(60)
     f = s.makefile("rb")
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
+    def call(cmd):
         start = time.monotonic()
         s.sendall(cmd)
         line = f.readline().decode().rstrip("\r\n")
+        if line.startswith("$") and line != "$-1":
+            line = "$" + f.readline().decode().rstrip("\r\n")
         res["longest"] = max(res["longest"], time.monotonic() - start)
-        if line.startswith(":"):
-            n = int(line[1:])
+        if line.startswith("-"):
+            kind = "ambiguous" if "may or may not" in line and cmd is incr else "refused"
+            res[kind] += 1
+            res["errors"][line[:100]] = res["errors"].get(line[:100], 0) + 1
+            return None
+        return int(line[1:])
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        n = call(incr)
+        if n is not None:
             if n <= res["last"]:
                 res["backwards"] += 1
             res["last"], res["acked"] = n, res["acked"] + 1
-        else:
-            kind = "ambiguous" if "may or may not" in line else "refused"
-            res[kind] += 1
-            res["errors"][line[:100]] = res["errors"].get(line[:100], 0) + 1
-results = [dict(acked=0, ambiguous=0, refused=0, backwards=0, last=0, longest=0.0, errors={}) for _ in range(threads)]
+        # A linearizable read after it sees at least the INCRs answered.
+        g = call(get)
+        if g is not None:
+            res["reads"] += 1
+            if g < res["last"]:
+                res["stale"] += 1
+results = [dict(acked=0, ambiguous=0, refused=0, backwards=0, last=0, longest=0.0, reads=0, stale=0, errors={})
+           for _ in range(threads)]
 workers = [threading.Thread(target=client, args=(t, results[t])) for t in range(threads)]
 for w in workers: w.start()
 for w in workers: w.join()
@@ -98,7 +112,8 @@ for t in range(len(results)):
 acked = sum(r["acked"] for r in results)
 print(f"{len(results)} clients: {acked} INCRs answered, "
       f"{sum(r['ambiguous'] for r in results)} 'may or may not have been applied', "
-      f"{sum(r['refused'] for r in results)} refused; longest INCR {max(r['longest'] for r in results):.3f} s")
+      f"{sum(r['refused'] for r in results)} errors otherwise; {sum(r['reads'] for r in results)} GETs answered; "
+      f"longest request {max(r['longest'] for r in results):.3f} s")
 errors = {}
 for r in results:
     for e, n in r["errors"].items(): errors[e] = errors.get(e, 0) + n
@@ -114,9 +129,13 @@ for t, r in enumerate(results):
     if r["backwards"]:
         bad += 1
         print(f"FAIL ctr:{t}: {r['backwards']} replies not above the one before")
+    if r["stale"]:
+        bad += 1
+        print(f"FAIL ctr:{t}: {r['stale']} GETs below the last INCR answered")
 applied = sum(values[t]["b"] - r["acked"] for t, r in enumerate(results) if values[t]["b"] is not None)
 print(f"of the 'may or may not' INCRs, {applied} were applied (the counters' excess over the answered ones)")
-print("every counter on every node within its bounds; no reply went backwards" if not bad else f"{bad} checks failed")
+print("every counter on every node within its bounds; no INCR reply went backwards, no GET was stale"
+      if not bad else f"{bad} checks failed")
 sys.exit(1 if bad else 0)
 PY
 rm -f "$out"
