@@ -4,7 +4,9 @@
 # followed by a GET, from THREADS clients (one counter each, one request at
 # a time) through a follower's RESP port; after KILL_AFTER seconds the leader is killed with SIGKILL, and
 # the clients go on for the rest of SECONDS. The killed node is then started
-# again (same id and address: the new leader catches it up).
+# again (same id and address: the new leader catches it up). MODE=stop
+# freezes the leader with SIGSTOP instead, for STOP_FOR seconds, then lets
+# it go on (SIGCONT): a leader that wakes to find itself deposed.
 #
 # Printed: INCRs answered, errors by kind, the longest INCR (how long the
 # failover held a client), and per counter the check that matters: its
@@ -14,13 +16,15 @@
 # GET (linearizable, the default) saw at least the last INCR answered.
 # Exits 1 if any check fails.
 # Usage: bash benches/failover.sh [path/to/gerdu]
-#        THREADS=8 SECONDS_=6 KILL_AFTER=2
+#        THREADS=8 SECONDS_=6 KILL_AFTER=2 MODE=kill|stop STOP_FOR=3
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/release/gerdu}
 threads=${THREADS:-8}
 seconds=${SECONDS_:-6}
 kill_after=${KILL_AFTER:-2}
+mode=${MODE:-kill}
+stop_for=${STOP_FOR:-3}
 command -v redis-cli >/dev/null || { echo "needs redis-cli: apt-get install -y redis-tools" >&2; exit 2; }
 [ -x "$bin" ] || cargo build --release --quiet -p gerdu
 source examples/lib.sh
@@ -84,12 +88,22 @@ print(json.dumps(results))
 PY
 load=$!
 sleep "$kill_after"
-kill -KILL "$a"
-wait "$a" 2>/dev/null || true
-echo "killed the leader (a) after ${kill_after}s" >&2
-wait "$load"
-# a comes back with its id and address; the new leader catches it up.
-run a "${p[0]}" "${p[1]}" "${p[2]}" "${p[5]}"; wait_resp "${p[1]}"
+if [ "$mode" = stop ]; then
+  # Frozen, as by a long pause or a partition: the others elect a leader;
+  # when it wakes, it finds a newer term and follows.
+  kill -STOP "$a"
+  echo "stopped the leader (a) after ${kill_after}s, for ${stop_for}s" >&2
+  sleep "$stop_for"
+  kill -CONT "$a"
+  wait "$load"
+else
+  kill -KILL "$a"
+  wait "$a" 2>/dev/null || true
+  echo "killed the leader (a) after ${kill_after}s" >&2
+  wait "$load"
+  # a comes back with its id and address; the new leader catches it up.
+  run a "${p[0]}" "${p[1]}" "${p[2]}" "${p[5]}"; wait_resp "${p[1]}"
+fi
 wait_voters "${p[3]}" 3
 python3 - "$out" "${p[0]}" "${p[3]}" "${p[6]}" <<'PY'
 import json, sys, time, urllib.error, urllib.request

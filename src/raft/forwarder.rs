@@ -14,7 +14,8 @@
 //! (the connection, TCP or TLS, failed: nothing was sent), and — reads
 //! only — after any transport failure; otherwise a write gets
 //! "unavailable" (it may have been applied: not resent). All within
-//! `raft.leader_wait_ms` of the batch being sent.
+//! `raft.leader_wait_ms` of the batch being sent: a leader that does not
+//! answer by then (paused, cut off) fails the batch's writes the same way.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -97,7 +98,13 @@ impl RaftNode {
                     Err(m) => return fail(pending, &PipelineError::Internal(m)),
                 };
                 let requests: Vec<&ForwardRequest> = pending.iter().map(|f| &f.request).collect();
-                let sent = client.forward(pb::Blob { data: wire::encode(&requests) }).await;
+                // Bounded by the deadline: a leader that stopped answering
+                // (paused, cut off) must not hold its followers' clients.
+                let call = client.forward(pb::Blob { data: wire::encode(&requests) });
+                let sent = match tokio::time::timeout_at(deadline.into(), call).await {
+                    Ok(sent) => sent,
+                    Err(_) => Err(tonic::Status::deadline_exceeded("no answer in time")),
+                };
                 match sent {
                     Ok(reply) => match wire::decode::<Vec<ForwardResponse>>(&reply.into_inner().data) {
                         Ok(answers) if answers.len() == pending.len() => {
@@ -124,7 +131,7 @@ impl RaftNode {
                                 let _ = f.reply.send(Err(PipelineError::Unavailable(format!(
                                     "the leader {} did not answer ({}); the write may or may not have been applied",
                                     node.name,
-                                    status.message()
+                                    super::network::describe(&status)
                                 ))));
                             }
                         }

@@ -111,6 +111,21 @@ pub fn never_sent(status: &tonic::Status) -> bool {
     false
 }
 
+/// A failed call's status for a log or a client: its message, and the
+/// innermost cause tonic kept (`transport error: connection reset by peer`).
+pub fn describe(status: &tonic::Status) -> String {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    let mut innermost = None;
+    while let Some(e) = cause {
+        innermost = Some(e);
+        cause = e.source();
+    }
+    match innermost {
+        Some(e) => format!("{}: {e}", status.message()),
+        None => status.message().to_string(),
+    }
+}
+
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
@@ -281,5 +296,8 @@ mod tests {
         let status = client.forward(pb::Blob { data: bytes::Bytes::from_static(MARKER) }).await.unwrap_err();
         peer.await.unwrap();
         assert!(!never_sent(&status), "{status:?}");
+        // What the client is told names the cause, not only "transport error".
+        let told = describe(&status);
+        assert!(told.starts_with(status.message()) && told.len() > status.message().len() + 2, "{told}");
     }
 }
