@@ -7,8 +7,11 @@
 //! The task below runs one round at a time and serves all reads queued while
 //! the previous round was in flight with the next round, so the cost is one
 //! round per batch of reads, not per read. A round that finds this node no
-//! longer leading answers [`Blocked::NotLeader`]: its reads belong on the
-//! new leader, and reads are always safe to send there.
+//! longer leading, or cannot confirm that it still does (no quorum
+//! answered: a leader waking from a pause is told of the newer term only
+//! by the next message it gets), answers [`Blocked::NotLeader`]: its reads
+//! belong on the leader, whichever node that turns out to be, and reads
+//! are always safe to send there (until `raft.leader_wait_ms` runs out).
 
 use gerdu_api::PipelineError;
 use openraft::error::{CheckIsLeaderError, RaftError};
@@ -22,7 +25,8 @@ pub type Waiter = oneshot::Sender<Result<(), Blocked>>;
 /// Why reads may not be served here.
 #[derive(Clone, Debug)]
 pub enum Blocked {
-    /// This node does not lead (any more): the reads belong on the leader.
+    /// This node does not lead (any more), or could not confirm that it
+    /// does: the reads belong on the leader.
     NotLeader,
     /// Anything else (no quorum in time, shutting down).
     Failed(PipelineError),
@@ -54,7 +58,9 @@ pub async fn run(raft: Raft, mut rx: mpsc::Receiver<Waiter>) {
         }
         let result = match raft.ensure_linearizable().await {
             Ok(_) => Ok(()),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => Err(Blocked::NotLeader),
+            Err(RaftError::APIError(
+                CheckIsLeaderError::ForwardToLeader(_) | CheckIsLeaderError::QuorumNotEnough(_),
+            )) => Err(Blocked::NotLeader),
             Err(e) => Err(Blocked::Failed(PipelineError::Unavailable(format!(
                 "cannot confirm leadership for a linearizable read: {e}"
             )))),
