@@ -539,7 +539,8 @@ async fn leader_cut_off(raft: &str) -> common::TestServer {
 }
 
 /// A leader cut off from its quorum answers writes "unavailable" after the
-/// wait instead of holding them, and goes on answering the next ones.
+/// wait instead of holding them, and goes on answering the next ones; and
+/// linearizable reads too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_without_a_quorum_answers_writes_after_the_wait() {
     let a = leader_cut_off("leader_wait_ms = 300\n").await;
@@ -548,6 +549,9 @@ async fn a_leader_without_a_quorum_answers_writes_after_the_wait() {
         assert_eq!(put.status, StatusCode::SERVICE_UNAVAILABLE, "{}", put.text());
         assert!(put.text().contains("not committed within 300 ms"), "{}", put.text());
     }
+    // Nor reads: without a quorum, leadership cannot be confirmed.
+    let get = common::get(a.http, "/cache/k1").await;
+    assert_eq!(get.status, StatusCode::SERVICE_UNAVAILABLE, "{}", get.text());
     a.server.kill().await;
 }
 
