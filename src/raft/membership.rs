@@ -23,11 +23,11 @@
 //!   It is resent when the leader changed before running it, or lost its
 //!   leadership before the request's writes committed (then they never
 //!   will: openraft refused or truncated them) or before its reads' read
-//!   index passed; a write is not resent after
-//!   a transport failure that may have delivered it (the client gets
-//!   "unavailable" instead of a possible double apply). A write the leader
-//!   itself took from a client and lost to an election the same way is
-//!   forwarded to the new leader.
+//!   index passed; a write is not resent after a transport failure that may
+//!   have delivered it, nor after the leader failed to answer by the
+//!   deadline (the client gets "unavailable" instead of a possible double
+//!   apply). Writes and reads the leader itself took from a client and lost
+//!   to an election the same way are forwarded to the new leader.
 
 use std::time::{Duration, Instant};
 
