@@ -212,15 +212,51 @@ impl Conn {
     }
 }
 
-/// The dialing side's handle: a connection kept between calls and dropped
-/// after any failure (the next call redials).
+/// Idle connections by peer address, shared by a node's clients: openraft
+/// makes a client for every read-index round and vote round, not only for
+/// its replication streams, and each used to dial (and leave behind a
+/// `TIME_WAIT` socket) for its one call.
+#[derive(Clone, Default)]
+pub struct Pool(Arc<parking_lot::Mutex<std::collections::HashMap<String, Vec<Conn>>>>);
+
+/// Most idle connections kept per peer (one round of each kind at a time
+/// needs one each; more would only hold sockets).
+const POOL_PER_PEER: usize = 4;
+
+impl Pool {
+    fn take(&self, addr: &str) -> Option<Conn> {
+        self.0.lock().get_mut(addr).and_then(Vec::pop)
+    }
+
+    fn put(&self, addr: String, conn: Conn) {
+        let mut idle = self.0.lock();
+        let list = idle.entry(addr).or_default();
+        if list.len() < POOL_PER_PEER {
+            list.push(conn);
+        }
+    }
+}
+
+/// The dialing side's handle: a connection kept between calls, dropped
+/// after any failure (the next call redials), and given back to the pool
+/// when the handle goes.
 #[derive(Default)]
 pub struct Client {
-    conn: Option<Conn>,
+    conn: Option<(String, Conn)>,
+    pool: Option<Pool>,
 }
 
 impl Client {
-    /// One call within `ttl`, dialing `addr` first when not connected.
+    /// A client that takes idle connections from `pool` and leaves its own
+    /// there when dropped.
+    pub fn pooled(pool: Pool) -> Self {
+        Client { conn: None, pool: Some(pool) }
+    }
+
+    /// One call within `ttl`, dialing `addr` first when not connected. A
+    /// connection taken from the pool that fails is replaced by a new one
+    /// and the call made once more (the peer may have closed it while it
+    /// sat idle; raft's messages are safe to repeat).
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &mut self,
         addr: &str,
@@ -230,9 +266,21 @@ impl Client {
         ttl: Duration,
     ) -> Result<Resp, CallError> {
         let attempt = async {
+            if self.conn.is_none()
+                && let Some(conn) = self.pool.as_ref().and_then(|p| p.take(addr))
+            {
+                let mut conn = conn;
+                if let Ok(answer) = conn.call(kind, req).await {
+                    self.conn = Some((addr.to_string(), conn));
+                    return Ok(answer);
+                }
+            }
             let conn = match &mut self.conn {
-                Some(c) => c,
-                None => self.conn.insert(Conn::connect(addr, tls).await.map_err(CallError::Connect)?),
+                Some((_, c)) => c,
+                None => {
+                    let conn = Conn::connect(addr, tls).await.map_err(CallError::Connect)?;
+                    &mut self.conn.insert((addr.to_string(), conn)).1
+                }
             };
             conn.call(kind, req).await.map_err(CallError::Io)
         };
@@ -245,6 +293,14 @@ impl Client {
             self.conn = None;
         }
         result
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let (Some(pool), Some((addr, conn))) = (&self.pool, self.conn.take()) {
+            pool.put(addr, conn);
+        }
     }
 }
 
@@ -365,5 +421,63 @@ mod tests {
         let tcp = dial(&addr.to_string()).await.unwrap();
         assert_ne!(tcp.local_addr().unwrap(), tcp.peer_addr().unwrap());
         drop(listener);
+    }
+
+    /// A framed peer that answers every request with the number of
+    /// connections it has accepted so far, and closes each connection after
+    /// `per_conn` answers.
+    async fn counting_peer(per_conn: usize) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::spawn(async move {
+                    let mut magic = [0u8; 8];
+                    tcp.read_exact(&mut magic).await.unwrap();
+                    assert_eq!(&magic, MAGIC);
+                    let mut frames = Frames::new(tcp);
+                    for _ in 0..per_conn {
+                        let Ok(Some(_)) = frames.next().await else { return };
+                        let mut answer = Vec::new();
+                        frame(&mut answer, None, &Ok::<usize, String>(n));
+                        frames.io.write_all(&answer).await.unwrap();
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    async fn ask(client: &mut Client, addr: &str) -> usize {
+        let answer: Result<usize, String> =
+            client.call(addr, None, VOTE, &(), Duration::from_secs(10)).await.map_err(|e| e.to_string()).unwrap();
+        answer.unwrap()
+    }
+
+    #[tokio::test]
+    async fn short_lived_clients_share_pooled_connections() {
+        let (addr, accepted) = counting_peer(usize::MAX).await;
+        let pool = Pool::default();
+        for _ in 0..5 {
+            // As openraft's client for one read-index round: one call, dropped.
+            let mut client = Client::pooled(pool.clone());
+            assert_eq!(ask(&mut client, &addr).await, 1);
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_the_peer_closed_is_replaced_within_the_call() {
+        // The peer closes every connection after one answer (as a restarted
+        // peer would have): the next client's pooled connection is dead.
+        let (addr, accepted) = counting_peer(1).await;
+        let pool = Pool::default();
+        assert_eq!(ask(&mut Client::pooled(pool.clone()), &addr).await, 1);
+        assert_eq!(ask(&mut Client::pooled(pool.clone()), &addr).await, 2);
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }
