@@ -140,7 +140,8 @@ fn init_logging(core: &CoreConfig) {
     // error, twice a second for as long as a peer is down; gerdu's peer
     // network logs a peer going and coming back once each, so they are
     // left out too.
-    let default = if matches!(level, "debug" | "trace") {
+    let debugging = matches!(level, "debug" | "trace");
+    let default = if debugging {
         level.to_string()
     } else {
         format!("{level},openraft=error,openraft::raft::impl_raft_blocking_write=off,openraft::replication=off")
@@ -152,7 +153,7 @@ fn init_logging(core: &CoreConfig) {
     // peer and an `error`): with a peer down, once per linearizable read
     // round, thousands a second. The peer network logs a peer going and
     // coming back instead; these are kept only when debugging.
-    let quiet = !custom && !matches!(level, "debug" | "trace");
+    let quiet = !custom && !debugging;
     use std::io::IsTerminal;
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;

@@ -39,7 +39,8 @@ impl Middleware for RaftMiddleware {
             let consistency = req.ctx.consistency.unwrap_or(node.default_consistency);
             let any_write = req.commands.iter().any(Command::is_write);
             let needs_leader = consistency != ReadConsistency::Local || any_write;
-            if needs_leader && !req.commands.is_empty() && req.ctx.protocol != FORWARDED && !node.is_leader() {
+            let forwarded = req.ctx.protocol == FORWARDED;
+            if needs_leader && !req.commands.is_empty() && !forwarded && !node.is_leader() {
                 let node = node.clone();
                 return Call::waiting(async move {
                     let replies = node.forward(req.commands, consistency).await?;
@@ -56,7 +57,6 @@ impl Middleware for RaftMiddleware {
             }
             // Only writes (the usual write request): one proposal, in a future
             // that holds no more than it needs.
-            let forwarded = req.ctx.protocol == FORWARDED;
             if any_write && req.commands.iter().all(Command::is_write) {
                 let node = node.clone();
                 return Call::waiting(async move {

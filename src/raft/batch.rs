@@ -254,12 +254,9 @@ impl Batch {
     /// what the proposer gives back to its clients when an election kept
     /// the batch from committing, and what the tests compare.
     pub fn commands(&self) -> Result<Vec<Command>, String> {
-        let writes = match (&self.body, self.writes()?) {
-            (Body::Encoded { data, .. }, Writes::Read(writes)) => (data, writes),
-            (_, Writes::Commands(commands)) => return Ok(commands.to_vec()),
-            (Body::Commands(owned), Writes::Read(_)) => return Ok(owned.commands.clone()),
+        let (Body::Encoded { data, .. }, Writes::Read(writes)) = (&self.body, self.writes()?) else {
+            return Ok(self.decoded().unwrap_or_default().to_vec());
         };
-        let (data, writes) = writes;
         let field = |b: &[u8]| if is_small(b) { data.slice_ref(b) } else { Bytes::copy_from_slice(b) };
         Ok(writes
             .into_iter()

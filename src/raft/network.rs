@@ -8,8 +8,8 @@
 //! it lives, taken from the node's pool of idle ones or dialed, redialed
 //! after any failure, and left in the pool when the client goes (a
 //! read-index round used to dial every follower afresh: 4,756 sockets in
-//! `TIME_WAIT` after 50,000 linearizable GETs on a leader). Snapshots, forwarding and membership use the tonic service of
-//! `proto/raft.proto`: one HTTP/2 channel per peer address, created lazily
+//! `TIME_WAIT` after 50,000 linearizable GETs on a leader). Snapshots,
+//! forwarding and membership use the tonic service of `proto/raft.proto`: one HTTP/2 channel per peer address, created lazily
 //! and shared, which tonic reconnects after a failure. A peer that cannot
 //! be connected is reported to openraft as `Unreachable` (it backs off);
 //! other transport failures as `Network`; a raft error the peer answered as
@@ -106,29 +106,21 @@ impl Network {
 /// any other transport failure (a connection reset or closed while the call
 /// was on it, a timeout) may have come after the request went out.
 pub fn never_sent(status: &tonic::Status) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(e) = source {
-        if e.is::<tonic::ConnectError>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+    causes(status).any(|e| e.is::<tonic::ConnectError>())
 }
 
 /// A failed call's status for a log or a client: its message, and the
 /// innermost cause tonic kept (`transport error: connection reset by peer`).
 pub fn describe(status: &tonic::Status) -> String {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    let mut innermost = None;
-    while let Some(e) = cause {
-        innermost = Some(e);
-        cause = e.source();
-    }
-    match innermost {
+    match causes(status).last() {
         Some(e) => format!("{}: {e}", status.message()),
         None => status.message().to_string(),
     }
+}
+
+/// The errors behind a failed call's status, outermost first.
+fn causes(status: &tonic::Status) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(std::error::Error::source(status), |e| e.source())
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {

@@ -47,7 +47,7 @@ use tokio::sync::mpsc;
 use tokio::sync::oneshot::error::TryRecvError;
 
 use super::handoff::Handoff;
-pub use super::handoff::{Refusal, ReplyTx};
+pub use super::handoff::ReplyTx;
 use super::types::{Batch, Raft, TypeConfig};
 use crate::metrics::ServerMetrics;
 

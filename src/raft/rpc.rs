@@ -240,17 +240,16 @@ impl Pool {
 /// The dialing side's handle: a connection kept between calls, dropped
 /// after any failure (the next call redials), and given back to the pool
 /// when the handle goes.
-#[derive(Default)]
 pub struct Client {
     conn: Option<(String, Conn)>,
-    pool: Option<Pool>,
+    pool: Pool,
 }
 
 impl Client {
     /// A client that takes idle connections from `pool` and leaves its own
     /// there when dropped.
     pub fn pooled(pool: Pool) -> Self {
-        Client { conn: None, pool: Some(pool) }
+        Client { conn: None, pool }
     }
 
     /// One call within `ttl`, dialing `addr` first when not connected. A
@@ -267,13 +266,11 @@ impl Client {
     ) -> Result<Resp, CallError> {
         let attempt = async {
             if self.conn.is_none()
-                && let Some(conn) = self.pool.as_ref().and_then(|p| p.take(addr))
+                && let Some(mut conn) = self.pool.take(addr)
+                && let Ok(answer) = conn.call(kind, req).await
             {
-                let mut conn = conn;
-                if let Ok(answer) = conn.call(kind, req).await {
-                    self.conn = Some((addr.to_string(), conn));
-                    return Ok(answer);
-                }
+                self.conn = Some((addr.to_string(), conn));
+                return Ok(answer);
             }
             let conn = match &mut self.conn {
                 Some((_, c)) => c,
@@ -298,8 +295,8 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        if let (Some(pool), Some((addr, conn))) = (&self.pool, self.conn.take()) {
-            pool.put(addr, conn);
+        if let Some((addr, conn)) = self.conn.take() {
+            self.pool.put(addr, conn);
         }
     }
 }
