@@ -128,8 +128,21 @@ fn runtime_builder(workers: usize) -> tokio::runtime::Builder {
 }
 
 fn init_logging(core: &CoreConfig) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let custom = std::env::var("GERDU_LOG_FILTER").ok();
+    let ansi = std::io::stderr().is_terminal();
+    let _ = log_subscriber(core.log.directive(), custom.as_deref(), ansi, std::io::stderr).try_init();
+}
+
+/// What [`init_logging`] installs: events at `level` (a directive such as
+/// `info`), or as `custom` (`GERDU_LOG_FILTER`, a tracing filter) says,
+/// written to `writer`.
+fn log_subscriber<W>(level: &str, custom: Option<&str>, ansi: bool, writer: W) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     use tracing_subscriber::EnvFilter;
-    let level = core.log.directive();
     // openraft logs every election and snapshot at info, and benign races of
     // membership changes and elections at warn; gerdu logs the role changes
     // and membership itself. Keep openraft at error unless debugging. Its
@@ -146,30 +159,28 @@ fn init_logging(core: &CoreConfig) {
     } else {
         format!("{level},openraft=error,openraft::raft::impl_raft_blocking_write=off,openraft::replication=off")
     };
-    let custom = std::env::var_os("GERDU_LOG_FILTER").is_some();
-    let filter = EnvFilter::try_from_env("GERDU_LOG_FILTER").unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = custom.and_then(|c| EnvFilter::try_new(c).ok()).unwrap_or_else(|| EnvFilter::new(default));
     // openraft's core logs at error every failed message to one peer of a
     // vote round or of a read-index round (its events that name a `target`
     // peer and an `error`): with a peer down, once per linearizable read
     // round, thousands a second. The peer network logs a peer going and
     // coming back instead; these are kept only when debugging.
-    let quiet = !custom && !debugging;
-    use std::io::IsTerminal;
+    let quiet = custom.is_none() && !debugging;
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
     // With the level filter's hint: without one, every disabled span and
     // event of openraft's hot path would be looked at (callgrind: a SET
     // at `-P 1` went from 7,561 to 11,989 instructions).
-    let mut peer_failures = tracing_subscriber::filter::filter_fn(move |meta| !(quiet && openraft_peer_failure(meta)));
-    if let Some(hint) = Layer::<tracing_subscriber::Registry>::max_level_hint(&filter) {
+    // (The function keeps to the hint too, as a hint must be true.)
+    let hint = Layer::<tracing_subscriber::Registry>::max_level_hint(&filter);
+    let mut peer_failures = tracing_subscriber::filter::filter_fn(move |meta| {
+        hint.is_none_or(|h| meta.level() <= &h) && !(quiet && openraft_peer_failure(meta))
+    });
+    if let Some(hint) = hint {
         peer_failures = peer_failures.with_max_level_hint(hint);
     }
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .with_filter(peer_failures);
-    let _ = tracing_subscriber::registry().with(filter).with(fmt).try_init();
+    let fmt = tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(writer).with_filter(peer_failures);
+    tracing_subscriber::registry().with(filter).with(fmt)
 }
 
 /// One of openraft's core events about a message to one peer that failed
@@ -195,5 +206,71 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::log_subscriber;
+
+    /// A log writer that keeps what it is given.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Captured {
+            self.clone()
+        }
+    }
+
+    /// The events of a node with a peer down, as logged at `level` (or by
+    /// the `custom` filter).
+    fn logged(level: &str, custom: Option<&str>) -> String {
+        let out = Captured::default();
+        tracing::subscriber::with_default(log_subscriber(level, custom, false, out.clone()), || {
+            // As openraft's core reports a vote or read-index message lost.
+            tracing::error!(target: "openraft::core::raft_core", target = 2u64, error = "refused", "peer failure");
+            tracing::error!(target: "openraft::replication", error = "refused", "replication failure");
+            tracing::info!(target: "openraft::core::raft_core", "openraft election");
+            tracing::error!(target: "openraft::core::raft_core", "openraft core error");
+            tracing::warn!(target: "gerdu::raft::network", "peer unreachable");
+            tracing::info!(target: "gerdu::app", "gerdu info");
+            tracing::debug!(target: "gerdu::app", "gerdu debug");
+        });
+        String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn openraft_peer_noise_is_left_out_unless_debugging_or_filtered_by_hand() {
+        let info = logged("info", None);
+        for kept in ["openraft core error", "peer unreachable", "gerdu info"] {
+            assert!(info.contains(kept), "{kept} should be logged at info: {info}");
+        }
+        for left in ["peer failure", "replication failure", "openraft election", "gerdu debug"] {
+            assert!(!info.contains(left), "{left} should not be logged at info: {info}");
+        }
+        let debug = logged("debug", None);
+        for kept in ["peer failure", "replication failure", "openraft election", "gerdu debug", "peer unreachable"] {
+            assert!(debug.contains(kept), "{kept} should be logged when debugging: {debug}");
+        }
+        // GERDU_LOG_FILTER says what is logged, openraft's peer events too.
+        let custom = logged("info", Some("info,openraft=error"));
+        for kept in ["peer failure", "replication failure", "openraft core error", "gerdu info"] {
+            assert!(custom.contains(kept), "{kept} should be logged by the filter: {custom}");
+        }
+        assert!(!custom.contains("openraft election") && !custom.contains("gerdu debug"), "{custom}");
     }
 }

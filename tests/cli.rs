@@ -1,5 +1,6 @@
 //! The real `gerdu` binary: Go-style flags, config precedence, bad input and
-//! exit codes, and graceful shutdown on SIGTERM/SIGINT.
+//! exit codes, graceful shutdown on SIGTERM/SIGINT, and a two-node cluster
+//! whose leader is frozen (SIGSTOP).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -190,10 +191,16 @@ fn missing_tls_files_are_a_config_error() {
 
 /// Starts the server and returns it with its HTTP address (parsed from the log).
 fn spawn_server(extra: &[&str]) -> (Child, SocketAddr) {
+    spawn_server_env(extra, &[])
+}
+
+/// [`spawn_server`] with `env` added to its environment.
+fn spawn_server_env(extra: &[&str], env: &[(&str, &str)]) -> (Child, SocketAddr) {
     let mut child = Command::new(BIN)
         .args(["-httpport", "0", "-raft", "127.0.0.1:0"])
         .args(extra)
         .env_remove("GERDU_CONFIG")
+        .envs(env.iter().copied())
         .current_dir(tmp().keep())
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -213,6 +220,8 @@ fn spawn_server(extra: &[&str]) -> (Child, SocketAddr) {
 
 fn http(addr: SocketAddr, request: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
+    // A server that holds a request fails the test rather than hanging it.
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
     s.write_all(request.as_bytes()).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
@@ -268,4 +277,59 @@ fn unusable_storage_and_a_refused_join_exit_1() {
     assert!(stderr(&o).contains("already a member"), "{}", stderr(&o));
     signal(&first, "-TERM");
     assert_eq!(first.wait().unwrap().code(), Some(0));
+}
+
+/// A child process killed (SIGKILL, stopped or not) when the test ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn put_request(key: &str, value: &str) -> String {
+    format!(
+        "PUT /cache/{key} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{value}",
+        value.len()
+    )
+}
+
+/// A leader that stops answering (SIGSTOP: its sockets stay open, nothing
+/// is read from them) holds its follower's clients no longer than
+/// `leader_wait_ms`: a write forwarded to it gets 503 "may or may not have
+/// been applied", a read 503; once it runs again, forwarding works again.
+/// The follower cannot be elected meanwhile (two members: it needs the
+/// frozen one's vote; and its election timeout is long).
+#[test]
+fn a_frozen_leader_holds_its_followers_clients_no_longer_than_the_wait() {
+    let env = [
+        ("GERDU_RAFT__LEADER_WAIT_MS", "1000"),
+        ("GERDU_RAFT__ELECTION_TIMEOUT_MIN_MS", "60000"),
+        ("GERDU_RAFT__ELECTION_TIMEOUT_MAX_MS", "120000"),
+    ];
+    let (a, a_http) = spawn_server_env(&["-id", "a", "-log", "info"], &env);
+    let a = Running(a);
+    let (b, b_http) = spawn_server_env(&["-id", "b", "-log", "info", "-join", &a_http.to_string()], &env);
+    let _b = Running(b);
+    // b has joined; it may not have heard from its leader yet (each try
+    // waits for one up to the wait).
+    let put = (0..10).map(|_| http(b_http, &put_request("k", "1"))).find(|p| !p.starts_with("HTTP/1.1 503"));
+    assert!(put.as_deref().is_some_and(|p| p.starts_with("HTTP/1.1 201")), "{put:?}");
+
+    signal(&a.0, "-STOP");
+    let put = http(b_http, &put_request("k", "2"));
+    // Failed by the wait, not by the connection's keep-alive (15 s).
+    assert!(put.starts_with("HTTP/1.1 503") && put.contains("no answer in time"), "{put}");
+    assert!(put.contains("may or may not have been applied"), "{put}");
+    let got = http(b_http, "GET /cache/k HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(got.starts_with("HTTP/1.1 503"), "{got}");
+
+    // (a applies the held write when it runs again: it was in its socket.)
+    signal(&a.0, "-CONT");
+    let put = http(b_http, &put_request("k3", "3"));
+    assert!(put.starts_with("HTTP/1.1 201"), "{put}");
+    let got = http(b_http, "GET /cache/k3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(got.starts_with("HTTP/1.1 200") && got.ends_with("3"), "{got}");
 }

@@ -1,6 +1,8 @@
 //! Clusters of in-process nodes on 127.0.0.1: joining by raft and by HTTP
 //! address, forwarding from followers, membership conflicts, graceful leave
-//! of a leader and of a follower, and a crashed minority.
+//! of a leader and of a follower, a crashed minority, a crashed leader, a
+//! leader without a quorum, and a leader cut off one way whose unapplied
+//! writes go to its successor.
 
 mod common;
 
@@ -643,4 +645,67 @@ async fn writes_an_election_kept_from_committing_come_back_unapplied() {
         }
     }
     a.server.kill().await;
+}
+
+/// A command on a node's Redis port.
+async fn redis_query(s: &common::TestServer, cmd: &mut redis::Cmd) -> redis::RedisResult<redis::Value> {
+    let addr = s.server.addr("redis").expect("redis listens");
+    let client = redis::Client::open(format!("redis://{addr}/"))?;
+    let mut con = client.get_multiplexed_async_connection().await?;
+    cmd.query_async(&mut con).await
+}
+
+/// A leader whose messages to the others are lost (theirs to it arrive: a
+/// one-way partition) is replaced, and the new leader's log takes the
+/// place of the entry the old one had logged meanwhile. That entry's INCR
+/// goes, through the raft stage, to the new leader, and is applied there
+/// once; a linearizable GET sent to the old leader meanwhile (its read
+/// index finds no quorum) is answered by the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leaders_unapplied_write_is_sent_to_the_new_leader() {
+    use redis::{Value, cmd};
+    let top = "protocols = [\"http\", \"redis\"]\n[redis]\nport = 0\n";
+    // The wait outlasts the election: the write is not failed meanwhile.
+    let (a, b, c) = three(top, "leader_wait_ms = 30000\n").await;
+    assert_eq!(leader_of(&a).as_deref(), Some("a"));
+    assert_eq!(redis_query(&a, cmd("INCR").arg("n")).await, Ok(Value::Int(1)));
+    let node = a.server.raft().clone();
+    let last = node.raft.metrics().borrow().last_log_index.expect("a log");
+
+    node.drop_outgoing_raft(true);
+    let a_redis = a.server.addr("redis").expect("redis listens");
+    let incr = tokio::spawn(async move {
+        let client = redis::Client::open(format!("redis://{a_redis}/")).unwrap();
+        // Without the client's own timeout: the answer comes after an election.
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        let mut con = client.get_multiplexed_async_connection_with_config(&config).await.unwrap();
+        cmd("INCR").arg("n").query_async::<Value>(&mut con).await
+    });
+    node.raft
+        .wait(Some(Duration::from_secs(20)))
+        .metrics(|m| m.last_log_index == Some(last + 1), "the INCR is in a's log")
+        .await
+        .expect("the INCR is logged");
+    let get = tokio::spawn(common::get(a.http, "/cache/n"));
+
+    // b and c hear nothing from a and elect one of them; a hears of it and
+    // follows, its INCR's entry replaced.
+    assert_eq!(incr.await.unwrap(), Ok(Value::Int(2)), "applied once, by the new leader");
+    // Served by the new leader: either value is linearizable, as the INCR
+    // was not answered yet when the GET was sent.
+    let read = get.await.unwrap();
+    assert_eq!(read.status, StatusCode::OK, "{}", read.text());
+    assert!(["1", "2"].contains(&read.text().as_str()), "{}", read.text());
+    let leader = leader_of(&a).expect("a follows a leader");
+    assert!(leader == "b" || leader == "c", "{leader}");
+    node.drop_outgoing_raft(false);
+    let l = if leader == "b" { &b } else { &c };
+    for s in [&a, &b, &c] {
+        caught_up(s, l).await;
+        let n = s.server.policy().get(b"n", 0).map(|item| item.value);
+        assert_eq!(n.as_deref(), Some(&b"2"[..]), "on {}", s.server.raft().node.name);
+    }
+    for s in [a, b, c] {
+        s.server.kill().await;
+    }
 }

@@ -491,6 +491,12 @@ impl RaftNode {
         self.log.len()
     }
 
+    /// A fault for tests: see [`network::Network::drop_outgoing_raft`].
+    #[doc(hidden)]
+    pub fn drop_outgoing_raft(&self, on: bool) {
+        self.network.drop_outgoing_raft(on);
+    }
+
     /// This node's view of the cluster.
     pub fn status(&self) -> NodeStatus {
         let m = self.raft.metrics().borrow().clone();

@@ -49,6 +49,8 @@ pub struct Network {
     down: Arc<Mutex<std::collections::HashSet<NodeId>>>,
     /// Idle framed connections, for openraft's short-lived clients.
     pool: super::rpc::Pool,
+    /// Set by [`Network::drop_outgoing_raft`]: tests' one-way partition.
+    dropping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The host part of `host:port` (without IPv6 brackets).
@@ -60,7 +62,23 @@ pub(crate) fn host_of(addr: &str) -> &str {
 impl Network {
     /// Channels that speak TLS to peers when `tls` is given.
     pub fn new(tls: Option<crate::tls::PeerTls>) -> Self {
-        Network { channels: Arc::default(), tls: tls.map(Arc::new), down: Arc::default(), pool: Default::default() }
+        Network {
+            channels: Arc::default(),
+            tls: tls.map(Arc::new),
+            down: Arc::default(),
+            pool: Default::default(),
+            dropping: Arc::default(),
+        }
+    }
+
+    /// A fault for tests: while `on`, this node's raft messages to its peers
+    /// (AppendEntries, Vote, snapshots) fail as if the peers were
+    /// unreachable, while theirs to it, and its forwarding and membership
+    /// calls, go through. A leader so cut off keeps leading in its own eyes
+    /// while the others elect a new one, as in a one-way network partition.
+    #[doc(hidden)]
+    pub fn drop_outgoing_raft(&self, on: bool) {
+        self.dropping.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn endpoint(&self, addr: &str) -> Result<Endpoint, String> {
@@ -134,6 +152,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             rpc: super::rpc::Client::pooled(self.pool.clone()),
             tls: self.tls.clone(),
             down: self.down.clone(),
+            dropping: self.dropping.clone(),
         }
     }
 }
@@ -147,13 +166,23 @@ pub struct Peer {
     rpc: super::rpc::Client,
     tls: Option<Arc<crate::tls::PeerTls>>,
     down: Arc<Mutex<std::collections::HashSet<NodeId>>>,
+    dropping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 type Reply = Result<tonic::Response<pb::Blob>, tonic::Status>;
 
 impl Peer {
     fn client(&self) -> Result<PeerClient, Unreachable> {
+        self.reachable()?;
         self.client.clone().map_err(|e| Unreachable::new(&std::io::Error::other(e)))
+    }
+
+    /// `Unreachable` while [`Network::drop_outgoing_raft`] is on.
+    fn reachable(&self) -> Result<(), Unreachable> {
+        match self.dropping.load(std::sync::atomic::Ordering::Relaxed) {
+            true => Err(Unreachable::new(&std::io::Error::other(format!("{}: dropped (a test's fault)", self.node)))),
+            false => Ok(()),
+        }
     }
 
     /// Logs a peer going away and coming back, once each (openraft itself
@@ -175,6 +204,7 @@ impl Peer {
         T: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        self.reachable()?;
         let tls = self.tls.as_deref();
         let reply = self.rpc.call::<Req, Result<T, E>>(&self.node.raft_addr, tls, kind, req, ttl).await;
         let io = |m: String| std::io::Error::other(m);
