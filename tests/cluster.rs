@@ -585,8 +585,8 @@ async fn two_followers_leaving_at_once_both_get_out() {
 /// request a follower forwarded to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_an_election_kept_from_committing_come_back_unapplied() {
-    use gerdu::raft::wire::ForwardRequest;
-    use gerdu::raft::{Blocked, Refusal};
+    use gerdu::raft::wire::{ForwardRequest, ForwardResponse};
+    use gerdu::raft::{Blocked, Ran, Refusal};
     use gerdu_api::{Command, SetCommand};
     use openraft::raft::AppendEntriesRequest;
     use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
@@ -632,17 +632,20 @@ async fn writes_an_election_kept_from_committing_come_back_unapplied() {
         other => panic!("a follower's proposal should come back unapplied: {other:?}"),
     }
     // A linearizable read's index finds another leader; a request a
-    // follower forwarded here comes back whole, to be sent on: reads only
-    // or writes only.
+    // follower forwarded here comes back whole, to be sent on: reads only,
+    // writes only, or both; and so does one that reaches it once it knows
+    // it does not lead.
     let linearizable = gerdu_api::ReadConsistency::Linearizable;
     assert!(matches!(node.read_barrier(linearizable).await, Err(Blocked::NotLeader)));
     let read = vec![Command::Get { keys: vec![bytes::Bytes::from_static(b"k")] }];
-    for commands in [read, write] {
-        let request = ForwardRequest { consistency: linearizable, commands: commands.clone() };
-        match node.run_forwarded(request).await {
-            Err(back) => assert_eq!(back.commands, commands),
-            Ok(answer) => panic!("a request forwarded to a node no longer leading should come back: {answer:?}"),
+    let both = [read.clone(), write.clone()].concat();
+    for commands in [read, write, both] {
+        match node.run_forwarded(linearizable, commands.clone()).await {
+            Ok(Ran::Moved { replies, rest }) => assert!(replies.is_empty() && rest == commands, "{replies:?} {rest:?}"),
+            other => panic!("a request forwarded to a node no longer leading should come back: {other:?}"),
         }
+        let request = ForwardRequest { consistency: linearizable, commands };
+        assert!(matches!(node.serve_forwarded(request).await, ForwardResponse::Moved(done) if done.is_empty()));
     }
     a.server.kill().await;
 }

@@ -13,9 +13,10 @@
 //! proposed as leader and that an election kept from committing (so they
 //! never will: [`Refusal::NotApplied`]), and reads whose read index found
 //! this node no longer leading ([`Blocked::NotLeader`]), are forwarded the
-//! same way, with the rest of their request; a request a follower forwarded
-//! here is instead handed back to it ([`RaftNode::serve_forwarded`]), to
-//! send on to the new leader.
+//! same way, with the rest of their request ([`RaftNode::run_here`] does a
+//! request's runs). Requests followers forwarded here do not come through
+//! this stage: [`RaftNode::serve_forwarded`] runs them, and gives back what
+//! it could not do to the follower, to send on.
 
 use std::sync::Arc;
 
@@ -24,8 +25,7 @@ use gerdu_api::{
     Response, register_middleware,
 };
 
-use crate::raft::membership::FORWARDED;
-use crate::raft::{Blocked, RaftNode, Refusal};
+use crate::raft::{Blocked, RaftNode, Ran, Refusal};
 
 struct RaftMiddleware {
     node: Arc<RaftNode>,
@@ -39,8 +39,7 @@ impl Middleware for RaftMiddleware {
             let consistency = req.ctx.consistency.unwrap_or(node.default_consistency);
             let any_write = req.commands.iter().any(Command::is_write);
             let needs_leader = consistency != ReadConsistency::Local || any_write;
-            let forwarded = req.ctx.protocol == FORWARDED;
-            if needs_leader && !req.commands.is_empty() && !forwarded && !node.is_leader() {
+            if needs_leader && !req.commands.is_empty() && !node.is_leader() {
                 let node = node.clone();
                 return Call::waiting(async move {
                     let replies = node.forward(req.commands, consistency).await?;
@@ -63,9 +62,7 @@ impl Middleware for RaftMiddleware {
                     let replies = match node.submit(req.commands).await {
                         Ok(replies) => replies,
                         // Boxed: the rare path keeps the usual future small.
-                        Err(Refusal::NotApplied(commands)) if !forwarded => {
-                            Box::pin(node.forward(commands, consistency)).await?
-                        }
+                        Err(Refusal::NotApplied(commands)) => Box::pin(node.forward(commands, consistency)).await?,
                         Err(refusal) => return Err(refusal.into_error()),
                     };
                     Ok(Response { replies })
@@ -73,56 +70,29 @@ impl Middleware for RaftMiddleware {
             }
             let (node, inner) = (node.clone(), inner.clone());
             Call::waiting(async move {
+                // Only reads, waiting for their barrier.
                 if !any_write {
                     return match node.read_barrier(consistency).await {
                         Ok(()) => inner.call(req).await,
-                        Err(Blocked::NotLeader) if !forwarded => {
+                        Err(Blocked::NotLeader) => {
                             Box::pin(node.forward(req.commands, consistency)).await.map(|replies| Response { replies })
                         }
                         Err(blocked) => Err(blocked.into_error()),
                     };
                 }
-                let mut replies = Vec::with_capacity(req.commands.len());
-                let mut commands = req.commands.into_iter().peekable();
-                while let Some(first) = commands.next() {
-                    let write = first.is_write();
-                    let mut run = vec![first];
-                    while let Some(c) = commands.next_if(|c| c.is_write() == write) {
-                        run.push(c);
-                    }
-                    // `Some`: nothing of this run was done here, as this node
-                    // no longer leads.
-                    let moved = if write {
-                        match node.submit(run).await {
-                            Ok(r) => {
-                                replies.extend(r);
-                                None
-                            }
-                            Err(Refusal::NotApplied(run)) if !forwarded => Some(run),
-                            Err(refusal) => return Err(refusal.into_error()),
-                        }
-                    } else {
-                        match node.read_barrier(consistency).await {
-                            Ok(()) => {
-                                let sub = Request { ctx: req.ctx.clone(), commands: run };
-                                replies.extend(inner.call(sub).await?.replies);
-                                None
-                            }
-                            Err(Blocked::NotLeader) if !forwarded => Some(run),
-                            Err(blocked) => return Err(blocked.into_error()),
-                        }
-                    };
-                    // It and the rest of the request go to the leader.
-                    if let Some(mut rest) = moved {
-                        rest.extend(commands);
+                // Writes and reads: in runs, the rest sent to the leader if
+                // this node is found deposed on the way.
+                let replies = match node.run_here(&inner, &req.ctx, req.commands, consistency).await? {
+                    Ran::Done(replies) => replies,
+                    Ran::Moved { mut replies, rest } => {
                         replies.extend(Box::pin(node.forward(rest, consistency)).await?);
-                        break;
+                        replies
                     }
-                }
+                };
                 Ok(Response { replies })
             })
         });
-        self.node.set_stage(raft_stage.clone(), store);
+        self.node.set_store(store);
         raft_stage
     }
 }

@@ -10,7 +10,9 @@
 //!
 //! Per request: answered from the leader; or resent (to the new leader)
 //! when the receiver was not the leader or lost its leadership before the
-//! request's writes committed, when the leader could not be connected
+//! request's writes committed (a request of writes and reads it did part
+//! of before it found itself deposed keeps that part's replies, and only
+//! the rest is resent), when the leader could not be connected
 //! (the connection, TCP or TLS, failed: nothing was sent), and — reads
 //! only — after any transport failure; otherwise a write gets
 //! "unavailable" (it may have been applied: not resent). All within
@@ -24,8 +26,8 @@ use futures::future::join_all;
 use gerdu_api::{Command, PipelineError, Reply};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::RaftNode;
 use super::wire::{self, ForwardRequest, ForwardResponse, pb};
+use super::{RaftNode, Ran};
 
 /// Most requests in one `Forward` RPC.
 pub const MAX_BATCH: usize = 512;
@@ -34,10 +36,42 @@ pub const MAX_IN_FLIGHT: usize = 4;
 
 /// A request waiting to be forwarded, and where its answer goes.
 pub struct Forwarded {
-    /// The request.
+    /// The request: what is left of it to do.
     pub request: ForwardRequest,
+    /// The replies of its first commands, done by a leader that then found
+    /// itself deposed (see [`ForwardResponse::Moved`]); usually none.
+    pub done: Vec<Reply>,
     /// Its replies, or why it failed.
     pub reply: oneshot::Sender<Result<Vec<Reply>, PipelineError>>,
+}
+
+impl Forwarded {
+    /// Answers the client: the replies of the commands done before, then
+    /// `result`'s.
+    fn answer(self, result: Result<Vec<Reply>, PipelineError>) {
+        let result = match result {
+            Ok(replies) if !self.done.is_empty() => {
+                let mut all = self.done;
+                all.extend(replies);
+                Ok(all)
+            }
+            other => other,
+        };
+        let _ = self.reply.send(result);
+    }
+
+    /// A deposed leader did the first `done.len()` commands, answered
+    /// `done`: keeps their replies and the rest to send on. `None` when it
+    /// answered more than the request has (it is answered an error).
+    fn moved(mut self, done: Vec<Reply>) -> Option<Self> {
+        if done.len() > self.request.commands.len() {
+            self.answer(Err(PipelineError::Internal("the leader answered more replies than commands".into())));
+            return None;
+        }
+        self.request.commands.drain(..done.len());
+        self.done.extend(done);
+        Some(self)
+    }
 }
 
 /// Runs until the node is gone or every sender is dropped.
@@ -63,7 +97,7 @@ pub async fn run(node: Weak<RaftNode>, mut rx: mpsc::Receiver<Forwarded>) {
 
 fn fail(batch: Vec<Forwarded>, e: &PipelineError) {
     for f in batch {
-        let _ = f.reply.send(Err(e.clone()));
+        f.answer(Err(e.clone()));
     }
 }
 
@@ -80,15 +114,19 @@ impl RaftNode {
             if leader == self.id {
                 // Elected meanwhile (the metrics say so; this node's own
                 // leadership flag may lag them): run them here, keeping
-                // those an election gives back again.
-                let back = join_all(pending.into_iter().map(|f| async move {
-                    match self.run_forwarded(f.request).await {
-                        Ok(result) => {
-                            let _ = f.reply.send(result);
-                            None
+                // what an election gives back again.
+                let back = join_all(pending.into_iter().map(|mut f| async move {
+                    let commands = std::mem::take(&mut f.request.commands);
+                    match self.run_forwarded(f.request.consistency, commands).await {
+                        Ok(Ran::Done(replies)) => f.answer(Ok(replies)),
+                        Ok(Ran::Moved { replies, rest }) => {
+                            f.done.extend(replies);
+                            f.request.commands = rest;
+                            return Some(f);
                         }
-                        Err(request) => Some(Forwarded { request, reply: f.reply }),
+                        Err(e) => f.answer(Err(e)),
                     }
+                    None
                 }))
                 .await;
                 again.extend(back.into_iter().flatten());
@@ -110,10 +148,8 @@ impl RaftNode {
                         Ok(answers) if answers.len() == pending.len() => {
                             for (f, answer) in pending.into_iter().zip(answers) {
                                 match answer {
-                                    ForwardResponse::Done(r) => {
-                                        let _ = f.reply.send(r);
-                                    }
-                                    ForwardResponse::NotLeader => again.push(f),
+                                    ForwardResponse::Done(r) => f.answer(r),
+                                    ForwardResponse::Moved(done) => again.extend(f.moved(done)),
                                 }
                             }
                         }
@@ -128,7 +164,7 @@ impl RaftNode {
                             if unsent || !f.request.commands.iter().any(Command::is_write) {
                                 again.push(f);
                             } else {
-                                let _ = f.reply.send(Err(PipelineError::Unavailable(format!(
+                                f.answer(Err(PipelineError::Unavailable(format!(
                                     "the leader {} did not answer ({}); the write may or may not have been applied",
                                     node.name,
                                     super::network::describe(&status)
@@ -148,5 +184,44 @@ impl RaftNode {
             // Let the membership metrics catch up with the new leader.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gerdu_api::{Command, PipelineError, ReadConsistency, Reply};
+    use tokio::sync::oneshot;
+
+    use super::Forwarded;
+    use crate::raft::wire::ForwardRequest;
+
+    fn get(key: &'static str) -> Command {
+        Command::Get { keys: vec![bytes::Bytes::from_static(key.as_bytes())] }
+    }
+
+    fn forwarded(commands: Vec<Command>) -> (Forwarded, oneshot::Receiver<Result<Vec<Reply>, PipelineError>>) {
+        let (reply, rx) = oneshot::channel();
+        let request = ForwardRequest { consistency: ReadConsistency::Linearizable, commands };
+        (Forwarded { request, done: Vec::new(), reply }, rx)
+    }
+
+    /// A request a deposed leader did part of keeps that part's replies,
+    /// sends on only the rest, and its client gets every reply in order.
+    #[test]
+    fn a_request_done_in_part_keeps_its_replies_and_sends_the_rest() {
+        let (f, rx) = forwarded(vec![get("a"), get("b"), get("c")]);
+        let f = f.moved(vec![Reply::Count(1)]).expect("one reply of three commands");
+        assert_eq!(f.request.commands, vec![get("b"), get("c")]);
+        let f = f.moved(Vec::new()).expect("none of two");
+        f.answer(Ok(vec![Reply::Count(2), Reply::Count(3)]));
+        let all = rx.blocking_recv().unwrap().unwrap();
+        assert_eq!(all, vec![Reply::Count(1), Reply::Count(2), Reply::Count(3)]);
+    }
+
+    #[test]
+    fn more_replies_than_commands_is_an_error_not_a_panic() {
+        let (f, rx) = forwarded(vec![get("a")]);
+        assert!(f.moved(vec![Reply::Ok, Reply::Ok]).is_none());
+        assert!(matches!(rx.blocking_recv().unwrap(), Err(PipelineError::Internal(_))));
     }
 }

@@ -23,7 +23,9 @@
 //!   It is resent when the leader changed before running it, or lost its
 //!   leadership before the request's writes committed (then they never
 //!   will: openraft refused or truncated them) or before its reads' read
-//!   index passed; a write is not resent after a transport failure that may
+//!   index passed (a request of writes and reads of which a deposed
+//!   leader did a part keeps that part's replies; the rest is resent); a
+//!   write is not resent after a transport failure that may
 //!   have delivered it, nor after the leader failed to answer by the
 //!   deadline (the client gets "unavailable" instead of a possible double
 //!   apply). Writes and reads the leader itself took from a client and lost
@@ -31,7 +33,7 @@
 
 use std::time::{Duration, Instant};
 
-use gerdu_api::{AdminError, Command, PipelineError, ReadConsistency, Reply, Request, RequestContext};
+use gerdu_api::{AdminError, Command, Pipeline, PipelineError, ReadConsistency, Reply, Request, RequestContext};
 use openraft::ChangeMembers;
 use openraft::error::{ClientWriteError, RaftError};
 
@@ -53,6 +55,21 @@ fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> AdminErr
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => AdminError::BadRequest(e.to_string()),
         RaftError::Fatal(e) => AdminError::Unavailable(e.to_string()),
     }
+}
+
+/// What [`RaftNode::run_here`] came to.
+#[derive(Debug)]
+pub enum Ran {
+    /// Every command done: one reply each.
+    Done(Vec<Reply>),
+    /// This node was found not leading after `replies.len()` commands,
+    /// which were done; nothing of `rest`, the commands after them, was.
+    Moved {
+        /// The replies of the commands done.
+        replies: Vec<Reply>,
+        /// The commands not done.
+        rest: Vec<Command>,
+    },
 }
 
 /// Why one attempt to join failed.
@@ -95,7 +112,7 @@ impl RaftNode {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let request = ForwardRequest { consistency, commands };
         self.forwards
-            .send(super::forwarder::Forwarded { request, reply })
+            .send(super::forwarder::Forwarded { request, done: Vec::new(), reply })
             .await
             .map_err(|_| PipelineError::ShuttingDown)?;
         rx.await.map_err(|_| PipelineError::ShuttingDown)?
@@ -103,67 +120,87 @@ impl RaftNode {
 
     /// Runs a batch forwarded by a follower: one answer per request.
     pub async fn serve_forwarded_batch(&self, batch: Vec<ForwardRequest>) -> Vec<ForwardResponse> {
-        if !self.is_leader() {
-            return batch.iter().map(|_| ForwardResponse::NotLeader).collect();
-        }
         futures::future::join_all(batch.into_iter().map(|f| self.serve_forwarded(f))).await
     }
 
-    /// Runs a request forwarded by a follower, if this node leads; answers
-    /// `NotLeader` (the follower sends it on to the new leader) when it
-    /// does not, or when an election kept its writes from committing.
+    /// Runs a request forwarded by a follower if this node leads
+    /// ([`Self::run_forwarded`]); answers what it did and gives back the
+    /// rest ([`ForwardResponse::Moved`]) when it is found not leading.
     pub async fn serve_forwarded(&self, f: ForwardRequest) -> ForwardResponse {
         if !self.is_leader() {
-            return ForwardResponse::NotLeader;
+            return ForwardResponse::Moved(Vec::new());
         }
-        match self.run_forwarded(f).await {
-            Ok(result) => ForwardResponse::Done(result),
-            Err(_) => ForwardResponse::NotLeader,
-        }
-    }
-
-    /// Runs a forwarded request here ([`Self::run_here`]); gives it back,
-    /// whole, when this node no longer leads and nothing of it was done: a
-    /// request of writes only whose writes an election kept from committing
-    /// (none was applied, none will be), or of reads only whose read index
-    /// found another leader.
-    pub async fn run_forwarded(&self, f: ForwardRequest) -> Result<Result<Vec<Reply>, PipelineError>, ForwardRequest> {
-        let Some((_, store)) = self.stage.get() else {
-            return Ok(Err(PipelineError::Internal("the raft stage is not built".into())));
-        };
-        // What the raft stage does with a request of reads only or of
-        // writes only, keeping the request if it is to go on.
-        if !f.commands.iter().any(Command::is_write) {
-            return match self.read_barrier(f.consistency).await {
-                Ok(()) => Ok(self.run_through(store, f).await),
-                Err(Blocked::NotLeader) => Err(f),
-                Err(Blocked::Failed(e)) => Ok(Err(e)),
-            };
-        }
-        if !f.commands.iter().all(Command::is_write) {
-            return Ok(self.run_here(f).await);
-        }
-        match self.submit(f.commands).await {
-            Ok(replies) => Ok(Ok(replies)),
-            Err(Refusal::NotApplied(commands)) => Err(ForwardRequest { consistency: f.consistency, commands }),
-            Err(Refusal::Failed(e)) => Ok(Err(e)),
+        match self.run_forwarded(f.consistency, f.commands).await {
+            Ok(Ran::Done(replies)) => ForwardResponse::Done(Ok(replies)),
+            Ok(Ran::Moved { replies, .. }) => ForwardResponse::Moved(replies),
+            Err(e) => ForwardResponse::Done(Err(e)),
         }
     }
 
-    /// Runs a request through this node's raft stage, as the leader would
-    /// (the stage never forwards a request marked [`FORWARDED`]).
-    pub async fn run_here(&self, f: ForwardRequest) -> Result<Vec<Reply>, PipelineError> {
-        let Some((stage, _)) = self.stage.get() else {
+    /// Runs a forwarded request's commands here ([`Self::run_here`]), its
+    /// reads served by the store, marked [`FORWARDED`].
+    pub async fn run_forwarded(
+        &self,
+        consistency: ReadConsistency,
+        commands: Vec<Command>,
+    ) -> Result<Ran, PipelineError> {
+        let Some(store) = self.store.get() else {
             return Err(PipelineError::Internal("the raft stage is not built".into()));
         };
-        self.run_through(stage, f).await
+        let mut ctx = RequestContext::new(FORWARDED);
+        ctx.consistency = Some(consistency);
+        self.run_here(store, &ctx, commands, consistency).await
     }
 
-    /// Runs a forwarded request through `stage`, marked [`FORWARDED`].
-    async fn run_through(&self, stage: &gerdu_api::Pipeline, f: ForwardRequest) -> Result<Vec<Reply>, PipelineError> {
-        let mut ctx = RequestContext::new(FORWARDED);
-        ctx.consistency = Some(f.consistency);
-        gerdu_api::pipeline::call(stage, Request { ctx, commands: f.commands }).await.map(|r| r.replies)
+    /// Runs a request's commands as this node's leader would: in maximal
+    /// runs of consecutive writes and of reads, in order, each write run
+    /// proposed ([`Self::submit`]) and resolved once applied, each read run
+    /// served by `store` after a read barrier at `consistency`. Stops at the
+    /// first run this node cannot do because it no longer leads (an
+    /// election kept its writes from committing, so they never will; its
+    /// read index found another leader): then the replies so far come back
+    /// with the commands from that run on, none of which was done.
+    pub async fn run_here(
+        &self,
+        store: &Pipeline,
+        ctx: &RequestContext,
+        commands: Vec<Command>,
+        consistency: ReadConsistency,
+    ) -> Result<Ran, PipelineError> {
+        let mut replies = Vec::with_capacity(commands.len());
+        let mut rest = commands;
+        while let Some(first) = rest.first() {
+            let write = first.is_write();
+            // A request of one kind is one run, its vector moved as it is.
+            let end = rest.iter().position(|c| c.is_write() != write).unwrap_or(rest.len());
+            let after = rest.split_off(end);
+            let run = std::mem::replace(&mut rest, after);
+            let moved = if write {
+                match self.submit(run).await {
+                    Ok(r) => {
+                        replies.extend(r);
+                        None
+                    }
+                    Err(Refusal::NotApplied(run)) => Some(run),
+                    Err(Refusal::Failed(e)) => return Err(e),
+                }
+            } else {
+                match self.read_barrier(consistency).await {
+                    Ok(()) => {
+                        let sub = Request { ctx: ctx.clone(), commands: run };
+                        replies.extend(gerdu_api::pipeline::call(store, sub).await?.replies);
+                        None
+                    }
+                    Err(Blocked::NotLeader) => Some(run),
+                    Err(Blocked::Failed(e)) => return Err(e),
+                }
+            };
+            if let Some(mut run) = moved {
+                run.append(&mut rest);
+                return Ok(Ran::Moved { replies, rest: run });
+            }
+        }
+        Ok(Ran::Done(replies))
     }
 
     /// The leader's client, or `None` when this node leads.

@@ -50,6 +50,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::CoreConfig;
 use crate::metrics::ServerMetrics;
 pub use handoff::Refusal;
+pub use membership::Ran;
 pub use read_index::Blocked;
 use types::{Node, NodeId, Raft};
 
@@ -242,10 +243,10 @@ pub struct RaftNode {
     peer_server: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Channels to peers.
     network: network::Network,
-    /// The raft stage of the pipeline (raft middleware + store), which runs
-    /// requests forwarded by followers, and the stage inside it (the store),
-    /// which serves their reads; set when the pipeline is built.
-    stage: OnceLock<(Pipeline, Pipeline)>,
+    /// The stage inside the raft stage of the pipeline (the store), which
+    /// serves the reads of requests forwarded by followers; set when the
+    /// pipeline is built.
+    store: OnceLock<Pipeline>,
     /// Stops the peer server.
     peer_shutdown: CancellationToken,
     /// Stops the background tasks that talk to raft (the compactor).
@@ -354,7 +355,7 @@ impl RaftNode {
             stopping: AtomicBool::new(false),
             peer_server: parking_lot::Mutex::new(None),
             network,
-            stage: OnceLock::new(),
+            store: OnceLock::new(),
             peer_shutdown: CancellationToken::new(),
             background,
             forwards: ftx,
@@ -401,10 +402,10 @@ impl RaftNode {
         self.leader.load(Ordering::Acquire) && !self.stopping.load(Ordering::Acquire)
     }
 
-    /// Records the raft stage of the pipeline and the stage inside it,
-    /// which serve forwarded requests (the raft middleware calls this once).
-    pub fn set_stage(&self, stage: Pipeline, inner: Pipeline) {
-        let _ = self.stage.set((stage, inner));
+    /// Records the stage inside the raft stage (the store), which serves
+    /// forwarded requests' reads (the raft middleware calls this once).
+    pub fn set_store(&self, store: Pipeline) {
+        let _ = self.store.set(store);
     }
 
     /// Replicates writes; resolves with their replies once applied. Writes

@@ -47,8 +47,10 @@ pub struct ForwardRequest {
 pub enum ForwardResponse {
     /// Executed: one reply per command, or why the whole request failed.
     Done(Result<Vec<Reply>, PipelineError>),
-    /// The receiver is not the leader (any more); nothing was executed.
-    NotLeader,
+    /// The receiver does not lead (any more): it did the request's first
+    /// commands, one reply each here (often none), and nothing of the rest,
+    /// which the sender sends on to the leader.
+    Moved(Vec<Reply>),
 }
 
 #[cfg(test)]
