@@ -167,7 +167,13 @@ impl RaftNode {
         commands: Vec<Command>,
         consistency: ReadConsistency,
     ) -> Result<Ran, PipelineError> {
-        let mut replies = Vec::with_capacity(commands.len());
+        // The first run's replies become the request's (no copy when it is
+        // the only run).
+        let mut replies: Vec<Reply> = Vec::new();
+        let mut add = |r: Vec<Reply>| match replies.is_empty() {
+            true => replies = r,
+            false => replies.extend(r),
+        };
         let mut rest = commands;
         while let Some(first) = rest.first() {
             let write = first.is_write();
@@ -178,7 +184,7 @@ impl RaftNode {
             let moved = if write {
                 match self.submit(run).await {
                     Ok(r) => {
-                        replies.extend(r);
+                        add(r);
                         None
                     }
                     Err(Refusal::NotApplied(run)) => Some(run),
@@ -188,7 +194,7 @@ impl RaftNode {
                 match self.read_barrier(consistency).await {
                     Ok(()) => {
                         let sub = Request { ctx: ctx.clone(), commands: run };
-                        replies.extend(gerdu_api::pipeline::call(store, sub).await?.replies);
+                        add(gerdu_api::pipeline::call(store, sub).await?.replies);
                         None
                     }
                     Err(Blocked::NotLeader) => Some(run),
