@@ -111,6 +111,35 @@ async fn three_nodes_join_replicate_and_forward() {
     }
 }
 
+/// A follower serves linearizable reads from its own store once it has
+/// applied the leader's read index: a write the leader acknowledged just
+/// before is seen, and an item that has expired by the follower's clock
+/// (not yet by the leader's) is gone there: the leader did not serve it.
+/// With the leader gone, such reads fail after the wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_serve_linearizable_reads_at_the_leaders_read_index() {
+    let (a, b, c) = three("", "leader_wait_ms = 500\n").await;
+    for i in 0..20 {
+        let value = format!("v{i}");
+        assert!(common::put(a.http, "/cache/k", value.as_bytes()).await.status.is_success());
+        for s in [&b, &c] {
+            let got = common::get(s.http, "/cache/k").await;
+            assert_eq!((got.status, got.text()), (StatusCode::OK, value.clone()), "the write before is seen");
+        }
+    }
+    assert_eq!(common::put(a.http, "/cache/t?ttl=10", b"soon gone").await.status, StatusCode::CREATED);
+    b.clock.advance(20_000);
+    assert_eq!(common::get(b.http, "/cache/t").await.status, StatusCode::NOT_FOUND, "expired by b's clock");
+    assert_eq!(common::get(c.http, "/cache/t").await.text(), "soon gone", "not by c's");
+    assert_eq!(common::get(a.http, "/cache/t").await.text(), "soon gone", "nor by a's");
+
+    a.server.kill().await;
+    c.server.kill().await;
+    let got = common::get(b.http, "/cache/k").await;
+    assert_eq!(got.status, StatusCode::SERVICE_UNAVAILABLE, "{}", got.text());
+    b.server.kill().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_by_http_address_and_membership_conflicts() {
     let a = node("a", None).await;

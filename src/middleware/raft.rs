@@ -8,8 +8,10 @@
 //! the request's consistency and is then served by the inner stage.
 //!
 //! On a follower, a request that needs the leader — any write, or reads at
-//! `linearizable` or `leader` consistency — is forwarded to the leader whole
-//! ([`RaftNode::forward`]); `local` reads are served here. Writes this node
+//! `leader` consistency — is forwarded to the leader whole
+//! ([`RaftNode::forward`]); `local` reads are served here, and so are
+//! `linearizable` reads once this node has applied the leader's read index
+//! ([`RaftNode::follower_read_barrier`]). Writes this node
 //! proposed as leader and that an election kept from committing (so they
 //! never will: [`Refusal::NotApplied`]), and reads whose read index found
 //! this node no longer leading ([`Blocked::NotLeader`]), are forwarded the
@@ -39,6 +41,19 @@ impl Middleware for RaftMiddleware {
             let consistency = req.ctx.consistency.unwrap_or(node.default_consistency);
             let any_write = req.commands.iter().any(Command::is_write);
             let needs_leader = consistency != ReadConsistency::Local || any_write;
+            // A follower's linearizable reads: served here once this node
+            // has applied the leader's read index.
+            if !any_write
+                && consistency == ReadConsistency::Linearizable
+                && !req.commands.is_empty()
+                && !node.is_leader()
+            {
+                let (node, inner) = (node.clone(), inner.clone());
+                return Call::waiting(async move {
+                    node.follower_read_barrier().await.map_err(Blocked::into_error)?;
+                    inner.call(req).await
+                });
+            }
             if needs_leader && !req.commands.is_empty() && !node.is_leader() {
                 let node = node.clone();
                 return Call::waiting(async move {

@@ -230,6 +230,8 @@ pub struct RaftNode {
     pub default_consistency: ReadConsistency,
     proposals: mpsc::UnboundedSender<proposer::Proposal>,
     reads: mpsc::Sender<read_index::Waiter>,
+    /// A follower's linearizable reads, to [`read_index::follower`].
+    follower_reads: mpsc::Sender<read_index::follower::Waiter>,
     log: log_store::MemLog,
     leader_wait: Duration,
     catch_up_timeout: Duration,
@@ -340,6 +342,7 @@ impl RaftNode {
         tokio::spawn(watch_sole_voter(raft.clone(), id, sole_voter.clone(), leader.clone()));
 
         let (ftx, frx) = mpsc::channel(16 * 1024);
+        let (frtx, frrx) = mpsc::channel(16 * 1024);
         let this = Arc::new(RaftNode {
             raft: raft.clone(),
             id,
@@ -347,6 +350,7 @@ impl RaftNode {
             default_consistency: cfg.read_consistency,
             proposals: ptx,
             reads: rtx,
+            follower_reads: frtx,
             log,
             leader_wait: r.leader_wait(),
             catch_up_timeout: Duration::from_millis(r.catch_up_timeout_ms),
@@ -362,6 +366,7 @@ impl RaftNode {
             sm: sm_handle,
         });
         tokio::spawn(forwarder::run(Arc::downgrade(&this), frx));
+        tokio::spawn(read_index::follower::run(Arc::downgrade(&this), frrx));
         tokio::spawn(sweeper::run(Arc::downgrade(&this), evict_policy.clone(), sweep_clock, sweep_metrics, sweep));
         tokio::spawn(evictor::run(Arc::downgrade(&this), evict_policy, over_capacity));
         let server = tokio::spawn(peer::serve(listener, this.clone(), this.peer_shutdown.clone(), acceptor));
@@ -449,6 +454,12 @@ impl RaftNode {
         if let Some(passed) = self.read_barrier_now(consistency) {
             return passed;
         }
+        self.read_index().await.map(|_| ())
+    }
+
+    /// A read-index round of this node as leader (batched with others):
+    /// the index reads may be served at; this node has applied it.
+    async fn read_index(&self) -> Result<u64, Blocked> {
         let (tx, rx) = oneshot::channel();
         self.reads.send(tx).await.map_err(|_| PipelineError::ShuttingDown)?;
         match tokio::time::timeout(self.leader_wait, rx).await {
@@ -456,6 +467,28 @@ impl RaftNode {
             Ok(Err(_)) => Err(PipelineError::ShuttingDown.into()),
             Err(_) => Err(PipelineError::Unavailable("read index timed out".into()).into()),
         }
+    }
+
+    /// The read index a follower asked for (`READ_INDEX`): linearizable
+    /// reads on the follower may be served once it has applied it.
+    pub async fn read_index_for_follower(&self) -> Result<u64, Blocked> {
+        if !self.is_leader() {
+            return Err(Blocked::NotLeader);
+        }
+        if self.sole_voter.load(Ordering::Acquire) {
+            // Every acknowledged write is applied here (see `watch_sole_voter`).
+            return Ok(self.raft.metrics().borrow().last_applied.map_or(0, |l| l.index));
+        }
+        self.read_index().await
+    }
+
+    /// Waits until this follower may serve linearizable reads: it has
+    /// applied the leader's read index, asked for once per batch of reads
+    /// ([`read_index::follower`]).
+    pub async fn follower_read_barrier(&self) -> Result<(), Blocked> {
+        let (tx, rx) = oneshot::channel();
+        self.follower_reads.send(tx).await.map_err(|_| PipelineError::ShuttingDown)?;
+        rx.await.map_err(|_| PipelineError::ShuttingDown)?
     }
 
     /// A backup of the data ([`gerdu_api::Admin::backup`]): at `linearizable`

@@ -100,6 +100,17 @@ impl Network {
         Ok(endpoint)
     }
 
+    /// The read index of the leader at `addr` (`READ_INDEX` over the
+    /// framed RPC), within `ttl`.
+    pub async fn read_index(
+        &self,
+        addr: &str,
+        ttl: Duration,
+    ) -> Result<Result<u64, super::Blocked>, super::rpc::CallError> {
+        let mut client = super::rpc::Client::pooled(self.pool.clone());
+        client.call(addr, self.tls.as_deref(), super::rpc::READ_INDEX, &(), ttl).await
+    }
+
     /// The client for the peer at `addr` (`host:port`).
     pub fn client(&self, addr: &str) -> Result<PeerClient, String> {
         let channel = {

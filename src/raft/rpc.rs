@@ -1,5 +1,5 @@
 //! The framed peer RPC that carries raft's own hot messages: AppendEntries
-//! and Vote.
+//! and Vote, and followers' read-index requests.
 //!
 //! Replication is a stream of small request/answer pairs, one at a time per
 //! follower (openraft waits for each answer before it sends the next). Over
@@ -13,8 +13,8 @@
 //!   and sends the 8 bytes [`MAGIC`]; the listener tells the two protocols
 //!   apart by these first bytes (an HTTP/2 client starts with `PRI * HTTP`);
 //! - then frames: a 4-byte big-endian length, then that many bytes. A
-//!   request's first byte is its kind ([`APPEND_ENTRIES`], [`VOTE`]), the
-//!   rest openraft's request as MessagePack (as [`super::wire`] encodes it
+//!   request's first byte is its kind ([`APPEND_ENTRIES`], [`VOTE`],
+//!   [`READ_INDEX`]), the rest openraft's request as MessagePack (as [`super::wire`] encodes it
 //!   for gRPC); the answer is `Result<response, RaftError>` the same way;
 //! - one request at a time per connection, answered in order. A frame over
 //!   [`MAX_FRAME`], an unknown kind or a message that does not decode closes
@@ -43,6 +43,9 @@ pub const MAGIC: &[u8; 8] = b"GRDRAFT1";
 pub const APPEND_ENTRIES: u8 = 1;
 /// Request kind: openraft `VoteRequest`.
 pub const VOTE: u8 = 2;
+/// Request kind: a follower's read index (`()`), answered
+/// `Result<u64, Blocked>` ([`super::read_index`]).
+pub const READ_INDEX: u8 = 3;
 
 /// The largest frame either side accepts (a log batch can be large).
 pub const MAX_FRAME: usize = 1 << 30;
@@ -332,6 +335,7 @@ where
                 let rpc: openraft::raft::VoteRequest<NodeId> = rmp_serde::from_slice(body).map_err(invalid)?;
                 frame(&mut answer, None, &node.raft.vote(rpc).await);
             }
+            READ_INDEX => frame(&mut answer, None, &node.read_index_for_follower().await),
             other => return Err(invalid(format!("unknown request kind {other}"))),
         }
         frames.io.write_all(&answer).await?;
