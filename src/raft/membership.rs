@@ -16,7 +16,8 @@
 //!   /join` to it (the Go original's form). Retried while the target is
 //!   unreachable or has no leader, for up to [`JOIN_PATIENCE`].
 //! - **Forwarding** ([`RaftNode::forward`]): a request that needs the leader
-//!   (writes, and reads at `linearizable` or `leader` consistency) and
+//!   (writes, and reads at `leader` consistency; a follower serves
+//!   `linearizable` reads itself, see [`super::read_index`]) and
 //!   reaches a follower is sent to the leader whole, in batches with other
 //!   requests ([`forwarder`](super::forwarder)), and answered from there.
 //!   During an election it waits for a leader, up to `raft.leader_wait_ms`.
