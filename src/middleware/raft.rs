@@ -41,20 +41,16 @@ impl Middleware for RaftMiddleware {
             let consistency = req.ctx.consistency.unwrap_or(node.default_consistency);
             let any_write = req.commands.iter().any(Command::is_write);
             let needs_leader = consistency != ReadConsistency::Local || any_write;
-            // A follower's linearizable reads: served here once this node
-            // has applied the leader's read index.
-            if !any_write
-                && consistency == ReadConsistency::Linearizable
-                && !req.commands.is_empty()
-                && !node.is_leader()
-            {
-                let (node, inner) = (node.clone(), inner.clone());
-                return Call::waiting(async move {
-                    node.follower_read_barrier().await.map_err(Blocked::into_error)?;
-                    inner.call(req).await
-                });
-            }
             if needs_leader && !req.commands.is_empty() && !node.is_leader() {
+                // A follower's linearizable reads: served here once this
+                // node has applied the leader's read index.
+                if !any_write && consistency == ReadConsistency::Linearizable {
+                    let (node, inner) = (node.clone(), inner.clone());
+                    return Call::waiting(async move {
+                        node.follower_read_barrier().await.map_err(Blocked::into_error)?;
+                        inner.call(req).await
+                    });
+                }
                 let node = node.clone();
                 return Call::waiting(async move {
                     let replies = node.forward(req.commands, consistency).await?;
