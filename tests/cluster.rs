@@ -679,11 +679,12 @@ async fn writes_an_election_kept_from_committing_come_back_unapplied() {
     a.server.kill().await;
 }
 
-/// A command on a node's Redis port.
-async fn redis_query(s: &common::TestServer, cmd: &mut redis::Cmd) -> redis::RedisResult<redis::Value> {
-    let addr = s.server.addr("redis").expect("redis listens");
+/// A command on the Redis port at `addr`, without the client's own
+/// response timeout (an answer may come after an election).
+async fn redis_query(addr: std::net::SocketAddr, cmd: redis::Cmd) -> redis::RedisResult<redis::Value> {
     let client = redis::Client::open(format!("redis://{addr}/"))?;
-    let mut con = client.get_multiplexed_async_connection().await?;
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut con = client.get_multiplexed_async_connection_with_config(&config).await?;
     cmd.query_async(&mut con).await
 }
 
@@ -700,19 +701,13 @@ async fn a_deposed_leaders_unapplied_write_is_sent_to_the_new_leader() {
     // The wait outlasts the election: the write is not failed meanwhile.
     let (a, b, c) = three(top, "leader_wait_ms = 30000\n").await;
     assert_eq!(leader_of(&a).as_deref(), Some("a"));
-    assert_eq!(redis_query(&a, cmd("INCR").arg("n")).await, Ok(Value::Int(1)));
+    let a_redis = a.server.addr("redis").expect("redis listens");
+    assert_eq!(redis_query(a_redis, cmd("INCR").arg("n").clone()).await, Ok(Value::Int(1)));
     let node = a.server.raft().clone();
     let last = node.raft.metrics().borrow().last_log_index.expect("a log");
 
     node.drop_outgoing_raft(true);
-    let a_redis = a.server.addr("redis").expect("redis listens");
-    let incr = tokio::spawn(async move {
-        let client = redis::Client::open(format!("redis://{a_redis}/")).unwrap();
-        // Without the client's own timeout: the answer comes after an election.
-        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-        let mut con = client.get_multiplexed_async_connection_with_config(&config).await.unwrap();
-        cmd("INCR").arg("n").query_async::<Value>(&mut con).await
-    });
+    let incr = tokio::spawn(redis_query(a_redis, cmd("INCR").arg("n").clone()));
     node.raft
         .wait(Some(Duration::from_secs(20)))
         .metrics(|m| m.last_log_index == Some(last + 1), "the INCR is in a's log")

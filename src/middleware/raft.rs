@@ -81,18 +81,9 @@ impl Middleware for RaftMiddleware {
             }
             let (node, inner) = (node.clone(), inner.clone());
             Call::waiting(async move {
-                // Only reads, waiting for their barrier.
-                if !any_write {
-                    return match node.read_barrier(consistency).await {
-                        Ok(()) => inner.call(req).await,
-                        Err(Blocked::NotLeader) => {
-                            Box::pin(node.forward(req.commands, consistency)).await.map(|replies| Response { replies })
-                        }
-                        Err(blocked) => Err(blocked.into_error()),
-                    };
-                }
-                // Writes and reads: in runs, the rest sent to the leader if
-                // this node is found deposed on the way.
+                // Reads waiting for their barrier, or writes and reads: in
+                // runs, the rest sent to the leader if this node is found
+                // deposed on the way.
                 let replies = match node.run_here(&inner, &req.ctx, req.commands, consistency).await? {
                     Ran::Done(replies) => replies,
                     Ran::Moved { mut replies, rest } => {

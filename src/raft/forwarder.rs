@@ -26,8 +26,8 @@ use futures::future::join_all;
 use gerdu_api::{Command, PipelineError, Reply};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::RaftNode;
 use super::wire::{self, ForwardRequest, ForwardResponse, pb};
-use super::{RaftNode, Ran};
 
 /// Most requests in one `Forward` RPC.
 pub const MAX_BATCH: usize = 512;
@@ -101,6 +101,17 @@ fn fail(batch: Vec<Forwarded>, e: &PipelineError) {
     }
 }
 
+/// Answers each request as its leader did, keeping in `again` those to
+/// send on (the leader found itself deposed before it was done).
+fn settle(pending: Vec<Forwarded>, answers: Vec<ForwardResponse>, again: &mut Vec<Forwarded>) {
+    for (f, answer) in pending.into_iter().zip(answers) {
+        match answer {
+            ForwardResponse::Done(r) => f.answer(r),
+            ForwardResponse::Moved(done) => again.extend(f.moved(done)),
+        }
+    }
+}
+
 impl RaftNode {
     /// Sends one batch to the leader, resending what may be resent.
     async fn send_batch(&self, mut pending: Vec<Forwarded>) {
@@ -115,21 +126,12 @@ impl RaftNode {
                 // Elected meanwhile (the metrics say so; this node's own
                 // leadership flag may lag them): run them here, keeping
                 // what an election gives back again.
-                let back = join_all(pending.into_iter().map(|mut f| async move {
-                    let commands = std::mem::take(&mut f.request.commands);
-                    match self.run_forwarded(f.request.consistency, commands).await {
-                        Ok(Ran::Done(replies)) => f.answer(Ok(replies)),
-                        Ok(Ran::Moved { replies, rest }) => {
-                            f.done.extend(replies);
-                            f.request.commands = rest;
-                            return Some(f);
-                        }
-                        Err(e) => f.answer(Err(e)),
-                    }
-                    None
+                // (A rare path: the requests are copied, as for the wire.)
+                let answers = join_all(pending.iter().map(|f| async {
+                    ForwardResponse::from(self.run_forwarded(f.request.consistency, f.request.commands.clone()).await)
                 }))
                 .await;
-                again.extend(back.into_iter().flatten());
+                settle(pending, answers, &mut again);
             } else {
                 let mut client = match self.network.client(&node.raft_addr) {
                     Ok(c) => c,
@@ -145,14 +147,7 @@ impl RaftNode {
                 };
                 match sent {
                     Ok(reply) => match wire::decode::<Vec<ForwardResponse>>(&reply.into_inner().data) {
-                        Ok(answers) if answers.len() == pending.len() => {
-                            for (f, answer) in pending.into_iter().zip(answers) {
-                                match answer {
-                                    ForwardResponse::Done(r) => f.answer(r),
-                                    ForwardResponse::Moved(done) => again.extend(f.moved(done)),
-                                }
-                            }
-                        }
+                        Ok(answers) if answers.len() == pending.len() => settle(pending, answers, &mut again),
                         Ok(_) => {
                             return fail(pending, &PipelineError::Internal("the leader answered a short batch".into()));
                         }

@@ -73,6 +73,17 @@ pub enum Ran {
     },
 }
 
+impl From<Result<Ran, PipelineError>> for ForwardResponse {
+    /// A forwarded request's answer: what was done, and nothing of the rest.
+    fn from(ran: Result<Ran, PipelineError>) -> Self {
+        match ran {
+            Ok(Ran::Done(replies)) => ForwardResponse::Done(Ok(replies)),
+            Ok(Ran::Moved { replies, .. }) => ForwardResponse::Moved(replies),
+            Err(e) => ForwardResponse::Done(Err(e)),
+        }
+    }
+}
+
 /// Why one attempt to join failed.
 enum Attempt {
     /// Try again (unreachable, no leader yet).
@@ -131,11 +142,7 @@ impl RaftNode {
         if !self.is_leader() {
             return ForwardResponse::Moved(Vec::new());
         }
-        match self.run_forwarded(f.consistency, f.commands).await {
-            Ok(Ran::Done(replies)) => ForwardResponse::Done(Ok(replies)),
-            Ok(Ran::Moved { replies, .. }) => ForwardResponse::Moved(replies),
-            Err(e) => ForwardResponse::Done(Err(e)),
-        }
+        self.run_forwarded(f.consistency, f.commands).await.into()
     }
 
     /// Runs a forwarded request's commands here ([`Self::run_here`]), its

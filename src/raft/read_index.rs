@@ -58,22 +58,38 @@ impl From<PipelineError> for Blocked {
 }
 
 /// Runs read-index rounds until every sender is dropped.
-pub async fn run(raft: Raft, mut rx: mpsc::Receiver<Waiter>) {
+pub async fn run(raft: Raft, rx: mpsc::Receiver<Waiter>) {
+    in_rounds(rx, || {
+        let raft = raft.clone();
+        async move {
+            Some(match raft.ensure_linearizable().await {
+                Ok(read) => Ok(read.map_or(0, |l| l.index)),
+                Err(RaftError::APIError(
+                    CheckIsLeaderError::ForwardToLeader(_) | CheckIsLeaderError::QuorumNotEnough(_),
+                )) => Err(Blocked::NotLeader),
+                Err(e) => Err(Blocked::Failed(PipelineError::Unavailable(format!(
+                    "cannot confirm leadership for a linearizable read: {e}"
+                )))),
+            })
+        }
+    })
+    .await
+}
+
+/// Answers waiters in rounds, one round at a time: every waiter queued
+/// while a round ran gets the next round's result. Ends when every sender
+/// is dropped, or when a round gives `None`.
+async fn in_rounds<T: Clone, F: std::future::Future<Output = Option<T>>>(
+    mut rx: mpsc::Receiver<oneshot::Sender<T>>,
+    mut round: impl FnMut() -> F,
+) {
     let mut waiters = Vec::new();
     while let Some(first) = rx.recv().await {
         waiters.push(first);
         while let Ok(w) = rx.try_recv() {
             waiters.push(w);
         }
-        let result = match raft.ensure_linearizable().await {
-            Ok(read) => Ok(read.map_or(0, |l| l.index)),
-            Err(RaftError::APIError(
-                CheckIsLeaderError::ForwardToLeader(_) | CheckIsLeaderError::QuorumNotEnough(_),
-            )) => Err(Blocked::NotLeader),
-            Err(e) => Err(Blocked::Failed(PipelineError::Unavailable(format!(
-                "cannot confirm leadership for a linearizable read: {e}"
-            )))),
-        };
+        let Some(result) = round().await else { return };
         for w in waiters.drain(..) {
             let _ = w.send(result.clone());
         }
@@ -97,20 +113,12 @@ pub mod follower {
 
     /// Runs rounds until the node is gone or every sender is dropped: one
     /// round at a time, for every read queued while the one before ran.
-    pub async fn run(node: Weak<RaftNode>, mut rx: mpsc::Receiver<Waiter>) {
-        let mut waiters = Vec::new();
-        while let Some(first) = rx.recv().await {
-            waiters.push(first);
-            while let Ok(w) = rx.try_recv() {
-                waiters.push(w);
-            }
-            let Some(node) = node.upgrade() else { return };
-            let result = node.leaders_read_index_applied().await;
-            drop(node);
-            for w in waiters.drain(..) {
-                let _ = w.send(result.clone());
-            }
-        }
+    pub async fn run(node: Weak<RaftNode>, rx: mpsc::Receiver<Waiter>) {
+        super::in_rounds(rx, || {
+            let node = node.clone();
+            async move { Some(node.upgrade()?.leaders_read_index_applied().await) }
+        })
+        .await
     }
 
     impl RaftNode {
